@@ -1,0 +1,8 @@
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS verify_emails;
+DROP TABLE IF EXISTS sessions;
+DROP TABLE IF EXISTS entries;
+DROP TABLE IF EXISTS transfers;
+DROP TABLE IF EXISTS accounts;
+DROP TABLE IF EXISTS users;
+DROP TABLE IF EXISTS currencies;
