@@ -1,0 +1,42 @@
+//! Value types that cannot hold invalid data.
+//!
+//! Every value that arrives from outside (a JSON body, a proto message, a CLI argument) is parsed
+//! into one of these exactly once, at the edge; everything below works with the parsed type and
+//! never re-checks. Fields are private so the only way in is through a parser.
+
+mod account;
+mod money;
+mod page;
+mod records;
+mod user;
+
+pub use account::{AccountId, AccountKind, EntryId, TransferId};
+pub use money::{Amount, Currency};
+pub use page::PageSize;
+pub use records::{Account, Entry, NewTransfer, NewUser, Transfer, TransferReceipt, User};
+pub use user::{Email, FullName, Password, Role, Username};
+
+/// Why an untrusted value was refused, and which input field it came from.
+///
+/// `field` defaults to the natural name of the value (`"username"`, `"amount"`); an adapter that
+/// reads the value from a differently named field renames it with [`ValidationError::for_field`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {description}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub description: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            field,
+            description: description.into(),
+        }
+    }
+
+    /// The same refusal, reported against another input field.
+    pub fn for_field(self, field: &'static str) -> Self {
+        Self { field, ..self }
+    }
+}

@@ -1,0 +1,135 @@
+//! The rows of the bank as the rest of the code sees them: already parsed into domain types.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use super::{
+    AccountId, AccountKind, Amount, Currency, Email, EntryId, FullName, Role, TransferId, Username,
+    ValidationError,
+};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: Username,
+    /// An argon2 PHC string; secret-wrapped so `Debug` never prints it.
+    pub hashed_password: SecretString,
+    pub full_name: FullName,
+    pub email: Email,
+    pub role: Role,
+    pub is_email_verified: bool,
+    pub password_changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a new user is created with; the rest takes its defaults.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub hashed_password: SecretString,
+    pub full_name: FullName,
+    pub email: Email,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub owner: Username,
+    pub currency: Currency,
+    /// Minor units. Never negative for customer accounts (a database constraint holds it).
+    pub balance: i64,
+    pub kind: AccountKind,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub from_account_id: AccountId,
+    pub to_account_id: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of an account statement: the signed movement and the balance right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub account_id: AccountId,
+    pub transfer_id: TransferId,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one committed transfer wrote: the transfer, both entries and both accounts as they
+/// stand after it. Adapters choose what to show; the recipient's balance is not for the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReceipt {
+    pub transfer: Transfer,
+    pub from_entry: Entry,
+    pub to_entry: Entry,
+    pub from_account: Account,
+    pub to_account: Account,
+}
+
+/// A request to move `amount` between two different customer accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewTransfer {
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    currency: Currency,
+}
+
+impl NewTransfer {
+    pub fn new(
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<Self, ValidationError> {
+        if from == to {
+            return Err(ValidationError::new(
+                "to_account_id",
+                "must differ from from_account_id",
+            ));
+        }
+        Ok(Self {
+            from,
+            to,
+            amount,
+            currency,
+        })
+    }
+
+    pub fn from(&self) -> AccountId {
+        self.from
+    }
+    pub fn to(&self) -> AccountId {
+        self.to
+    }
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_needs_two_different_accounts() {
+        let a = AccountId::new(1).unwrap();
+        let b = AccountId::new(2).unwrap();
+        let amount = Amount::new(5).unwrap();
+        let err = NewTransfer::new(a, a, amount, Currency::Usd).unwrap_err();
+        assert_eq!(err.field, "to_account_id");
+        let ok = NewTransfer::new(a, b, amount, Currency::Usd).unwrap();
+        assert_eq!((ok.from(), ok.to(), ok.amount()), (a, b, amount));
+    }
+}

@@ -1,0 +1,20 @@
+//! simplebank: a banking server. Users own accounts; money moves between them only by transfers,
+//! each recorded as one transfer row and two entries (double entry) in PostgreSQL, atomically.
+//!
+//! The map of the house, from the edge inwards:
+//!
+//! - [`config`] reads settings once at start-up; secrets stay wrapped.
+//! - [`telemetry`] sets up structured logging.
+//! - [`domain`] holds the value types every input is parsed into exactly once (`Username`,
+//!   `Amount`, `Currency`, ...) and the records the store returns. A value of one of these types
+//!   is valid by construction.
+//! - [`store`] owns every SQL statement, including the transfer transaction: both account rows
+//!   locked in ascending id order, rules checked under the locks, all writes in one statement.
+//!   It turns constraint names and SQLSTATEs into [`store::StoreError`] variants, never text.
+//!
+//! The service layer and the HTTP and gRPC adapters are built on these (see `doc/architecture.md`).
+
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,125 @@
+//! The `simplebank` binary: parse the command line, set up logging, run one subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use simplebank::config::DatabaseSettings;
+use simplebank::domain::{Role, Username};
+use simplebank::store::{MIGRATOR, Store};
+
+#[derive(Parser)]
+#[command(name = "simplebank", version, about = "A banking server on PostgreSQL")]
+struct Cli {
+    /// PostgreSQL URL, e.g. postgresql://root:secret@127.0.0.1:5432/simple_bank?sslmode=disable
+    #[arg(long, env = "DB_SOURCE", hide_env_values = true, global = true)]
+    db_source: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply or revert database migrations.
+    Migrate {
+        #[command(subcommand)]
+        direction: Direction,
+    },
+    /// Manage users from the command line.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum Direction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the newest applied migration (all of them with --all).
+    Down {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Give a user a role; this is how the first banker is made.
+    SetRole {
+        username: String,
+        /// depositor or banker
+        role: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    simplebank::telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli
+        .db_source
+        .context("DB_SOURCE is not set (use --db-source or the DB_SOURCE environment variable)")?;
+    let settings = DatabaseSettings::new(SecretString::from(url));
+    let pool = settings
+        .connect()
+        .await
+        .context("cannot connect to the database named by DB_SOURCE")?;
+    let store = Store::new(pool);
+
+    match cli.command {
+        Command::Migrate { direction } => migrate(&store, direction).await,
+        Command::User {
+            action: UserAction::SetRole { username, role },
+        } => {
+            let username = Username::parse(&username)?;
+            let role: Role = role.parse()?;
+            let user = store
+                .set_user_role(&username, role)
+                .await
+                .with_context(|| format!("cannot set the role of {username}"))?;
+            println!("{} is now a {}", user.username, user.role);
+            Ok(())
+        }
+    }
+}
+
+async fn migrate(store: &Store, direction: Direction) -> anyhow::Result<()> {
+    match direction {
+        Direction::Up => {
+            store.migrate().await.context("migration failed")?;
+            println!("migrations applied");
+        }
+        Direction::Down { all } => {
+            // Revert to the version just below the newest applied one (or to nothing).
+            let applied: Vec<i64> = if all {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version DESC LIMIT 2",
+                )
+                .fetch_all(store.pool())
+                .await
+                .unwrap_or_default()
+            };
+            let target = applied.get(1).copied().unwrap_or(0);
+            MIGRATOR
+                .undo(store.pool(), target)
+                .await
+                .context("reverting migrations failed")?;
+            println!("migrations reverted down to version {target}");
+        }
+    }
+    Ok(())
+}

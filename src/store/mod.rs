@@ -1,0 +1,156 @@
+//! All SQL lives here. Nothing above this module writes a query; nothing in it knows HTTP or gRPC.
+//!
+//! Queries are runtime-checked (`query` + explicit decoding) and exercised against a real
+//! PostgreSQL by `tests/store`; rows are parsed into domain types on the way out, so a value that
+//! leaves the store is as trustworthy as one that came through an adapter.
+
+mod accounts;
+mod entries;
+mod error;
+mod transfers;
+mod users;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use tokio::sync::OnceCell;
+
+use crate::domain::{AccountId, Currency, ValidationError};
+
+pub use error::{Entity, StoreError, Unique};
+
+/// The migrations of `migrations/`, embedded in the binary at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The username of the bank itself, owner of the settlement accounts (created by a migration).
+pub const BANK_USERNAME: &str = "simplebank";
+
+/// How many times a transaction that hit a deadlock or serialization failure is tried in all.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// A handle on the database: cheap to clone (the pool is reference-counted).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    /// Settlement account per currency. They are created by the first migration and never change,
+    /// so they are read once instead of once per deposit or withdrawal.
+    settlement: std::sync::Arc<OnceCell<HashMap<Currency, AccountId>>>,
+}
+
+/// One page of a keyset-paginated list. `next` is the key to continue after; `None` on the last
+/// page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    pub next: Option<K>,
+}
+
+impl<T, K> Page<T, K> {
+    /// Builds a page from up to `size + 1` rows: the extra row only says that another page exists.
+    fn from_overfetch(mut rows: Vec<T>, size: i64, key: impl Fn(&T) -> K) -> Self {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let next = if rows.len() > size {
+            rows.truncate(size);
+            rows.last().map(key)
+        } else {
+            None
+        };
+        Page { items: rows, next }
+    }
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            settlement: Default::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// Whether the database answers, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn settlement_account(&self, currency: Currency) -> Result<AccountId, StoreError> {
+        let accounts = self
+            .settlement
+            .get_or_try_init(|| async {
+                let rows = sqlx::query(
+                    "SELECT currency, id FROM accounts WHERE owner = $1 AND kind = 'settlement'",
+                )
+                .bind(BANK_USERNAME)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            decode(row, "currency", |s: String| s.parse())?,
+                            decode(row, "id", AccountId::new)?,
+                        ))
+                    })
+                    .collect::<Result<HashMap<_, _>, StoreError>>()
+            })
+            .await?;
+        accounts.get(&currency).copied().ok_or_else(|| {
+            StoreError::ConstraintViolated(format!("no settlement account for {currency}"))
+        })
+    }
+}
+
+/// Runs `attempt` again after a deadlock or serialization failure, a bounded number of times with
+/// a short growing pause, so that neither ever reaches a client.
+///
+/// Only for work that is one transaction (or one statement): a failed attempt has rolled back
+/// completely, so trying again cannot apply anything twice.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(err) if error::is_retryable(&err) && tries < MAX_ATTEMPTS => {
+                tracing::debug!(tries, "transaction conflicted; retrying");
+                tokio::time::sleep(Duration::from_millis(2u64 << tries)).await;
+            }
+            other => return other.map_err(StoreError::from),
+        }
+    }
+}
+
+/// Reads a column and parses it into a domain type. A value the domain refuses means the database
+/// holds something it should not; that is reported as a decode error, never passed on.
+fn decode<'r, Raw, T, E>(
+    row: &'r PgRow,
+    column: &str,
+    parse: impl FnOnce(Raw) -> Result<T, E>,
+) -> Result<T, StoreError>
+where
+    Raw: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    E: Into<ValidationError>,
+{
+    let raw: Raw = row.try_get(column)?;
+    parse(raw).map_err(|e| {
+        let e: ValidationError = e.into();
+        StoreError::Internal(sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: Box::new(e),
+        })
+    })
+}

@@ -1,0 +1,295 @@
+//! The money-moving transaction, and reading transfers back.
+//!
+//! A transfer, a deposit and a withdrawal are the same statement: deposits move money from the
+//! bank's settlement account of the currency, withdrawals to it.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{Entity, Store, StoreError, decode, retrying};
+use crate::domain::{
+    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, NewTransfer, Transfer,
+    TransferId, TransferReceipt, Username,
+};
+
+/// Which rules the statement applies beyond the common ones.
+#[derive(Debug, Clone, Copy)]
+enum Movement<'a> {
+    /// Customer to customer; `Some(owner)` requires the from-account to belong to `owner`.
+    Transfer { owner: Option<&'a Username> },
+    /// Settlement to customer.
+    Deposit,
+    /// Customer to settlement.
+    Withdrawal,
+}
+
+impl Movement<'_> {
+    fn as_str(self) -> &'static str {
+        match self {
+            Movement::Transfer { .. } => "transfer",
+            Movement::Deposit => "deposit",
+            Movement::Withdrawal => "withdrawal",
+        }
+    }
+}
+
+/// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
+/// own transaction, and sqlx sends it as a cached prepared statement (Bind/Execute/Sync in one
+/// write), so a transfer costs the client exactly one network round trip to PostgreSQL.
+///
+/// 1. `locked` takes row locks on both accounts, **in ascending id order** (`ORDER BY id` sits
+///    below the lock in the plan), so two transfers over the same pair in opposite directions
+///    queue instead of deadlocking. `FOR NO KEY UPDATE` is the lock an UPDATE of a non-key column
+///    takes; it does not block the foreign-key checks of unrelated inserts. Under READ COMMITTED
+///    a lock that had to wait returns the row as the other transaction left it, so every check
+///    below sees the latest committed balance.
+/// 2. `verdict` applies every rule **under those locks**, in an order that tells a stranger
+///    nothing: the from-account must exist and (for a transfer) be the caller's before anything
+///    about the to-account, currencies or balances is revealed.
+/// 3. Only if the verdict is `ok` do `transfer`, `entry_rows` and `updated` write: one transfer
+///    row, two entries with their `balance_after`, two balance updates. Each depends on the
+///    previous through its `FROM`, so nothing is written before both locks are held.
+///
+/// The new balances are computed from `locked`, **not** from `accounts.balance`. The UPDATE scans
+/// with the statement's snapshot, which predates any wait for the locks; PostgreSQL builds the new
+/// row from that stale version and checks `accounts_balance_nonnegative` on it *before* it notices
+/// the row has moved on and re-evaluates. `balance - $3` would then fail the check spuriously
+/// under contention (the concurrency tests caught exactly this). `locked` holds the latest
+/// committed balance, and our lock keeps it current until commit.
+///
+/// The final SELECT returns exactly one row: the verdict, and what was written when it was `ok`.
+/// `accounts_balance_nonnegative` backs the funds check up inside the database.
+const MOVE_MONEY: &str = r#"
+WITH locked AS MATERIALIZED (
+    SELECT id, owner, currency, balance, kind
+    FROM accounts
+    WHERE id = $1 OR id = $2
+    ORDER BY id
+    FOR NO KEY UPDATE
+),
+verdict AS (
+    SELECT CASE
+            WHEN f.id IS NULL THEN 'from_not_found'
+            WHEN $6::text IS NOT NULL AND f.owner <> $6::text THEN 'not_owner'
+            WHEN t.id IS NULL THEN 'to_not_found'
+            WHEN f.kind <> 'customer' AND $5::text <> 'deposit' THEN 'from_not_customer'
+            WHEN t.kind <> 'customer' AND $5::text <> 'withdrawal' THEN 'to_not_customer'
+            WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
+            WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
+            WHEN f.kind = 'customer' AND f.balance < $3 THEN 'insufficient_funds'
+            WHEN f.balance < (-9223372036854775807 - 1) + $3 THEN 'from_overflow'
+            WHEN t.balance > 9223372036854775807 - $3 THEN 'to_overflow'
+            ELSE 'ok'
+           END AS status,
+           f.currency AS from_currency,
+           t.currency AS to_currency
+    FROM (VALUES (1)) AS one (x)
+    LEFT JOIN locked f ON f.id = $1
+    LEFT JOIN locked t ON t.id = $2
+),
+transfer AS (
+    INSERT INTO transfers (from_account_id, to_account_id, amount, currency)
+    SELECT $1, $2, $3, $4 FROM verdict WHERE status = 'ok'
+    RETURNING id, created_at
+),
+entry_rows AS (
+    INSERT INTO entries (account_id, transfer_id, amount, balance_after)
+    SELECT f.id, transfer.id, -$3, f.balance - $3 FROM transfer, locked f WHERE f.id = $1
+    UNION ALL
+    SELECT t.id, transfer.id, $3, t.balance + $3 FROM transfer, locked t WHERE t.id = $2
+    RETURNING id, account_id, balance_after, created_at
+),
+updated AS (
+    UPDATE accounts a
+    SET balance = CASE WHEN a.id = $1 THEN l.balance - $3 ELSE l.balance + $3 END
+    FROM transfer, locked l
+    WHERE a.id = l.id
+    RETURNING a.id, a.owner, a.balance, a.kind, a.created_at
+)
+SELECT v.status, v.from_currency, v.to_currency,
+       tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
+       fe.created_at AS from_entry_created_at,
+       te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
+       te.created_at AS to_entry_created_at,
+       fa.owner AS from_owner, fa.balance AS from_balance, fa.kind AS from_kind,
+       fa.created_at AS from_created_at,
+       ta.owner AS to_owner, ta.balance AS to_balance, ta.kind AS to_kind,
+       ta.created_at AS to_created_at
+FROM verdict v
+LEFT JOIN transfer tr ON true
+LEFT JOIN entry_rows fe ON fe.account_id = $1
+LEFT JOIN entry_rows te ON te.account_id = $2
+LEFT JOIN updated fa ON fa.id = $1
+LEFT JOIN updated ta ON ta.id = $2
+"#;
+
+impl Store {
+    /// Moves money between two customer accounts. With `owner`, the from-account must belong to
+    /// that user (`NotOwner` otherwise); `None` is for callers allowed to move anyone's money.
+    ///
+    /// One round trip (see `MOVE_MONEY`); retried on deadlock or serialization failure.
+    pub async fn transfer(
+        &self,
+        cmd: &NewTransfer,
+        owner: Option<&Username>,
+    ) -> Result<TransferReceipt, StoreError> {
+        self.move_money(
+            cmd.from(),
+            cmd.to(),
+            cmd.amount(),
+            cmd.currency(),
+            Movement::Transfer { owner },
+        )
+        .await
+    }
+
+    /// Money entering the bank: from the currency's settlement account into `account`.
+    /// Two round trips the first time (the settlement ids are then cached), one afterwards.
+    pub async fn deposit(
+        &self,
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<TransferReceipt, StoreError> {
+        let bank = self.settlement_account(currency).await?;
+        self.move_money(bank, account, amount, currency, Movement::Deposit)
+            .await
+    }
+
+    /// Money leaving the bank: from `account` into the currency's settlement account.
+    pub async fn withdraw(
+        &self,
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<TransferReceipt, StoreError> {
+        let bank = self.settlement_account(currency).await?;
+        self.move_money(account, bank, amount, currency, Movement::Withdrawal)
+            .await
+    }
+
+    pub async fn get_transfer(&self, id: TransferId) -> Result<Transfer, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, from_account_id, to_account_id, amount, currency, created_at \
+             FROM transfers WHERE id = $1",
+        )
+        .bind(id.get())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(Entity::Transfer))?;
+        Ok(Transfer {
+            id: decode(&row, "id", TransferId::new)?,
+            from_account_id: decode(&row, "from_account_id", AccountId::new)?,
+            to_account_id: decode(&row, "to_account_id", AccountId::new)?,
+            amount: decode(&row, "amount", Amount::new)?,
+            currency: decode(&row, "currency", |s: String| s.parse())?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    async fn move_money(
+        &self,
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+        currency: Currency,
+        movement: Movement<'_>,
+    ) -> Result<TransferReceipt, StoreError> {
+        if from == to {
+            return Err(StoreError::SameAccount);
+        }
+        let owner = match movement {
+            Movement::Transfer { owner } => owner.map(Username::as_str),
+            Movement::Deposit | Movement::Withdrawal => None,
+        };
+        let row = retrying(|| {
+            sqlx::query(MOVE_MONEY)
+                .bind(from.get())
+                .bind(to.get())
+                .bind(amount.minor_units())
+                .bind(currency.code())
+                .bind(movement.as_str())
+                .bind(owner)
+                .fetch_one(&self.pool)
+        })
+        .await?;
+        receipt_from_row(&row, from, to, amount, currency)
+    }
+}
+
+fn receipt_from_row(
+    row: &PgRow,
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    currency: Currency,
+) -> Result<TransferReceipt, StoreError> {
+    let status: String = row.try_get("status")?;
+    let mismatch = |account: AccountId, column: &str| -> Result<StoreError, StoreError> {
+        Ok(StoreError::CurrencyMismatch {
+            account,
+            expected: currency,
+            actual: decode(row, column, |s: String| s.parse())?,
+        })
+    };
+    match status.as_str() {
+        "ok" => {}
+        "from_not_found" => return Err(StoreError::AccountNotFound(from)),
+        "to_not_found" => return Err(StoreError::AccountNotFound(to)),
+        "not_owner" => return Err(StoreError::NotOwner(from)),
+        "from_not_customer" => return Err(StoreError::NotCustomerAccount(from)),
+        "to_not_customer" => return Err(StoreError::NotCustomerAccount(to)),
+        "from_currency_mismatch" => return Err(mismatch(from, "from_currency")?),
+        "to_currency_mismatch" => return Err(mismatch(to, "to_currency")?),
+        "insufficient_funds" => return Err(StoreError::InsufficientFunds(from)),
+        "from_overflow" => return Err(StoreError::BalanceOverflow(from)),
+        "to_overflow" => return Err(StoreError::BalanceOverflow(to)),
+        other => {
+            return Err(StoreError::ConstraintViolated(format!(
+                "unknown transfer verdict {other}"
+            )));
+        }
+    }
+
+    let transfer_id = decode(row, "transfer_id", TransferId::new)?;
+    let created_at = row.try_get("transfer_created_at")?;
+    let entry = |side: &str, account_id: AccountId, signed: i64| -> Result<Entry, StoreError> {
+        Ok(Entry {
+            id: decode(row, &format!("{side}_entry_id"), EntryId::new)?,
+            account_id,
+            transfer_id,
+            amount: signed,
+            balance_after: row.try_get(format!("{side}_entry_balance_after").as_str())?,
+            created_at: row.try_get(format!("{side}_entry_created_at").as_str())?,
+        })
+    };
+    let account = |side: &str, id: AccountId| -> Result<Account, StoreError> {
+        Ok(Account {
+            id,
+            owner: decode(row, &format!("{side}_owner"), |s: String| {
+                Username::parse(&s)
+            })?,
+            currency,
+            balance: row.try_get(format!("{side}_balance").as_str())?,
+            kind: decode(row, &format!("{side}_kind"), |s: String| {
+                s.parse::<AccountKind>()
+            })?,
+            created_at: row.try_get(format!("{side}_created_at").as_str())?,
+        })
+    };
+    Ok(TransferReceipt {
+        transfer: Transfer {
+            id: transfer_id,
+            from_account_id: from,
+            to_account_id: to,
+            amount,
+            currency,
+            created_at,
+        },
+        from_entry: entry("from", from, -amount.minor_units())?,
+        to_entry: entry("to", to, amount.minor_units())?,
+        from_account: account("from", from)?,
+        to_account: account("to", to)?,
+    })
+}

@@ -1,0 +1,76 @@
+//! Users.
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{BANK_USERNAME, Entity, Store, StoreError, decode};
+use crate::domain::{Email, FullName, NewUser, Role, User, Username};
+
+/// The column list every query of this table returns (a macro so queries stay `&'static str`).
+macro_rules! user_columns {
+    () => {
+        "username, hashed_password, full_name, email, role, is_email_verified, password_changed_at, created_at"
+    };
+}
+
+impl Store {
+    /// Fails with `AlreadyExists(Username)` or `AlreadyExists(Email)` (any letter case).
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (username, hashed_password, full_name, email, role) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            user_columns!()
+        ))
+        .bind(new.username.as_str())
+        .bind(new.hashed_password.expose_secret())
+        .bind(new.full_name.as_str())
+        .bind(new.email.as_str())
+        .bind(new.role.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        user_from_row(&row)
+    }
+
+    pub async fn get_user(&self, username: &Username) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        ))
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(Entity::User))?;
+        user_from_row(&row)
+    }
+
+    /// Sets a user's role (the `user set-role` command, and bankers later). The bank's own
+    /// settlement user is not a person and keeps its role: it reads as not found.
+    pub async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET role = $2 WHERE username = $1 AND username <> $3 RETURNING ",
+            user_columns!()
+        ))
+        .bind(username.as_str())
+        .bind(role.as_str())
+        .bind(BANK_USERNAME)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(Entity::User))?;
+        user_from_row(&row)
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
+    Ok(User {
+        username: decode(row, "username", |s: String| Username::parse(&s))?,
+        hashed_password: SecretString::from(row.try_get::<String, _>("hashed_password")?),
+        full_name: decode(row, "full_name", |s: String| FullName::parse(&s))?,
+        email: decode(row, "email", |s: String| Email::parse(&s))?,
+        role: decode(row, "role", |s: String| s.parse())?,
+        is_email_verified: row.try_get("is_email_verified")?,
+        password_changed_at: row.try_get("password_changed_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
