@@ -1,0 +1,227 @@
+//! Every named constraint refuses what it should, and the refusal arrives as the right
+//! `StoreError`, whatever path a bad row takes into the database.
+
+use simplebank::domain::Currency;
+use simplebank::store::{Entity, StoreError, Unique};
+use sqlx::PgPool;
+
+use crate::helpers::{TestDb, create_user, funded_account, new_transfer, username};
+
+/// Runs one statement and returns the store's reading of its failure.
+async fn refusal(pool: &PgPool, sql: &'static str) -> StoreError {
+    let err = sqlx::query(sql)
+        .execute(pool)
+        .await
+        .expect_err("the statement must be refused");
+    StoreError::from(err)
+}
+
+fn violated(err: StoreError) -> String {
+    match err {
+        StoreError::ConstraintViolated(name) => name,
+        other => panic!("expected a constraint violation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn user_constraints_refuse_bad_rows() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    create_user(&db.store, "alice").await;
+
+    assert!(matches!(
+        refusal(pool, "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('alice', 'h', 'A', 'other@example.com')").await,
+        StoreError::AlreadyExists(Unique::Username)
+    ));
+    // Email uniqueness ignores letter case.
+    assert!(matches!(
+        refusal(pool, "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('alice2', 'h', 'A', 'ALICE@Example.COM')").await,
+        StoreError::AlreadyExists(Unique::Email)
+    ));
+    let cases: [(&'static str, &str); 5] = [
+        (
+            "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('Al', 'h', 'A', 'a@b.co')",
+            "users_username_format",
+        ),
+        (
+            "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('bob', 'h', '', 'b@b.co')",
+            "users_full_name_length",
+        ),
+        (
+            "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('bob', 'h', 'B', 'not an email')",
+            "users_email_format",
+        ),
+        (
+            "INSERT INTO users (username, hashed_password, full_name, email, role) VALUES ('bob', 'h', 'B', 'b@b.co', 'admin')",
+            "users_role_valid",
+        ),
+        (
+            "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('bob', 'h', repeat('x', 101), 'b@b.co')",
+            "users_full_name_length",
+        ),
+    ];
+    for (sql, constraint) in cases {
+        assert_eq!(violated(refusal(pool, sql).await), constraint, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn account_constraints_refuse_bad_rows() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    funded_account(&db.store, "alice", Currency::Usd, 0).await;
+
+    // Through the store: a second USD account for alice, an account for nobody.
+    assert!(matches!(
+        db.store
+            .create_account(&username("alice"), Currency::Usd)
+            .await,
+        Err(StoreError::AlreadyExists(Unique::AccountCurrency))
+    ));
+    assert!(matches!(
+        db.store
+            .create_account(&username("nobody"), Currency::Usd)
+            .await,
+        Err(StoreError::NotFound(Entity::User))
+    ));
+
+    let cases: [(&'static str, &str); 3] = [
+        (
+            "INSERT INTO accounts (owner, currency) VALUES ('alice', 'XXX')",
+            "accounts_currency_fkey",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, balance) VALUES ('alice', 'EUR', -1)",
+            "accounts_balance_nonnegative",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, kind) VALUES ('alice', 'EUR', 'vault')",
+            "accounts_kind_valid",
+        ),
+    ];
+    for (sql, constraint) in cases {
+        assert_eq!(violated(refusal(pool, sql).await), constraint, "{sql}");
+    }
+    // A customer balance may not go below zero even by a direct update ...
+    assert_eq!(
+        violated(
+            refusal(
+                pool,
+                "UPDATE accounts SET balance = -1 WHERE owner = 'alice'"
+            )
+            .await
+        ),
+        "accounts_balance_nonnegative"
+    );
+    // ... while the bank's settlement accounts may.
+    sqlx::query("UPDATE accounts SET balance = -5 WHERE kind = 'settlement' AND currency = 'EUR'")
+        .execute(pool)
+        .await
+        .expect("settlement balances may be negative");
+}
+
+#[tokio::test]
+async fn transfer_and_entry_constraints_refuse_bad_rows() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let a = funded_account(&db.store, "alice", Currency::Usd, 100).await;
+    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await;
+    db.store
+        .transfer(&new_transfer(a.id, b.id, 10, Currency::Usd), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO transfers (from_account_id, to_account_id, amount, currency) SELECT min(id), max(id), 0, 'USD' FROM accounts WHERE kind = 'customer'").await),
+        "transfers_amount_positive"
+    );
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO transfers (from_account_id, to_account_id, amount, currency) SELECT min(id), max(id), -3, 'USD' FROM accounts WHERE kind = 'customer'").await),
+        "transfers_amount_positive"
+    );
+    assert!(matches!(
+        refusal(pool, "INSERT INTO transfers (from_account_id, to_account_id, amount, currency) SELECT min(id), min(id), 3, 'USD' FROM accounts WHERE kind = 'customer'").await,
+        StoreError::SameAccount
+    ));
+    assert!(matches!(
+        refusal(pool, "INSERT INTO transfers (from_account_id, to_account_id, amount, currency) SELECT min(id), 999999, 3, 'USD' FROM accounts").await,
+        StoreError::NotFound(Entity::Account)
+    ));
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO transfers (from_account_id, to_account_id, amount, currency) SELECT min(id), max(id), 3, 'XYZ' FROM accounts WHERE kind = 'customer'").await),
+        "transfers_currency_fkey"
+    );
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO entries (account_id, transfer_id, amount, balance_after) SELECT min(a.id), max(t.id), 0, 0 FROM accounts a, transfers t").await),
+        "entries_amount_nonzero"
+    );
+    // A second entry for the same account in the same transfer.
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO entries (account_id, transfer_id, amount, balance_after) SELECT account_id, transfer_id, 1, 1 FROM entries LIMIT 1").await),
+        "entries_transfer_account_key"
+    );
+    assert!(matches!(
+        refusal(pool, "INSERT INTO entries (account_id, transfer_id, amount, balance_after) SELECT min(id), 999999, 1, 1 FROM accounts").await,
+        StoreError::NotFound(Entity::Transfer)
+    ));
+}
+
+#[tokio::test]
+async fn session_verification_and_idempotency_constraints_refuse_bad_rows() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    create_user(&db.store, "alice").await;
+
+    assert!(matches!(
+        refusal(pool, "INSERT INTO sessions (id, username, refresh_token_hash, expires_at) VALUES (gen_random_uuid(), 'ghost', '\\x00', now())").await,
+        StoreError::NotFound(Entity::User)
+    ));
+    assert!(matches!(
+        refusal(pool, "INSERT INTO verify_emails (username, email, secret_code) VALUES ('ghost', 'g@x.io', 's')").await,
+        StoreError::NotFound(Entity::User)
+    ));
+
+    sqlx::query("INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', 'k1', '\\x01')")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', 'k1', '\\x02')").await,
+        StoreError::AlreadyExists(Unique::IdempotencyKey)
+    ));
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', '', '\\x01')").await),
+        "idempotency_keys_key_length"
+    );
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash, response_status) VALUES ('alice', 'k2', '\\x01', 201)").await),
+        "idempotency_keys_response_complete"
+    );
+}
+
+#[tokio::test]
+async fn the_currency_table_matches_the_domain_list() {
+    let db = TestDb::new().await;
+    let rows: Vec<(String, i16)> =
+        sqlx::query_as("SELECT code, exponent FROM currencies ORDER BY code")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let domain: Vec<(String, i16)> = Currency::ALL
+        .iter()
+        .map(|c| (c.code().to_owned(), i16::from(c.exponent())))
+        .collect();
+    assert_eq!(rows, domain);
+
+    // And the bank holds exactly one settlement account in each, starting at zero.
+    let settlement: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT currency, balance FROM accounts WHERE owner = 'simplebank' AND kind = 'settlement' ORDER BY currency",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64)> = Currency::ALL
+        .iter()
+        .map(|c| (c.code().to_owned(), 0))
+        .collect();
+    assert_eq!(settlement, expected);
+}
