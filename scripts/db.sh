@@ -46,7 +46,8 @@ install_postgres() {
 # Runs a command as the cluster's owner.
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /: the caller's directory may be one `postgres` cannot enter (every path is absolute).
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
