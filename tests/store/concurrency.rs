@@ -70,6 +70,24 @@ async fn accounts(store: &Store, n: usize, balance: i64) -> Vec<Account> {
     accounts
 }
 
+/// Only "insufficient funds" was refused, every committed transfer is in the ledger, customer
+/// money is conserved, and the double-entry invariants hold.
+async fn assert_every_transfer_accounted_for(db: &TestDb, outcomes: &Outcomes, total_before: i64) {
+    assert!(
+        outcomes.other.is_empty(),
+        "unexpected errors: {:?}",
+        outcomes.other
+    );
+    assert_eq!(
+        outcomes.committed + outcomes.insufficient_funds,
+        TASKS * TRANSFERS_PER_TASK
+    );
+    assert!(outcomes.committed > 0);
+    assert_eq!(transfer_count(&db.store).await, outcomes.committed as i64);
+    assert_eq!(customer_total(db.pool(), Currency::Usd).await, total_before);
+    assert_ledger_consistent(db.pool()).await;
+}
+
 async fn transfer_count(store: &Store) -> i64 {
     // Deposits that funded the accounts are transfers too; count only customer-to-customer ones.
     sqlx::query_scalar(
@@ -98,19 +116,7 @@ async fn concurrent_transfers_among_ten_accounts_keep_the_ledger_balanced() {
     .await;
 
     eprintln!("ten accounts: {outcomes:?}");
-    assert!(
-        outcomes.other.is_empty(),
-        "unexpected errors: {:?}",
-        outcomes.other
-    );
-    assert_eq!(
-        outcomes.committed + outcomes.insufficient_funds,
-        TASKS * TRANSFERS_PER_TASK
-    );
-    assert!(outcomes.committed > 0);
-    assert_eq!(transfer_count(&db.store).await, outcomes.committed as i64);
-    assert_eq!(customer_total(db.pool(), Currency::Usd).await, total_before);
-    assert_ledger_consistent(db.pool()).await;
+    assert_every_transfer_accounted_for(&db, &outcomes, total_before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,19 +139,7 @@ async fn a_hot_pair_in_both_directions_neither_deadlocks_nor_loses_updates() {
     .await;
 
     eprintln!("hot pair: {outcomes:?}");
-    assert!(
-        outcomes.other.is_empty(),
-        "unexpected errors: {:?}",
-        outcomes.other
-    );
-    assert_eq!(
-        outcomes.committed + outcomes.insufficient_funds,
-        TASKS * TRANSFERS_PER_TASK
-    );
-    assert!(outcomes.committed > 0);
-    assert_eq!(transfer_count(&db.store).await, outcomes.committed as i64);
-    assert_eq!(customer_total(db.pool(), Currency::Usd).await, total_before);
-    assert_ledger_consistent(db.pool()).await;
+    assert_every_transfer_accounted_for(&db, &outcomes, total_before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
