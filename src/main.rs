@@ -102,7 +102,8 @@ async fn migrate(store: &Store, direction: Direction) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Direction::Down { all } => {
-            // Revert to the version just below the newest applied one (or to nothing).
+            // Revert to the version just below the newest applied one (or to nothing). A failed
+            // look-up must stop here: read as "nothing applied" it would revert everything.
             let applied: Vec<i64> = if all {
                 Vec::new()
             } else {
@@ -111,8 +112,12 @@ async fn migrate(store: &Store, direction: Direction) -> anyhow::Result<()> {
                 )
                 .fetch_all(store.pool())
                 .await
-                .unwrap_or_default()
+                .context("cannot read the applied migrations (has `migrate up` ever run?)")?
             };
+            if !all && applied.is_empty() {
+                println!("no migration to revert");
+                return Ok(());
+            }
             let target = applied.get(1).copied().unwrap_or(0);
             MIGRATOR
                 .undo(store.pool(), target)
