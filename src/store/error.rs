@@ -112,12 +112,10 @@ impl From<sqlx::Error> for StoreError {
                     "entries_transfer_fkey" => return StoreError::NotFound(Entity::Transfer),
                     _ => {}
                 },
-                // check_violation
-                "23514" => match constraint {
-                    "transfers_distinct_accounts" => return StoreError::SameAccount,
-                    "" => {}
-                    other => return StoreError::ConstraintViolated(other.to_owned()),
-                },
+                // check_violation; the other checks fall through to `ConstraintViolated` below.
+                "23514" if constraint == "transfers_distinct_accounts" => {
+                    return StoreError::SameAccount;
+                }
                 "40P01" | "40001" => return StoreError::Contended,
                 // connection_exception class, admin/crash shutdown, cannot_connect_now,
                 // too_many_connections: the database is not there for us right now.
