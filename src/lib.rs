@@ -5,6 +5,8 @@
 //!
 //! - [`config`] reads settings once at start-up; secrets stay wrapped.
 //! - [`telemetry`] sets up structured logging.
+//! - [`auth`] makes and verifies PASETO tokens and hashes passwords; it yields the `Principal`
+//!   (who is calling) that the service authorizes.
 //! - [`domain`] holds the value types every input is parsed into exactly once (`Username`,
 //!   `Amount`, `Currency`, ...) and the records the store returns. A value of one of these types
 //!   is valid by construction.
@@ -14,6 +16,7 @@
 //!
 //! The service layer and the HTTP and gRPC adapters are built on these (see `doc/architecture.md`).
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod store;

@@ -1,0 +1,40 @@
+//! Who is calling: access and refresh tokens (PASETO v4.local), password hashing, and the
+//! `Principal` that transports hand to the service once a token has been verified.
+//!
+//! Authentication happens at the edge (HTTP extractor, gRPC interceptor) through the one
+//! [`TokenMaker::verify`]; authorization happens in the service, from the `Principal`.
+
+mod password;
+mod token;
+
+pub use password::{PasswordError, hash_password, verify_password};
+pub use token::{Claims, IssuedToken, TokenError, TokenMaker, TokenType};
+
+use crate::domain::{Role, Username};
+
+/// An authenticated caller, as read from a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub username: Username,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn is_banker(&self) -> bool {
+        self.role == Role::Banker
+    }
+
+    /// Whether the caller may act for `owner`: it is the caller, or the caller is a banker.
+    pub fn may_act_for(&self, owner: &Username) -> bool {
+        self.is_banker() || &self.username == owner
+    }
+}
+
+impl From<Claims> for Principal {
+    fn from(claims: Claims) -> Self {
+        Principal {
+            username: claims.username,
+            role: claims.role,
+        }
+    }
+}
