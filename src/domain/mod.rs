@@ -12,8 +12,11 @@ mod user;
 
 pub use account::{AccountId, AccountKind, EntryId, TransferId};
 pub use money::{Amount, Currency};
-pub use page::PageSize;
-pub use records::{Account, Entry, NewTransfer, NewUser, Transfer, TransferReceipt, User};
+pub use page::{PageKind, PageSize, PageToken};
+pub use records::{
+    Account, Entry, NewTransfer, NewUser, Session, Transfer, TransferParties, TransferReceipt,
+    User, UserUpdate,
+};
 pub use user::{Email, FullName, Password, Role, Username};
 
 /// Why an untrusted value was refused, and which input field it came from.

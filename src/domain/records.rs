@@ -63,6 +63,37 @@ pub struct Entry {
     pub created_at: DateTime<Utc>,
 }
 
+/// The changes of a partial user update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub full_name: Option<FullName>,
+    /// A new address resets `is_email_verified` unless it differs only in letter case.
+    pub email: Option<Email>,
+    /// Also sets `password_changed_at`.
+    pub hashed_password: Option<SecretString>,
+}
+
+/// A login session: what a refresh token is checked against. Only a hash of the token is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: uuid::Uuid,
+    pub username: Username,
+    pub refresh_token_hash: Vec<u8>,
+    pub user_agent: String,
+    pub client_ip: String,
+    pub is_blocked: bool,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A transfer together with the owners of its two accounts, for authorizing who may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferParties {
+    pub transfer: Transfer,
+    pub from_owner: Username,
+    pub to_owner: Username,
+}
+
 /// Everything one committed transfer wrote: the transfer, both entries and both accounts as they
 /// stand after it. Adapters choose what to show; the recipient's balance is not for the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 mod accounts;
 mod entries;
 mod error;
+mod sessions;
 mod transfers;
 mod users;
 
@@ -21,6 +22,7 @@ use tokio::sync::OnceCell;
 use crate::domain::{AccountId, Currency, ValidationError};
 
 pub use error::{Entity, StoreError, Unique};
+pub use sessions::NewSession;
 
 /// The migrations of `migrations/`, embedded in the binary at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

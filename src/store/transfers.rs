@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use super::{Entity, Store, StoreError, decode, retrying};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, NewTransfer, Transfer,
-    TransferId, TransferReceipt, Username,
+    TransferId, TransferParties, TransferReceipt, Username,
 };
 
 /// Which rules the statement applies beyond the common ones.
@@ -169,22 +169,31 @@ impl Store {
             .await
     }
 
-    pub async fn get_transfer(&self, id: TransferId) -> Result<Transfer, StoreError> {
+    /// A transfer and the owners of both its accounts (who may read it), in one query.
+    pub async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
-            "SELECT id, from_account_id, to_account_id, amount, currency, created_at \
-             FROM transfers WHERE id = $1",
+            "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.created_at, \
+                    f.owner AS from_owner, r.owner AS to_owner \
+             FROM transfers t \
+             JOIN accounts f ON f.id = t.from_account_id \
+             JOIN accounts r ON r.id = t.to_account_id \
+             WHERE t.id = $1",
         )
         .bind(id.get())
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound(Entity::Transfer))?;
-        Ok(Transfer {
-            id: decode(&row, "id", TransferId::new)?,
-            from_account_id: decode(&row, "from_account_id", AccountId::new)?,
-            to_account_id: decode(&row, "to_account_id", AccountId::new)?,
-            amount: decode(&row, "amount", Amount::new)?,
-            currency: decode(&row, "currency", |s: String| s.parse())?,
-            created_at: row.try_get("created_at")?,
+        Ok(TransferParties {
+            transfer: Transfer {
+                id: decode(&row, "id", TransferId::new)?,
+                from_account_id: decode(&row, "from_account_id", AccountId::new)?,
+                to_account_id: decode(&row, "to_account_id", AccountId::new)?,
+                amount: decode(&row, "amount", Amount::new)?,
+                currency: decode(&row, "currency", |s: String| s.parse())?,
+                created_at: row.try_get("created_at")?,
+            },
+            from_owner: decode(&row, "from_owner", |s: String| Username::parse(&s))?,
+            to_owner: decode(&row, "to_owner", |s: String| Username::parse(&s))?,
         })
     }
 

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{BANK_USERNAME, Entity, Store, StoreError, decode};
-use crate::domain::{Email, FullName, NewUser, Role, User, Username};
+use crate::domain::{Email, FullName, NewUser, Role, User, UserUpdate, Username};
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`).
 macro_rules! user_columns {
@@ -39,6 +39,35 @@ impl Store {
             " FROM users WHERE username = $1"
         ))
         .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(Entity::User))?;
+        user_from_row(&row)
+    }
+
+    /// Applies the fields of `update` that are set, in one statement. A new password also stamps
+    /// `password_changed_at`; a new email (other than a change of letter case) clears
+    /// `is_email_verified`. Fails with `AlreadyExists(Email)` if the address is taken.
+    pub async fn update_user(
+        &self,
+        username: &Username,
+        update: &UserUpdate,
+    ) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET \
+                 full_name = coalesce($2, full_name), \
+                 is_email_verified = is_email_verified AND ($3::text IS NULL OR lower($3) = lower(email)), \
+                 email = coalesce($3, email), \
+                 hashed_password = coalesce($4, hashed_password), \
+                 password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END \
+             WHERE username = $1 AND username <> $5 RETURNING ",
+            user_columns!()
+        ))
+        .bind(username.as_str())
+        .bind(update.full_name.as_ref().map(FullName::as_str))
+        .bind(update.email.as_ref().map(Email::as_str))
+        .bind(update.hashed_password.as_ref().map(|h| h.expose_secret()))
+        .bind(BANK_USERNAME)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound(Entity::User))?;

@@ -9,5 +9,6 @@ mod concurrency;
 mod constraints;
 mod migrations;
 mod pagination;
+mod sessions_and_updates;
 mod transfers;
 mod users_and_accounts;

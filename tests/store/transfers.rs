@@ -40,7 +40,12 @@ async fn a_transfer_writes_one_transfer_two_entries_and_both_balances() {
     assert_eq!(receipt.to_entry.account_id, bob.id);
 
     // What the receipt says is what the database holds.
-    assert_eq!(db.store.get_transfer(t.id).await.unwrap(), *t);
+    let parties = db.store.get_transfer(t.id).await.unwrap();
+    assert_eq!(parties.transfer, *t);
+    assert_eq!(
+        (parties.from_owner, parties.to_owner),
+        (username("alice"), username("bob"))
+    );
     assert_eq!(
         db.store.get_account(alice.id).await.unwrap(),
         receipt.from_account
