@@ -14,10 +14,14 @@
 //!   locked in ascending id order, rules checked under the locks, all writes in one statement.
 //!   It turns constraint names and SQLSTATEs into [`store::StoreError`] variants, never text.
 //!
-//! The service layer and the HTTP and gRPC adapters are built on these (see `doc/architecture.md`).
+//! - [`service`] is `BankService`: one method per operation, where every authorization rule
+//!   lives, returning `ServiceError`s whose `code()` is a row of the one error table.
+//!
+//! The HTTP and gRPC adapters are built on the service (see `doc/architecture.md`).
 
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod service;
 pub mod store;
 pub mod telemetry;

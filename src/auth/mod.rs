@@ -17,6 +17,8 @@ use crate::domain::{Role, Username};
 pub struct Principal {
     pub username: Username,
     pub role: Role,
+    /// The login session the access token belongs to.
+    pub session_id: uuid::Uuid,
 }
 
 impl Principal {
@@ -35,6 +37,7 @@ impl From<Claims> for Principal {
         Principal {
             username: claims.username,
             role: claims.role,
+            session_id: claims.session_id,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Access and refresh tokens: PASETO v4.local (encrypted and authenticated with one 32-byte key).
 //!
-//! Claims use PASETO's registered names where one exists: `jti` (token id; for a refresh token,
-//! the session id), `sub` (username), `iat`, `exp` (RFC 3339), plus `role` and `typ`
-//! (`access` | `refresh`).
+//! Claims use PASETO's registered names where one exists: `jti` (token id), `sub` (username),
+//! `iat`, `exp` (RFC 3339), plus `sid` (the login session both tokens belong to), `role` and
+//! `typ` (`access` | `refresh`).
 //!
 //! The type is enforced twice. It is a claim, and it is also the token's *implicit assertion*:
 //! authenticated but not stored in the token, so a refresh token presented as an access token
@@ -50,6 +50,9 @@ impl TokenType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub id: Uuid,
+    /// The login session: a refresh token is checked against it, and an access token names it so
+    /// that a password change can revoke every session but the caller's.
+    pub session_id: Uuid,
     pub username: Username,
     pub role: Role,
     pub token_type: TokenType,
@@ -87,6 +90,7 @@ pub enum TokenError {
 #[derive(Serialize, Deserialize)]
 struct WireClaims {
     jti: Uuid,
+    sid: Uuid,
     sub: String,
     role: String,
     typ: String,
@@ -116,9 +120,11 @@ impl TokenMaker {
         Ok(Self { key })
     }
 
-    /// A new token for `username`, valid from `now` for `lifetime`, with a fresh random id.
+    /// A new token for `username` in `session_id`, valid from `now` for `lifetime`, with a fresh
+    /// random id.
     pub fn issue(
         &self,
+        session_id: Uuid,
         username: &Username,
         role: Role,
         token_type: TokenType,
@@ -128,6 +134,7 @@ impl TokenMaker {
         let lifetime = chrono::Duration::from_std(lifetime).map_err(|_| TokenError::Encoding)?;
         let claims = Claims {
             id: Uuid::new_v4(),
+            session_id,
             username: username.clone(),
             role,
             token_type,
@@ -138,6 +145,7 @@ impl TokenMaker {
         };
         let wire = WireClaims {
             jti: claims.id,
+            sid: claims.session_id,
             sub: claims.username.as_str().to_owned(),
             role: role.as_str().to_owned(),
             typ: token_type.as_str().to_owned(),
@@ -185,6 +193,7 @@ impl TokenMaker {
         }
         Ok(Claims {
             id: wire.jti,
+            session_id: wire.sid,
             username: Username::parse(&wire.sub).map_err(|_| TokenError::Invalid)?,
             role: wire.role.parse().map_err(|_| TokenError::Invalid)?,
             token_type: expected,
@@ -212,7 +221,14 @@ mod tests {
 
     fn issue(token_type: TokenType, now: DateTime<Utc>) -> String {
         maker()
-            .issue(&alice(), Role::Banker, token_type, 15 * MINUTE, now)
+            .issue(
+                Uuid::nil(),
+                &alice(),
+                Role::Banker,
+                token_type,
+                15 * MINUTE,
+                now,
+            )
             .unwrap()
             .token
             .expose_secret()
@@ -223,7 +239,14 @@ mod tests {
     fn a_token_verifies_to_the_claims_it_was_issued_with() {
         let now = Utc::now();
         let issued = maker()
-            .issue(&alice(), Role::Banker, TokenType::Access, 15 * MINUTE, now)
+            .issue(
+                Uuid::nil(),
+                &alice(),
+                Role::Banker,
+                TokenType::Access,
+                15 * MINUTE,
+                now,
+            )
             .unwrap();
         let token = issued.token.expose_secret();
         assert!(token.starts_with("v4.local."));
@@ -241,10 +264,24 @@ mod tests {
     fn every_token_gets_its_own_id() {
         let now = Utc::now();
         let a = maker()
-            .issue(&alice(), Role::Depositor, TokenType::Refresh, MINUTE, now)
+            .issue(
+                Uuid::nil(),
+                &alice(),
+                Role::Depositor,
+                TokenType::Refresh,
+                MINUTE,
+                now,
+            )
             .unwrap();
         let b = maker()
-            .issue(&alice(), Role::Depositor, TokenType::Refresh, MINUTE, now)
+            .issue(
+                Uuid::nil(),
+                &alice(),
+                Role::Depositor,
+                TokenType::Refresh,
+                MINUTE,
+                now,
+            )
             .unwrap();
         assert_ne!(a.claims.id, b.claims.id);
     }

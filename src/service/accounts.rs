@@ -1,0 +1,96 @@
+//! Accounts and account statements.
+
+use super::{BankService, ServiceError};
+use crate::auth::Principal;
+use crate::domain::{
+    Account, AccountId, Currency, Entry, EntryId, PageKind, PageSize, PageToken, Username,
+};
+
+/// A page request, parsed: the size, and where the previous page ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRequest {
+    pub size: PageSize,
+    pub token: Option<PageToken>,
+}
+
+/// One page of a list, with the opaque token of the next page (`None` on the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+impl BankService {
+    /// Opens an account for the caller (the owner is always the caller).
+    pub async fn create_account(
+        &self,
+        principal: &Principal,
+        currency: Currency,
+    ) -> Result<Account, ServiceError> {
+        Ok(self
+            .store
+            .create_account(&principal.username, currency)
+            .await?)
+    }
+
+    /// The owner or a banker.
+    pub async fn get_account(
+        &self,
+        principal: &Principal,
+        id: AccountId,
+    ) -> Result<Account, ServiceError> {
+        let account = self.store.get_account(id).await?;
+        if !principal.may_act_for(&account.owner) {
+            return Err(ServiceError::PermissionDenied(format!(
+                "account {id} does not belong to you"
+            )));
+        }
+        Ok(account)
+    }
+
+    /// A depositor lists their own accounts (naming another owner is refused); a banker lists
+    /// one owner's, or everyone's when no owner is given.
+    pub async fn list_accounts(
+        &self,
+        principal: &Principal,
+        owner: Option<Username>,
+        page: PageRequest,
+    ) -> Result<ListPage<Account>, ServiceError> {
+        let owner = match owner {
+            Some(owner) if !principal.may_act_for(&owner) => {
+                return Err(ServiceError::PermissionDenied(
+                    "you may only list your own accounts".to_owned(),
+                ));
+            }
+            Some(owner) => Some(owner),
+            None if principal.is_banker() => None,
+            None => Some(principal.username.clone()),
+        };
+        let after = page.token.map(|t| AccountId::new(t.key())).transpose()?;
+        let found = self.store.list_accounts(owner, after, page.size).await?;
+        Ok(ListPage {
+            items: found.items,
+            next_page_token: found
+                .next
+                .map(|id| PageToken::new(PageKind::Accounts, id.get()).encode()),
+        })
+    }
+
+    /// The statement of an account, newest first: the owner or a banker.
+    pub async fn list_entries(
+        &self,
+        principal: &Principal,
+        account: AccountId,
+        page: PageRequest,
+    ) -> Result<ListPage<Entry>, ServiceError> {
+        self.get_account(principal, account).await?;
+        let before = page.token.map(|t| EntryId::new(t.key())).transpose()?;
+        let found = self.store.list_entries(account, before, page.size).await?;
+        Ok(ListPage {
+            items: found.items,
+            next_page_token: found
+                .next
+                .map(|id| PageToken::new(PageKind::Entries, id.get()).encode()),
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! The one error table (SPEC §4). Every failure of every operation is a `ServiceError`; its
+//! `code()` picks the row, and the adapters map that code to an HTTP status or a gRPC code in
+//! exhaustive matches. Messages are written here, from domain values only: no database or library
+//! text ever reaches a client. The cause of an internal failure is kept as a `source`, for the log.
+
+use crate::domain::ValidationError;
+use crate::store::{StoreError, Unique};
+
+/// The error codes of SPEC §4, as clients see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    InsufficientFunds,
+    CurrencyMismatch,
+    IdempotencyMismatch,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// One entry per refused field.
+    #[error("invalid argument: {0:?}")]
+    InvalidArgument(Vec<ValidationError>),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InsufficientFunds(String),
+    #[error("{0}")]
+    CurrencyMismatch(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] Cause),
+    #[error("internal error")]
+    Internal(#[source] Cause),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            ServiceError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ServiceError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
+            ServiceError::CurrencyMismatch(_) => ErrorCode::CurrencyMismatch,
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
+            ServiceError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The text a client may see.
+    pub fn message(&self) -> String {
+        match self {
+            ServiceError::InvalidArgument(violations) => match violations.as_slice() {
+                [one] => format!("{}: {}", one.field, one.description),
+                _ => "some fields are invalid; see details".to_owned(),
+            },
+            ServiceError::Unauthenticated(message) => (*message).to_owned(),
+            ServiceError::PermissionDenied(message)
+            | ServiceError::NotFound(message)
+            | ServiceError::AlreadyExists(message)
+            | ServiceError::Conflict(message)
+            | ServiceError::InsufficientFunds(message)
+            | ServiceError::CurrencyMismatch(message) => message.clone(),
+            ServiceError::Unavailable(_) => {
+                "the service is temporarily unavailable; try again shortly".to_owned()
+            }
+            ServiceError::Internal(_) => "an internal error occurred".to_owned(),
+        }
+    }
+
+    /// The refused fields of an `invalid_argument`; empty for every other code.
+    pub fn details(&self) -> &[ValidationError] {
+        match self {
+            ServiceError::InvalidArgument(violations) => violations,
+            _ => &[],
+        }
+    }
+
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        ServiceError::InvalidArgument(vec![ValidationError::new(field, description)])
+    }
+
+    pub(crate) fn internal(cause: impl Into<Cause>) -> Self {
+        ServiceError::Internal(cause.into())
+    }
+}
+
+impl From<ValidationError> for ServiceError {
+    fn from(violation: ValidationError) -> Self {
+        ServiceError::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(entity) => ServiceError::NotFound(format!("{entity} not found")),
+            StoreError::AccountNotFound(id) => {
+                ServiceError::NotFound(format!("account {id} not found"))
+            }
+            StoreError::AlreadyExists(unique) => match unique {
+                Unique::Username => ServiceError::AlreadyExists("username is taken".to_owned()),
+                Unique::Email => {
+                    ServiceError::AlreadyExists("email is already registered".to_owned())
+                }
+                Unique::AccountCurrency => ServiceError::AlreadyExists(
+                    "the owner already has an account in that currency".to_owned(),
+                ),
+                Unique::IdempotencyKey => ServiceError::Conflict(
+                    "a request with this idempotency key is in progress".to_owned(),
+                ),
+            },
+            StoreError::NotOwner(id) => {
+                ServiceError::PermissionDenied(format!("account {id} does not belong to you"))
+            }
+            StoreError::NotCustomerAccount(id) => ServiceError::invalid(
+                "account_id",
+                format!("account {id} is a bank settlement account"),
+            ),
+            StoreError::CurrencyMismatch {
+                account,
+                expected,
+                actual,
+            } => ServiceError::CurrencyMismatch(format!(
+                "account {account} holds {actual}, not {expected}"
+            )),
+            StoreError::InsufficientFunds(id) => {
+                ServiceError::InsufficientFunds(format!("account {id} has insufficient funds"))
+            }
+            StoreError::BalanceOverflow(id) => ServiceError::invalid(
+                "amount",
+                format!("would overflow the balance of account {id}"),
+            ),
+            StoreError::SameAccount => {
+                ServiceError::invalid("to_account_id", "must differ from from_account_id")
+            }
+            StoreError::Contended => ServiceError::Conflict(
+                "the request conflicted with concurrent ones; try again".to_owned(),
+            ),
+            StoreError::Unavailable(cause) => ServiceError::Unavailable(cause.into()),
+            err @ (StoreError::ConstraintViolated(_) | StoreError::Internal(_)) => {
+                ServiceError::internal(err)
+            }
+        }
+    }
+}

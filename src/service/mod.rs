@@ -1,0 +1,88 @@
+//! `BankService`: one method per operation of SPEC §3, shared by the HTTP and gRPC adapters.
+//!
+//! Every method takes already-parsed domain values and, when the operation needs a caller, the
+//! `Principal` that the adapter authenticated. **Authorization happens here**, and only here: the
+//! owner/banker rules live in these methods, so both transports enforce exactly the same ones.
+
+mod accounts;
+mod error;
+mod port;
+mod transfers;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use accounts::{ListPage, PageRequest};
+pub use error::{ErrorCode, ServiceError};
+pub use port::BankStore;
+#[cfg(test)]
+pub use port::MockBankStore;
+pub use users::{ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest};
+
+use crate::auth::{Principal, TokenMaker};
+
+/// How long tokens live (simple_bank's defaults: 15 minutes and 24 hours).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenLifetimes {
+    pub access: Duration,
+    pub refresh: Duration,
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        Self {
+            access: Duration::from_secs(15 * 60),
+            refresh: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// The service: cheap to clone, shared by every request of both transports.
+#[derive(Clone)]
+pub struct BankService {
+    store: Arc<dyn BankStore>,
+    tokens: Arc<TokenMaker>,
+    lifetimes: TokenLifetimes,
+}
+
+impl BankService {
+    pub fn new(
+        store: Arc<dyn BankStore>,
+        tokens: Arc<TokenMaker>,
+        lifetimes: TokenLifetimes,
+    ) -> Self {
+        Self {
+            store,
+            tokens,
+            lifetimes,
+        }
+    }
+
+    /// Turns a bearer access token into the caller, or `unauthenticated`. The one verifier both
+    /// transports call before handing a `Principal` to any other method.
+    pub fn authenticate(&self, access_token: &str) -> Result<Principal, ServiceError> {
+        self.tokens
+            .verify(
+                access_token,
+                crate::auth::TokenType::Access,
+                chrono::Utc::now(),
+            )
+            .map(Principal::from)
+            .map_err(|_| ServiceError::Unauthenticated("the access token is invalid or expired"))
+    }
+}
+
+/// Refuses a caller that is not a banker.
+fn require_banker(principal: &Principal, what: &str) -> Result<(), ServiceError> {
+    if principal.is_banker() {
+        Ok(())
+    } else {
+        Err(ServiceError::PermissionDenied(format!(
+            "only bankers may {what}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,629 @@
+//! Unit tests of the service over a mocked store: who may do what, how store failures read to a
+//! client, and the session rules. A mock with no expectation set panics when called, so "the store
+//! was never reached" is asserted simply by not setting one.
+
+use std::sync::Arc;
+
+use chrono::{Duration as Span, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::{Principal, TokenMaker, TokenType, hash_password};
+use crate::domain::{
+    Account, AccountId, AccountKind, Amount, Currency, Email, FullName, NewTransfer, Password,
+    Role, Session, Transfer, TransferId, TransferParties, User, Username,
+};
+use crate::store::{Entity, Page, StoreError};
+
+const KEY: &[u8; 32] = b"an example key of 32 bytes......";
+
+fn name(raw: &str) -> Username {
+    Username::parse(raw).unwrap()
+}
+
+fn principal(user: &str, role: Role) -> Principal {
+    Principal {
+        username: name(user),
+        role,
+        session_id: Uuid::new_v4(),
+    }
+}
+
+fn service(store: MockBankStore) -> BankService {
+    BankService::new(
+        Arc::new(store),
+        Arc::new(TokenMaker::new(KEY).unwrap()),
+        TokenLifetimes::default(),
+    )
+}
+
+fn user(username: &str, role: Role, hash: &str) -> User {
+    User {
+        username: name(username),
+        hashed_password: SecretString::from(hash),
+        full_name: FullName::parse("Some One").unwrap(),
+        email: Email::parse(&format!("{username}@example.com")).unwrap(),
+        role,
+        is_email_verified: false,
+        password_changed_at: Utc::now(),
+        created_at: Utc::now(),
+    }
+}
+
+fn account(id: i64, owner: &str) -> Account {
+    Account {
+        id: AccountId::new(id).unwrap(),
+        owner: name(owner),
+        currency: Currency::Usd,
+        balance: 100,
+        kind: AccountKind::Customer,
+        created_at: Utc::now(),
+    }
+}
+
+fn id(raw: i64) -> AccountId {
+    AccountId::new(raw).unwrap()
+}
+
+fn sql_error(text: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(text.to_owned())
+}
+
+// --- authorization -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_account_is_readable_by_its_owner_and_bankers_only() {
+    for (caller, role, allowed) in [
+        ("alice", Role::Depositor, true),
+        ("bob", Role::Depositor, false),
+        ("bank_clerk", Role::Banker, true),
+    ] {
+        let mut store = MockBankStore::new();
+        store
+            .expect_get_account()
+            .returning(|_| Ok(account(7, "alice")));
+        let result = service(store)
+            .get_account(&principal(caller, role), id(7))
+            .await;
+        match (allowed, result) {
+            (true, Ok(found)) => assert_eq!(found.owner, name("alice")),
+            (false, Err(err)) => assert_eq!(err.code(), ErrorCode::PermissionDenied),
+            (_, other) => panic!("{caller}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_statement_follows_the_accounts_rule() {
+    let mut store = MockBankStore::new();
+    store
+        .expect_get_account()
+        .returning(|_| Ok(account(7, "alice")));
+    // No list_entries expectation: a stranger must not get that far.
+    let err = service(store)
+        .list_entries(
+            &principal("bob", Role::Depositor),
+            id(7),
+            PageRequest::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn depositors_list_only_their_own_accounts_and_bankers_anyones() {
+    let mut store = MockBankStore::new();
+    store
+        .expect_list_accounts()
+        .withf(|owner, _, _| owner.as_ref() == Some(&name("alice")))
+        .times(1)
+        .returning(|_, _, _| {
+            Ok(Page {
+                items: vec![account(1, "alice")],
+                next: Some(id(1)),
+            })
+        });
+    let page = service(store)
+        .list_accounts(
+            &principal("alice", Role::Depositor),
+            None,
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let token = page.next_page_token.expect("a next page");
+    let decoded = crate::domain::PageToken::decode(&token, crate::domain::PageKind::Accounts);
+    assert_eq!(decoded.unwrap().key(), 1);
+
+    let err = service(MockBankStore::new())
+        .list_accounts(
+            &principal("alice", Role::Depositor),
+            Some(name("bob")),
+            PageRequest::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+
+    let mut store = MockBankStore::new();
+    store
+        .expect_list_accounts()
+        .withf(|owner, _, _| owner.is_none())
+        .times(1)
+        .returning(|_, _, _| {
+            Ok(Page {
+                items: vec![],
+                next: None,
+            })
+        });
+    let page = service(store)
+        .list_accounts(
+            &principal("clerk", Role::Banker),
+            None,
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.next_page_token, None);
+}
+
+#[tokio::test]
+async fn only_bankers_deposit_withdraw_and_set_roles() {
+    let depositor = principal("alice", Role::Depositor);
+    let svc = service(MockBankStore::new());
+    let amount = Amount::new(5).unwrap();
+    let results = [
+        svc.deposit(&depositor, id(1), amount, Currency::Usd)
+            .await
+            .err(),
+        svc.withdraw(&depositor, id(1), amount, Currency::Usd)
+            .await
+            .err(),
+        svc.set_user_role(&depositor, &name("alice"), Role::Banker)
+            .await
+            .err(),
+    ];
+    for err in results {
+        assert_eq!(err.expect("refused").code(), ErrorCode::PermissionDenied);
+    }
+}
+
+#[tokio::test]
+async fn users_are_readable_and_updatable_by_themselves_and_bankers() {
+    let svc = service(MockBankStore::new());
+    let bob = principal("bob", Role::Depositor);
+    let err = svc.get_user(&bob, &name("alice")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+    let update = UpdateUserRequest {
+        full_name: Some(FullName::parse("Mallory").unwrap()),
+        ..Default::default()
+    };
+    let err = svc
+        .update_user(&bob, &name("alice"), update)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+
+    let mut store = MockBankStore::new();
+    store
+        .expect_get_user()
+        .returning(|u| Ok(user(u.as_str(), Role::Depositor, "h")));
+    let found = service(store)
+        .get_user(&principal("clerk", Role::Banker), &name("alice"))
+        .await
+        .unwrap();
+    assert_eq!(found.username, name("alice"));
+}
+
+#[tokio::test]
+async fn a_transfer_is_sent_as_the_caller_even_for_a_banker() {
+    let mut store = MockBankStore::new();
+    store
+        .expect_transfer()
+        .withf(|_, owner| owner.as_ref() == Some(&name("clerk")))
+        .returning(|_, _| Err(StoreError::NotOwner(AccountId::new(1).unwrap())));
+    let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+    let err = service(store)
+        .create_transfer(&principal("clerk", Role::Banker), cmd)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field() {
+    for (settlement, field) in [(1, "from_account_id"), (2, "to_account_id")] {
+        let mut store = MockBankStore::new();
+        store
+            .expect_transfer()
+            .returning(move |_, _| Err(StoreError::NotCustomerAccount(id(settlement))));
+        let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+        let err = service(store)
+            .create_transfer(&principal("alice", Role::Depositor), cmd)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert_eq!(err.details()[0].field, field);
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_is_readable_by_either_party_and_bankers() {
+    for (caller, role, allowed) in [
+        ("alice", Role::Depositor, true),
+        ("bob", Role::Depositor, true),
+        ("carol", Role::Depositor, false),
+        ("clerk", Role::Banker, true),
+    ] {
+        let mut store = MockBankStore::new();
+        store.expect_get_transfer().returning(|tid| {
+            Ok(TransferParties {
+                transfer: Transfer {
+                    id: tid,
+                    from_account_id: id(1),
+                    to_account_id: id(2),
+                    amount: Amount::new(5).unwrap(),
+                    currency: Currency::Usd,
+                    created_at: Utc::now(),
+                },
+                from_owner: name("alice"),
+                to_owner: name("bob"),
+            })
+        });
+        let result = service(store)
+            .get_transfer(&principal(caller, role), TransferId::new(9).unwrap())
+            .await;
+        assert_eq!(result.is_ok(), allowed, "{caller}");
+        if let Err(err) = result {
+            assert_eq!(err.code(), ErrorCode::PermissionDenied);
+        }
+    }
+}
+
+// --- error mapping -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_database_outage_reads_as_unavailable_without_its_text() {
+    let mut store = MockBankStore::new();
+    store.expect_get_account().returning(|_| {
+        Err(StoreError::Unavailable(sql_error(
+            "connection refused to 10.0.0.5",
+        )))
+    });
+    let err = service(store)
+        .get_account(&principal("alice", Role::Depositor), id(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(!err.message().contains("10.0.0.5"));
+    // The cause is kept for the log.
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[tokio::test]
+async fn an_unexpected_error_reads_as_internal_without_its_text() {
+    for store_error in [
+        StoreError::Internal(sql_error("relation \"accounts\" does not exist")),
+        StoreError::ConstraintViolated("accounts_kind_valid".to_owned()),
+    ] {
+        let mut store = MockBankStore::new();
+        store
+            .expect_create_account()
+            .return_once(move |_, _| Err(store_error));
+        let err = service(store)
+            .create_account(&principal("alice", Role::Depositor), Currency::Usd)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert_eq!(err.message(), "an internal error occurred");
+    }
+}
+
+#[test]
+fn every_store_refusal_maps_to_its_row_of_the_table() {
+    let cases = [
+        (StoreError::NotFound(Entity::User), ErrorCode::NotFound),
+        (StoreError::AccountNotFound(id(3)), ErrorCode::NotFound),
+        (
+            StoreError::AlreadyExists(crate::store::Unique::Username),
+            ErrorCode::AlreadyExists,
+        ),
+        (
+            StoreError::AlreadyExists(crate::store::Unique::Email),
+            ErrorCode::AlreadyExists,
+        ),
+        (
+            StoreError::AlreadyExists(crate::store::Unique::AccountCurrency),
+            ErrorCode::AlreadyExists,
+        ),
+        (
+            StoreError::AlreadyExists(crate::store::Unique::IdempotencyKey),
+            ErrorCode::Conflict,
+        ),
+        (StoreError::NotOwner(id(3)), ErrorCode::PermissionDenied),
+        (
+            StoreError::NotCustomerAccount(id(3)),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            StoreError::CurrencyMismatch {
+                account: id(3),
+                expected: Currency::Usd,
+                actual: Currency::Eur,
+            },
+            ErrorCode::CurrencyMismatch,
+        ),
+        (
+            StoreError::InsufficientFunds(id(3)),
+            ErrorCode::InsufficientFunds,
+        ),
+        (
+            StoreError::BalanceOverflow(id(3)),
+            ErrorCode::InvalidArgument,
+        ),
+        (StoreError::SameAccount, ErrorCode::InvalidArgument),
+        (StoreError::Contended, ErrorCode::Conflict),
+    ];
+    for (store_error, code) in cases {
+        let text = format!("{store_error:?}");
+        let err = ServiceError::from(store_error);
+        assert_eq!(err.code(), code, "{text}");
+        assert!(!err.message().is_empty());
+    }
+    let mismatch = ServiceError::from(StoreError::CurrencyMismatch {
+        account: id(3),
+        expected: Currency::Usd,
+        actual: Currency::Eur,
+    });
+    assert_eq!(mismatch.message(), "account 3 holds EUR, not USD");
+}
+
+// --- sessions ----------------------------------------------------------------------------------
+
+async fn stored_user(username: &str, password: &str, role: Role) -> User {
+    let hash = hash_password(Password::parse(password).unwrap())
+        .await
+        .unwrap();
+    user(username, role, hash.expose_secret())
+}
+
+#[tokio::test]
+async fn login_refuses_unknown_users_and_wrong_passwords_alike() {
+    let alice = stored_user("alice", "right password", Role::Depositor).await;
+    let mut store = MockBankStore::new();
+    store.expect_get_user().returning(move |u| {
+        if u.as_str() == "alice" {
+            Ok(alice.clone())
+        } else {
+            Err(StoreError::NotFound(Entity::User))
+        }
+    });
+    let svc = service(store);
+    let wrong = svc
+        .login(
+            name("alice"),
+            Password::parse("wrong password").unwrap(),
+            ClientInfo::default(),
+        )
+        .await
+        .unwrap_err();
+    let unknown = svc
+        .login(
+            name("nobody"),
+            Password::parse("right password").unwrap(),
+            ClientInfo::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), ErrorCode::Unauthenticated);
+    assert_eq!(
+        (wrong.code(), wrong.message()),
+        (unknown.code(), unknown.message())
+    );
+}
+
+#[tokio::test]
+async fn login_stores_a_hash_of_the_refresh_token_and_returns_both_tokens() {
+    let alice = stored_user("alice", "right password", Role::Banker).await;
+    let mut store = MockBankStore::new();
+    store
+        .expect_get_user()
+        .returning(move |_| Ok(alice.clone()));
+    store
+        .expect_create_session()
+        .withf(|new| new.user_agent == "curl/8" && new.refresh_token_hash.len() == 32)
+        .times(1)
+        .returning(|new| {
+            Ok(Session {
+                id: new.id,
+                username: new.username.clone(),
+                refresh_token_hash: new.refresh_token_hash.clone(),
+                user_agent: new.user_agent.clone(),
+                client_ip: new.client_ip.clone(),
+                is_blocked: false,
+                expires_at: new.expires_at,
+                created_at: Utc::now(),
+            })
+        });
+    let svc = service(store);
+    let client = ClientInfo {
+        user_agent: "curl/8".into(),
+        client_ip: "127.0.0.1".into(),
+    };
+    let login = svc
+        .login(
+            name("alice"),
+            Password::parse("right password").unwrap(),
+            client,
+        )
+        .await
+        .unwrap();
+    let caller = svc
+        .authenticate(login.access_token.token.expose_secret())
+        .unwrap();
+    assert_eq!(
+        (caller.username, caller.role),
+        (name("alice"), Role::Banker)
+    );
+    assert_eq!(caller.session_id, login.session_id);
+    assert_eq!(login.refresh_token.claims.session_id, login.session_id);
+    // A refresh token is never an access token.
+    assert!(
+        svc.authenticate(login.refresh_token.token.expose_secret())
+            .is_err()
+    );
+}
+
+/// A store holding one session for alice, made from `refresh`, in the given state.
+fn store_with_session(refresh: &str, session_id: Uuid, blocked: bool, role: Role) -> MockBankStore {
+    let hash = super::users::token_hash(refresh);
+    let mut store = MockBankStore::new();
+    store.expect_get_session().returning(move |sid| {
+        Ok((sid == session_id).then(|| Session {
+            id: sid,
+            username: Username::parse("alice").unwrap(),
+            refresh_token_hash: hash.clone(),
+            user_agent: String::new(),
+            client_ip: String::new(),
+            is_blocked: blocked,
+            expires_at: Utc::now() + Span::hours(1),
+            created_at: Utc::now(),
+        }))
+    });
+    store
+        .expect_get_user()
+        .returning(move |u| Ok(user(u.as_str(), role, "h")));
+    store
+}
+
+fn refresh_token(session_id: Uuid) -> String {
+    TokenMaker::new(KEY)
+        .unwrap()
+        .issue(
+            session_id,
+            &name("alice"),
+            Role::Depositor,
+            TokenType::Refresh,
+            std::time::Duration::from_secs(3600),
+            Utc::now(),
+        )
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn renewal_needs_a_live_session_and_picks_up_the_current_role() {
+    let sid = Uuid::new_v4();
+    let token = refresh_token(sid);
+
+    let svc = service(store_with_session(&token, sid, false, Role::Banker));
+    let access = svc.renew_access_token(&token).await.unwrap();
+    assert_eq!(
+        access.claims.role,
+        Role::Banker,
+        "role read again at renewal"
+    );
+    assert_eq!(access.claims.token_type, TokenType::Access);
+
+    let revoked = service(store_with_session(&token, sid, true, Role::Depositor));
+    assert_eq!(
+        revoked.renew_access_token(&token).await.unwrap_err().code(),
+        ErrorCode::Unauthenticated
+    );
+    // An authentic token whose hash is not the session's (say, the session was re-keyed).
+    let other = service(store_with_session(
+        &refresh_token(sid),
+        sid,
+        false,
+        Role::Depositor,
+    ));
+    assert_eq!(
+        other.renew_access_token(&token).await.unwrap_err().code(),
+        ErrorCode::Unauthenticated
+    );
+    // A session that does not exist.
+    let gone = service(store_with_session(
+        &token,
+        Uuid::new_v4(),
+        false,
+        Role::Depositor,
+    ));
+    assert_eq!(
+        gone.renew_access_token(&token).await.unwrap_err().code(),
+        ErrorCode::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn a_new_password_revokes_the_users_other_sessions() {
+    let me = principal("alice", Role::Depositor);
+    let my_session = me.session_id;
+    let mut store = MockBankStore::new();
+    store
+        .expect_update_user()
+        .withf(|_, update| update.hashed_password.is_some())
+        .returning(|u, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+    store
+        .expect_block_user_sessions()
+        .withf(move |u, keep| u.as_str() == "alice" && *keep == Some(my_session))
+        .times(1)
+        .returning(|_, _| Ok(2));
+    let request = UpdateUserRequest {
+        password: Some(Password::parse("a new password").unwrap()),
+        ..Default::default()
+    };
+    service(store)
+        .update_user(&me, &name("alice"), request.clone())
+        .await
+        .unwrap();
+
+    // A banker resetting someone's password revokes all of that user's sessions.
+    let mut store = MockBankStore::new();
+    store
+        .expect_update_user()
+        .returning(|u, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+    store
+        .expect_block_user_sessions()
+        .withf(|_, keep| keep.is_none())
+        .times(1)
+        .returning(|_, _| Ok(1));
+    service(store)
+        .update_user(&principal("clerk", Role::Banker), &name("alice"), request)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_update_is_refused() {
+    let err = service(MockBankStore::new())
+        .update_user(
+            &principal("alice", Role::Depositor),
+            &name("alice"),
+            UpdateUserRequest::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_tokens_session() {
+    let sid = Uuid::new_v4();
+    let mut store = MockBankStore::new();
+    store
+        .expect_block_session()
+        .withf(move |id, u| *id == sid && u.as_str() == "alice")
+        .times(1)
+        .returning(|_, _| Ok(true));
+    service(store).logout(&refresh_token(sid)).await.unwrap();
+    let err = service(MockBankStore::new())
+        .logout("v4.local.garbage")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+}

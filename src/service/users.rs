@@ -1,0 +1,253 @@
+//! Users and sessions: sign up, log in, renew, log out, read, update, set role.
+
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{BankService, ServiceError, require_banker};
+use crate::auth::{IssuedToken, Principal, TokenType, hash_password, verify_password};
+use crate::domain::{Email, FullName, NewUser, Password, Role, User, UserUpdate, Username};
+use crate::store::{NewSession, StoreError};
+
+/// A sign-up, parsed.
+#[derive(Debug, Clone)]
+pub struct NewUserRequest {
+    pub username: Username,
+    pub full_name: FullName,
+    pub email: Email,
+    pub password: Password,
+}
+
+/// A partial update, parsed; at least one field must be set.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateUserRequest {
+    pub full_name: Option<FullName>,
+    pub email: Option<Email>,
+    pub password: Option<Password>,
+}
+
+/// Where a login comes from, recorded with its session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub user_agent: String,
+    pub client_ip: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginResult {
+    pub session_id: Uuid,
+    pub access_token: IssuedToken,
+    pub refresh_token: IssuedToken,
+    pub user: User,
+}
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
+
+/// Sessions store this, never the refresh token itself: a leaked sessions table cannot be replayed.
+pub(super) fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Compares two hashes without stopping at the first difference.
+fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl BankService {
+    pub async fn create_user(&self, request: NewUserRequest) -> Result<User, ServiceError> {
+        let hashed_password = hash_password(request.password)
+            .await
+            .map_err(ServiceError::internal)?;
+        let user = self
+            .store
+            .create_user(&NewUser {
+                username: request.username,
+                hashed_password,
+                full_name: request.full_name,
+                email: request.email,
+                role: Role::Depositor,
+            })
+            .await?;
+        Ok(user)
+    }
+
+    /// The same `unauthenticated` for an unknown user and a wrong password, after the same amount
+    /// of hashing work, so neither the answer nor its timing tells which usernames exist.
+    pub async fn login(
+        &self,
+        username: Username,
+        password: Password,
+        client: ClientInfo,
+    ) -> Result<LoginResult, ServiceError> {
+        let user = match self.store.get_user(&username).await {
+            Ok(user) => Some(user),
+            Err(StoreError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let hash = user.as_ref().map(|u| u.hashed_password.clone());
+        let matches = verify_password(password, hash)
+            .await
+            .map_err(ServiceError::internal)?;
+        let Some(user) = user.filter(|_| matches) else {
+            return Err(ServiceError::Unauthenticated(BAD_CREDENTIALS));
+        };
+
+        let now = Utc::now();
+        let session_id = Uuid::new_v4();
+        let issue = |token_type, lifetime| {
+            self.tokens
+                .issue(
+                    session_id,
+                    &user.username,
+                    user.role,
+                    token_type,
+                    lifetime,
+                    now,
+                )
+                .map_err(ServiceError::internal)
+        };
+        let refresh_token = issue(TokenType::Refresh, self.lifetimes.refresh)?;
+        let access_token = issue(TokenType::Access, self.lifetimes.access)?;
+        self.store
+            .create_session(&NewSession {
+                id: session_id,
+                username: user.username.clone(),
+                refresh_token_hash: token_hash(refresh_token.token.expose_secret()),
+                user_agent: client.user_agent,
+                client_ip: client.client_ip,
+                expires_at: refresh_token.claims.expires_at,
+            })
+            .await?;
+        Ok(LoginResult {
+            session_id,
+            access_token,
+            refresh_token,
+            user,
+        })
+    }
+
+    /// A new access token for a live session. The role is read again from the user, so a role
+    /// change reaches the caller at the latest when its current access token expires.
+    pub async fn renew_access_token(
+        &self,
+        refresh_token: &str,
+    ) -> Result<IssuedToken, ServiceError> {
+        let now = Utc::now();
+        let claims = self
+            .tokens
+            .verify(refresh_token, TokenType::Refresh, now)
+            .map_err(|_| ServiceError::Unauthenticated(BAD_REFRESH))?;
+        let session = self
+            .store
+            .get_session(claims.session_id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated(BAD_REFRESH))?;
+        let live = !session.is_blocked
+            && session.username == claims.username
+            && session.expires_at > now
+            && same_hash(&session.refresh_token_hash, &token_hash(refresh_token));
+        if !live {
+            return Err(ServiceError::Unauthenticated(BAD_REFRESH));
+        }
+        let user = match self.store.get_user(&claims.username).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound(_)) => return Err(ServiceError::Unauthenticated(BAD_REFRESH)),
+            Err(err) => return Err(err.into()),
+        };
+        self.tokens
+            .issue(
+                session.id,
+                &user.username,
+                user.role,
+                TokenType::Access,
+                self.lifetimes.access,
+                now,
+            )
+            .map_err(ServiceError::internal)
+    }
+
+    /// Revokes the session of `refresh_token`: it can never renew again. Repeating it is harmless.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
+        let claims = self
+            .tokens
+            .verify(refresh_token, TokenType::Refresh, Utc::now())
+            .map_err(|_| ServiceError::Unauthenticated(BAD_REFRESH))?;
+        self.store
+            .block_session(claims.session_id, &claims.username)
+            .await?;
+        Ok(())
+    }
+
+    /// Self or a banker.
+    pub async fn get_user(
+        &self,
+        principal: &Principal,
+        username: &Username,
+    ) -> Result<User, ServiceError> {
+        if !principal.may_act_for(username) {
+            return Err(ServiceError::PermissionDenied(
+                "you may only read your own user".to_owned(),
+            ));
+        }
+        Ok(self.store.get_user(username).await?)
+    }
+
+    /// Self or a banker. A new password revokes the user's other sessions (all of them when a
+    /// banker changes someone else's password).
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        username: &Username,
+        request: UpdateUserRequest,
+    ) -> Result<User, ServiceError> {
+        if !principal.may_act_for(username) {
+            return Err(ServiceError::PermissionDenied(
+                "you may only update your own user".to_owned(),
+            ));
+        }
+        if request.full_name.is_none() && request.email.is_none() && request.password.is_none() {
+            return Err(ServiceError::invalid(
+                "full_name",
+                "give at least one of full_name, email or password",
+            ));
+        }
+        let password_changes = request.password.is_some();
+        let hashed_password = match request.password {
+            Some(password) => Some(
+                hash_password(password)
+                    .await
+                    .map_err(ServiceError::internal)?,
+            ),
+            None => None,
+        };
+        let user = self
+            .store
+            .update_user(
+                username,
+                &UserUpdate {
+                    full_name: request.full_name,
+                    email: request.email,
+                    hashed_password,
+                },
+            )
+            .await?;
+        if password_changes {
+            let keep = (&principal.username == username).then_some(principal.session_id);
+            self.store.block_user_sessions(username, keep).await?;
+        }
+        Ok(user)
+    }
+
+    /// Bankers only (the `user set-role` command makes the first one).
+    pub async fn set_user_role(
+        &self,
+        principal: &Principal,
+        username: &Username,
+        role: Role,
+    ) -> Result<User, ServiceError> {
+        require_banker(principal, "change roles")?;
+        Ok(self.store.set_user_role(username, role).await?)
+    }
+}
