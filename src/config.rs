@@ -1,14 +1,19 @@
-//! Settings, read once at start-up.
+//! Settings, read once at start-up from environment variables with simple_bank's names.
 //!
-//! For now only the database; the full layered configuration (defaults < `app.toml` <
-//! environment) arrives with the server. Variable names follow simple_bank's (`DB_SOURCE`).
+//! Every value is parsed into its type here, and a bad one stops the start with a message naming
+//! the variable (never echoing a secret). The layered configuration of SPEC §5 (defaults <
+//! `app.toml` < environment) builds on this with the `config` crate in the operations issue.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::auth::TokenMaker;
+use crate::service::TokenLifetimes;
 
 /// Where the database is and how many connections to keep to it.
 #[derive(Debug, Clone)]
@@ -25,6 +30,10 @@ pub enum ConfigError {
     /// Names the variable but never echoes its value: it may contain a password.
     #[error("{0} is not a valid PostgreSQL URL (postgresql://user:password@host:port/database)")]
     InvalidDatabaseUrl(&'static str),
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{key} is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
 }
 
 impl DatabaseSettings {
@@ -37,8 +46,12 @@ impl DatabaseSettings {
     }
 
     pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
-        PgConnectOptions::from_str(self.url.expose_secret())
-            .map_err(|_| ConfigError::InvalidDatabaseUrl("DB_SOURCE"))
+        let url = self.url.expose_secret();
+        // sqlx's parser ignores the scheme; a mysql:// URL must not pass as a Postgres one.
+        if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+            return Err(ConfigError::InvalidDatabaseUrl("DB_SOURCE"));
+        }
+        PgConnectOptions::from_str(url).map_err(|_| ConfigError::InvalidDatabaseUrl("DB_SOURCE"))
     }
 
     /// How every pool of the process is configured (the tests use it too).
@@ -69,5 +82,232 @@ impl DatabaseSettings {
         Ok(self
             .pool_options()
             .connect_lazy_with(self.connect_options()?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Everything `simplebank serve` needs.
+#[derive(Debug)]
+pub struct Settings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    /// `HTTP_SERVER_ADDRESS`, default `0.0.0.0:8080`; port 0 picks a free one (tests).
+    pub http_address: SocketAddr,
+    /// `TOKEN_SYMMETRIC_KEY`: exactly 32 bytes.
+    pub token_key: SecretBox<[u8; TokenMaker::KEY_LEN]>,
+    pub token_lifetimes: TokenLifetimes,
+    /// `HTTP_BODY_LIMIT` in bytes, default 64 KiB.
+    pub body_limit: usize,
+    /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
+    pub run_migrations: bool,
+}
+
+impl Settings {
+    /// Reads the environment. In development a missing token key is replaced by a random one
+    /// (tokens then die with the process, and the log says so); production refuses to start.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let environment = match get("ENVIRONMENT").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "ENVIRONMENT",
+                    reason: "must be development or production".into(),
+                });
+            }
+        };
+        let url = get("DB_SOURCE").ok_or(ConfigError::Missing("DB_SOURCE"))?;
+        let mut database = DatabaseSettings::new(SecretString::from(url));
+        database.connect_options()?;
+        if let Some(n) = get("DB_MAX_CONNECTIONS") {
+            database.max_connections = parse_number("DB_MAX_CONNECTIONS", &n, 1..=1000)?;
+        }
+        let http_address = get("HTTP_SERVER_ADDRESS")
+            .unwrap_or_else(|| "0.0.0.0:8080".into())
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "HTTP_SERVER_ADDRESS",
+                reason: "must be host:port, e.g. 0.0.0.0:8080".into(),
+            })?;
+        let token_key = match get("TOKEN_SYMMETRIC_KEY") {
+            Some(key) => {
+                let bytes: [u8; TokenMaker::KEY_LEN] =
+                    key.as_bytes()
+                        .try_into()
+                        .map_err(|_| ConfigError::Invalid {
+                            key: "TOKEN_SYMMETRIC_KEY",
+                            reason: format!("must be exactly {} bytes", TokenMaker::KEY_LEN),
+                        })?;
+                SecretBox::new(Box::new(bytes))
+            }
+            None if environment == Environment::Production => {
+                return Err(ConfigError::Missing("TOKEN_SYMMETRIC_KEY"));
+            }
+            None => {
+                tracing::warn!(
+                    "TOKEN_SYMMETRIC_KEY is not set: using a random key; tokens will not survive a restart"
+                );
+                let mut bytes = [0u8; TokenMaker::KEY_LEN];
+                for chunk in bytes.chunks_mut(16) {
+                    chunk.copy_from_slice(&uuid::Uuid::new_v4().into_bytes()[..chunk.len()]);
+                }
+                SecretBox::new(Box::new(bytes))
+            }
+        };
+        let lifetime = |key: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            get(key).map_or(Ok(default), |raw| {
+                parse_duration(&raw).ok_or(ConfigError::Invalid {
+                    key,
+                    reason: "must be a duration like 15m, 24h, 90s or 1h30m".into(),
+                })
+            })
+        };
+        let defaults = TokenLifetimes::default();
+        let token_lifetimes = TokenLifetimes {
+            access: lifetime("ACCESS_TOKEN_DURATION", defaults.access)?,
+            refresh: lifetime("REFRESH_TOKEN_DURATION", defaults.refresh)?,
+        };
+        let body_limit = match get("HTTP_BODY_LIMIT") {
+            Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
+            None => 64 * 1024,
+        };
+        Ok(Settings {
+            environment,
+            database,
+            http_address,
+            token_key,
+            token_lifetimes,
+            body_limit,
+            run_migrations: true,
+        })
+    }
+}
+
+fn parse_number<T>(
+    key: &'static str,
+    raw: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+{
+    raw.parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            reason: format!("must be a number from {} to {}", range.start(), range.end()),
+        })
+}
+
+/// `90s`, `15m`, `24h`, `1h30m`, `500ms`: one or more number-unit pairs, never zero in total.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = raw.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let part = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.checked_mul(60)?),
+            "h" => Duration::from_secs(number.checked_mul(3600)?),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+        rest = next;
+    }
+    (total > Duration::ZERO).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    const DB: (&str, &str) = (
+        "DB_SOURCE",
+        "postgresql://root:secret@localhost:5432/simple_bank",
+    );
+
+    #[test]
+    fn durations_parse_like_simple_banks() {
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        for bad in ["", "15", "m", "0s", "1d", "-5m", "1.5h", "15 m"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_simple_bank() {
+        let s = settings(&[DB]).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.http_address.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.token_lifetimes.access, Duration::from_secs(900));
+        assert_eq!(s.token_lifetimes.refresh, Duration::from_secs(86_400));
+        assert_eq!(s.body_limit, 65_536);
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_token_key() {
+        let err = settings(&[DB, ("ENVIRONMENT", "production")]).unwrap_err();
+        assert!(err.to_string().contains("TOKEN_SYMMETRIC_KEY"));
+        let ok = settings(&[
+            DB,
+            ("ENVIRONMENT", "production"),
+            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+        ]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_and_hides_secrets() {
+        for (key, value) in [
+            ("TOKEN_SYMMETRIC_KEY", "too short"),
+            ("ACCESS_TOKEN_DURATION", "soon"),
+            ("HTTP_SERVER_ADDRESS", "localhost"),
+            ("ENVIRONMENT", "staging"),
+            ("HTTP_BODY_LIMIT", "lots"),
+        ] {
+            let err = settings(&[DB, (key, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(!err.contains(value) || key == "ENVIRONMENT", "{err}");
+        }
+        let err = settings(&[("DB_SOURCE", "mysql://root:hunter2@x/y")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DB_SOURCE") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(settings(&[]).unwrap_err().to_string().contains("DB_SOURCE"));
     }
 }
