@@ -17,11 +17,16 @@
 //! - [`service`] is `BankService`: one method per operation, where every authorization rule
 //!   lives, returning `ServiceError`s whose `code()` is a row of the one error table.
 //!
-//! The HTTP and gRPC adapters are built on the service (see `doc/architecture.md`).
+//! - [`http`] is the axum JSON API over the service; [`startup`] builds the `Application` that
+//!   `simplebank serve` and the black-box tests run.
+//!
+//! The gRPC adapter joins `http` over the same service (see `doc/architecture.md`).
 
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
-use simplebank::config::DatabaseSettings;
+use simplebank::config::{DatabaseSettings, Settings};
 use simplebank::domain::{Role, Username};
+use simplebank::startup::{Application, shutdown_signal};
 use simplebank::store::{MIGRATOR, Store};
 
 #[derive(Parser)]
@@ -22,6 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (migrating the database first unless --no-migrate).
+    Serve {
+        /// Do not apply pending migrations at start (when a separate job runs them).
+        #[arg(long)]
+        no_migrate: bool,
+    },
     /// Apply or revert database migrations.
     Migrate {
         #[command(subcommand)]
@@ -68,6 +75,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve { no_migrate } = cli.command {
+        // clap already read DB_SOURCE (or --db-source); the rest comes from the environment.
+        let db_source = cli.db_source;
+        let mut settings = Settings::from_lookup(|key| match key {
+            "DB_SOURCE" => db_source.clone(),
+            _ => std::env::var(key).ok(),
+        })?;
+        settings.run_migrations = !no_migrate;
+        let app = Application::build(settings).await?;
+        return app.run_until_stopped(shutdown_signal()).await;
+    }
+
     let url = cli
         .db_source
         .context("DB_SOURCE is not set (use --db-source or the DB_SOURCE environment variable)")?;
@@ -79,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = Store::new(pool);
 
     match cli.command {
+        Command::Serve { .. } => unreachable!("handled above"),
         Command::Migrate { direction } => migrate(&store, direction).await,
         Command::User {
             action: UserAction::SetRole { username, role },

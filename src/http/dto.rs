@@ -1,0 +1,385 @@
+//! The JSON shapes of SPEC §3. Requests deny unknown fields and convert into domain values through
+//! `TryFrom`, reporting every bad field at once; the rules themselves live in `domain`, not here.
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::IssuedToken;
+use crate::domain::{
+    Account, AccountId, Amount, Currency, Email, Entry, FullName, NewTransfer, PageKind, PageSize,
+    PageToken, Password, Transfer, User, Username, ValidationError,
+};
+use crate::service::{LoginResult, NewUserRequest, PageRequest, UpdateUserRequest};
+
+/// Collects the refusals of several fields so a client learns about all of them in one response.
+#[derive(Default)]
+struct Violations(Vec<ValidationError>);
+
+impl Violations {
+    fn check<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Vec<ValidationError>> {
+        match (self.0.is_empty(), build()) {
+            (true, Some(value)) => Ok(value),
+            _ => Err(self.0),
+        }
+    }
+}
+
+// --- requests ----------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    pub username: String,
+    pub full_name: String,
+    pub email: String,
+    pub password: String,
+}
+
+impl TryFrom<CreateUserBody> for NewUserRequest {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: CreateUserBody) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let username = v.check(Username::parse(&body.username));
+        let full_name = v.check(FullName::parse(&body.full_name));
+        let email = v.check(Email::parse(&body.email));
+        let password = v.check(Password::parse(&body.password));
+        v.finish(|| {
+            Some(NewUserRequest {
+                username: username?,
+                full_name: full_name?,
+                email: email?,
+                password: password?,
+            })
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+impl TryFrom<LoginBody> for (Username, Password) {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: LoginBody) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let username = v.check(Username::parse(&body.username));
+        let password = v.check(Password::parse(&body.password));
+        v.finish(|| Some((username?, password?)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshTokenBody {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+impl TryFrom<UpdateUserBody> for UpdateUserRequest {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: UpdateUserBody) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let full_name = body.full_name.map(|s| v.check(FullName::parse(&s)));
+        let email = body.email.map(|s| v.check(Email::parse(&s)));
+        let password = body.password.map(|s| v.check(Password::parse(&s)));
+        v.finish(|| {
+            Some(UpdateUserRequest {
+                full_name: full_name.flatten(),
+                email: email.flatten(),
+                password: password.flatten(),
+            })
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountBody {
+    pub currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    pub from_account_id: i64,
+    pub to_account_id: i64,
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl TryFrom<TransferBody> for NewTransfer {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: TransferBody) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let from = v.check(
+            AccountId::new(body.from_account_id).map_err(|e| e.for_field("from_account_id")),
+        );
+        let to =
+            v.check(AccountId::new(body.to_account_id).map_err(|e| e.for_field("to_account_id")));
+        let amount = v.check(Amount::new(body.amount));
+        let currency = v.check(body.currency.parse::<Currency>());
+        let transfer = match (from, to, amount, currency) {
+            (Some(f), Some(t), Some(a), Some(c)) => v.check(NewTransfer::new(f, t, a, c)),
+            _ => None,
+        };
+        v.finish(|| transfer)
+    }
+}
+
+/// A deposit or a withdrawal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyBody {
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl TryFrom<MoneyBody> for (Amount, Currency) {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: MoneyBody) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let amount = v.check(Amount::new(body.amount));
+        let currency = v.check(body.currency.parse::<Currency>());
+        v.finish(|| Some((amount?, currency?)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub page_size: Option<i64>,
+    pub page_token: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(self, kind: PageKind) -> Result<PageRequest, Vec<ValidationError>> {
+        let mut v = Violations::default();
+        let size = self
+            .page_size
+            .map_or(Ok(PageSize::default()), PageSize::new);
+        let size = v.check(size);
+        let token = match self.page_token.as_deref() {
+            None | Some("") => Some(None),
+            Some(raw) => v.check(PageToken::decode(raw, kind)).map(Some),
+        };
+        v.finish(|| {
+            Some(PageRequest {
+                size: size?,
+                token: token?,
+            })
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsQuery {
+    pub page_size: Option<i64>,
+    pub page_token: Option<String>,
+    /// Bankers: list this owner's accounts (all accounts when absent).
+    pub owner: Option<String>,
+}
+
+// --- responses ---------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub username: String,
+    pub full_name: String,
+    pub email: String,
+    pub role: &'static str,
+    pub is_email_verified: bool,
+    pub password_changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            username: u.username.as_str().to_owned(),
+            full_name: u.full_name.as_str().to_owned(),
+            email: u.email.as_str().to_owned(),
+            role: u.role.as_str(),
+            is_email_verified: u.is_email_verified,
+            password_changed_at: u.password_changed_at,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserResponse {
+    pub user: UserView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub id: i64,
+    pub owner: String,
+    pub currency: &'static str,
+    pub balance: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        AccountView {
+            id: a.id.get(),
+            owner: a.owner.as_str().to_owned(),
+            currency: a.currency.code(),
+            balance: a.balance,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountResponse {
+    pub account: AccountView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub id: i64,
+    pub account_id: i64,
+    pub transfer_id: i64,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Entry> for EntryView {
+    fn from(e: Entry) -> Self {
+        EntryView {
+            id: e.id.get(),
+            account_id: e.account_id.get(),
+            transfer_id: e.transfer_id.get(),
+            amount: e.amount,
+            balance_after: e.balance_after,
+            created_at: e.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryList {
+    pub entries: Vec<EntryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransferView {
+    pub id: i64,
+    pub from_account_id: i64,
+    pub to_account_id: i64,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Transfer> for TransferView {
+    fn from(t: Transfer) -> Self {
+        TransferView {
+            id: t.id.get(),
+            from_account_id: t.from_account_id.get(),
+            to_account_id: t.to_account_id.get(),
+            amount: t.amount.minor_units(),
+            currency: t.currency.code(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransferResponse {
+    pub transfer: TransferView,
+}
+
+/// The result of a transfer: the caller's account after it, never the recipient's.
+#[derive(Debug, Serialize)]
+pub struct TransferResult {
+    pub transfer: TransferView,
+    pub from_account: AccountView,
+    pub from_entry: EntryView,
+    pub to_entry: EntryView,
+}
+
+/// The result of a deposit or withdrawal: the customer's account and entry.
+#[derive(Debug, Serialize)]
+pub struct MoneyResult {
+    pub transfer: TransferView,
+    pub account: AccountView,
+    pub entry: EntryView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub session_id: String,
+    pub access_token: String,
+    pub access_token_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_token_expires_at: DateTime<Utc>,
+    pub user: UserView,
+}
+
+impl From<LoginResult> for LoginResponse {
+    fn from(login: LoginResult) -> Self {
+        LoginResponse {
+            session_id: login.session_id.to_string(),
+            access_token: login.access_token.token.expose_secret().to_owned(),
+            access_token_expires_at: login.access_token.claims.expires_at,
+            refresh_token: login.refresh_token.token.expose_secret().to_owned(),
+            refresh_token_expires_at: login.refresh_token.claims.expires_at,
+            user: login.user.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenewResponse {
+    pub access_token: String,
+    pub access_token_expires_at: DateTime<Utc>,
+}
+
+impl From<IssuedToken> for RenewResponse {
+    fn from(token: IssuedToken) -> Self {
+        RenewResponse {
+            access_token: token.token.expose_secret().to_owned(),
+            access_token_expires_at: token.claims.expires_at,
+        }
+    }
+}
