@@ -329,13 +329,36 @@ pub struct TransferResponse {
     pub transfer: TransferView,
 }
 
-/// The result of a transfer: the caller's account after it, never the recipient's.
+/// The recipient's side of a transfer, as the sender sees it: the entry without `balance_after`,
+/// which would be the recipient's balance.
+#[derive(Debug, Serialize)]
+pub struct CounterpartyEntryView {
+    pub id: i64,
+    pub account_id: i64,
+    pub transfer_id: i64,
+    pub amount: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Entry> for CounterpartyEntryView {
+    fn from(e: Entry) -> Self {
+        CounterpartyEntryView {
+            id: e.id.get(),
+            account_id: e.account_id.get(),
+            transfer_id: e.transfer_id.get(),
+            amount: e.amount,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// The result of a transfer: the caller's account after it, never the recipient's balance.
 #[derive(Debug, Serialize)]
 pub struct TransferResult {
     pub transfer: TransferView,
     pub from_account: AccountView,
     pub from_entry: EntryView,
-    pub to_entry: EntryView,
+    pub to_entry: CounterpartyEntryView,
 }
 
 /// The result of a deposit or withdrawal: the customer's account and entry.

@@ -18,6 +18,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 /// keeps its database and prints its name, to be inspected with psql.
 pub struct TestDb {
     pub store: Store,
+    /// A `DB_SOURCE` for this database, for an `Application` under test.
+    pub url: String,
     name: String,
     server: PgConnectOptions,
 }
@@ -62,7 +64,7 @@ impl TestDb {
         let settings = DatabaseSettings {
             max_connections,
             acquire_timeout: Duration::from_secs(30),
-            ..DatabaseSettings::new(SecretString::from(url))
+            ..DatabaseSettings::new(SecretString::from(url.clone()))
         };
         let pool = settings
             .pool_options()
@@ -71,6 +73,7 @@ impl TestDb {
             .expect("connect to the test database");
         TestDb {
             store: Store::new(pool),
+            url: with_database(&url, &name),
             name,
             server,
         }
@@ -79,6 +82,18 @@ impl TestDb {
     pub fn pool(&self) -> &PgPool {
         self.store.pool()
     }
+}
+
+/// `url` with its database (the path) replaced by `name`, keeping credentials and parameters.
+fn with_database(url: &str, name: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    let query = url[path_start..]
+        .find('?')
+        .map_or("", |i| &url[path_start + i..]);
+    format!("{}/{name}{query}", &url[..path_start])
 }
 
 impl Drop for TestDb {

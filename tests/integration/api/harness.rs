@@ -1,0 +1,231 @@
+//! `TestApp`: the production `Application`, served on a free port over a fresh database, and a
+//! small JSON client for it.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use simplebank::config::Settings;
+use simplebank::domain::{Role, Username};
+use simplebank::startup::Application;
+use tokio::sync::oneshot;
+
+use crate::helpers::TestDb;
+
+pub const TOKEN_KEY: &str = "a test key that is 32 bytes long";
+
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A response, with its JSON body (`Value::Null` when there is none).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The SPEC §4 error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+
+    pub fn assert(self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        self.body
+    }
+
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+        let message = self.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty(),
+            "an error always says why: {}",
+            self.body
+        );
+        assert!(self.body["error"]["details"].is_array(), "{}", self.body);
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// With extra environment-style settings, e.g. `("ACCESS_TOKEN_DURATION", "1s")`.
+    pub async fn spawn_with(overrides: &[(&str, &str)]) -> Self {
+        let db = TestDb::unmigrated(4).await;
+        let url = db.url.clone();
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = Settings::from_lookup(|key| {
+            if let Some((_, v)) = overrides.iter().find(|(k, _)| k == key) {
+                return Some(v.clone());
+            }
+            match key {
+                "DB_SOURCE" => Some(url.clone()),
+                "HTTP_SERVER_ADDRESS" => Some("127.0.0.1:0".into()),
+                "TOKEN_SYMMETRIC_KEY" => Some(TOKEN_KEY.into()),
+                _ => None,
+            }
+        })
+        .expect("test settings are valid");
+        // The application migrates the empty database itself, as `serve` does.
+        let app = Application::build(settings)
+            .await
+            .expect("the application builds");
+        let address = format!("http://127.0.0.1:{}", app.http_port());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            address,
+            db,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON body, got {text:?}"))
+        };
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    pub async fn signup(&self, username: &str) -> Value {
+        self.post(
+            "/v1/users",
+            None,
+            json!({
+                "username": username,
+                "full_name": format!("{username} Example"),
+                "email": format!("{username}@example.com"),
+                "password": "password123",
+            }),
+        )
+        .await
+        .assert(StatusCode::CREATED)
+    }
+
+    /// Logs in and returns the whole login response.
+    pub async fn login(&self, username: &str) -> Value {
+        self.post(
+            "/v1/users/login",
+            None,
+            json!({ "username": username, "password": "password123" }),
+        )
+        .await
+        .assert(StatusCode::OK)
+    }
+
+    /// Signs up and logs in; returns the access token.
+    pub async fn user(&self, username: &str) -> String {
+        self.signup(username).await;
+        token(&self.login(username).await)
+    }
+
+    /// A banker (made the way an operator makes the first one: directly in the store).
+    pub async fn banker(&self, username: &str) -> String {
+        self.signup(username).await;
+        self.db
+            .store
+            .set_user_role(&Username::parse(username).unwrap(), Role::Banker)
+            .await
+            .unwrap();
+        token(&self.login(username).await)
+    }
+
+    pub async fn open_account(&self, token: &str, currency: &str) -> i64 {
+        self.post("/v1/accounts", Some(token), json!({ "currency": currency }))
+            .await
+            .assert(StatusCode::CREATED)["account"]["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    pub async fn deposit(&self, banker: &str, account: i64, amount: i64, currency: &str) {
+        self.post(
+            &format!("/v1/accounts/{account}/deposits"),
+            Some(banker),
+            json!({ "amount": amount, "currency": currency }),
+        )
+        .await
+        .assert(StatusCode::CREATED);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn token(login: &Value) -> String {
+    login["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}

@@ -1,0 +1,8 @@
+//! The HTTP API, black-box: the real `Application` on port 0 with a fresh database.
+
+mod harness;
+
+mod authorization;
+mod errors;
+mod flows;
+mod sessions;

@@ -1,0 +1,11 @@
+//! Black-box tests against a real PostgreSQL (`DB_SOURCE`; `make test` starts one). Each test
+//! creates its own database, so tests run in parallel and in any order.
+//!
+//! One binary for all of them: one link step, one place for the helpers.
+//! - `store`: the store's SQL, constraints, transfer transaction and concurrency.
+//! - `api`: the real `Application` on port 0, driven over HTTP.
+
+mod helpers;
+
+mod api;
+mod store;

@@ -1,0 +1,9 @@
+//! The store against a real PostgreSQL.
+
+mod concurrency;
+mod constraints;
+mod migrations;
+mod pagination;
+mod sessions_and_updates;
+mod transfers;
+mod users_and_accounts;
