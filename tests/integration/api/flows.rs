@@ -261,7 +261,8 @@ async fn concurrent_transfers_through_the_api_keep_the_ledger_balanced() {
     for i in 0..6 {
         let token = app.user(&format!("user_{i}")).await;
         let account = app.open_account(&token, "USD").await;
-        app.deposit(&banker, account, 1_000, "USD").await;
+        // Little money and amounts up to 400: some transfers must find the account short.
+        app.deposit(&banker, account, 300, "USD").await;
         users.push((token, account));
     }
     let app = std::sync::Arc::new(app);
@@ -299,13 +300,13 @@ async fn concurrent_transfers_through_the_api_keep_the_ledger_balanced() {
     }
     eprintln!("api concurrency: {committed} committed, {short} insufficient funds");
     assert_eq!(committed + short, 12 * 20);
-    assert!(committed > 0);
+    assert!(committed > 0 && short > 0, "both outcomes must occur");
     let total: i64 =
         sqlx::query_scalar("SELECT sum(balance)::bigint FROM accounts WHERE kind = 'customer'")
             .fetch_one(app.db.pool())
             .await
             .unwrap();
-    assert_eq!(total, 6 * 1_000);
+    assert_eq!(total, 6 * 300);
     assert_ledger_consistent(app.db.pool()).await;
 }
 
