@@ -18,14 +18,13 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build migrate-up migrate-down db-start db-stop db-url db-ready toolchain
+.PHONY: help run test lint fmt build migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: db-ready ## set up the database and apply migrations (the server arrives with the HTTP API)
-	$(CARGO) run --quiet -- migrate up
-	@echo "database ready at DB_SOURCE=$$(sed -E 's#//([^:]+):[^@]*@#//\1:***@#' <<< "$$DB_SOURCE")"
+run: db-ready ## serve the HTTP API on :8080 (migrates first; Ctrl-C stops)
+	$(CARGO) run --quiet -- serve
 
 test: db-ready ## every test, against a fresh database per test
 ifdef LOCAL_DB
@@ -48,6 +47,9 @@ migrate-up: db-ready ## apply pending migrations
 
 migrate-down: db-ready ## revert the newest migration
 	$(CARGO) run --quiet -- migrate down
+
+banker: db-ready ## make a user a banker: make banker user=alice
+	$(CARGO) run --quiet -- user set-role $(user) banker
 
 db-start: ## start the local PostgreSQL (installs it if missing; safe to repeat)
 	@scripts/db.sh start

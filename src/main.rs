@@ -75,37 +75,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve { no_migrate } = cli.command {
-        // clap already read DB_SOURCE (or --db-source); the rest comes from the environment.
-        let db_source = cli.db_source;
-        let mut settings = Settings::from_lookup(|key| match key {
-            "DB_SOURCE" => db_source.clone(),
-            _ => std::env::var(key).ok(),
-        })?;
-        settings.run_migrations = !no_migrate;
-        let app = Application::build(settings).await?;
-        return app.run_until_stopped(shutdown_signal()).await;
-    }
-
-    let url = cli
-        .db_source
-        .context("DB_SOURCE is not set (use --db-source or the DB_SOURCE environment variable)")?;
-    let settings = DatabaseSettings::new(SecretString::from(url));
-    let pool = settings
-        .connect()
-        .await
-        .context("cannot connect to the database named by DB_SOURCE")?;
-    let store = Store::new(pool);
-
     match cli.command {
-        Command::Serve { .. } => unreachable!("handled above"),
-        Command::Migrate { direction } => migrate(&store, direction).await,
+        Command::Serve { no_migrate } => serve(cli.db_source, no_migrate).await,
+        Command::Migrate { direction } => migrate(&connect(cli.db_source).await?, direction).await,
         Command::User {
             action: UserAction::SetRole { username, role },
         } => {
             let username = Username::parse(&username)?;
             let role: Role = role.parse()?;
-            let user = store
+            let user = connect(cli.db_source)
+                .await?
                 .set_user_role(&username, role)
                 .await
                 .with_context(|| format!("cannot set the role of {username}"))?;
@@ -113,6 +92,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn serve(db_source: Option<String>, no_migrate: bool) -> anyhow::Result<()> {
+    // clap already read DB_SOURCE (or --db-source); the rest comes from the environment.
+    let mut settings = Settings::from_lookup(|key| match key {
+        "DB_SOURCE" => db_source.clone(),
+        _ => std::env::var(key).ok(),
+    })?;
+    settings.run_migrations = !no_migrate;
+    Application::build(settings)
+        .await?
+        .run_until_stopped(shutdown_signal())
+        .await
+}
+
+/// The store for a one-off command, connected eagerly so a bad address fails clearly.
+async fn connect(db_source: Option<String>) -> anyhow::Result<Store> {
+    let url = db_source
+        .context("DB_SOURCE is not set (use --db-source or the DB_SOURCE environment variable)")?;
+    let pool = DatabaseSettings::new(SecretString::from(url))
+        .connect()
+        .await
+        .context("cannot connect to the database named by DB_SOURCE")?;
+    Ok(Store::new(pool))
 }
 
 async fn migrate(store: &Store, direction: Direction) -> anyhow::Result<()> {
