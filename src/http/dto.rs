@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::IssuedToken;
 use crate::domain::{
@@ -31,12 +32,18 @@ impl Violations {
 
 // --- requests ----------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
+    /// 3 to 32 of a-z, 0-9 and _.
+    #[schema(example = "alice")]
     pub username: String,
+    #[schema(example = "Alice Liddell")]
     pub full_name: String,
+    #[schema(example = "alice@example.com")]
     pub email: String,
+    /// 8 to 128 characters.
+    #[schema(example = "wonderland1")]
     pub password: String,
 }
 
@@ -60,7 +67,7 @@ impl TryFrom<CreateUserBody> for NewUserRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub username: String,
@@ -78,13 +85,13 @@ impl TryFrom<LoginBody> for (Username, Password) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshTokenBody {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserBody {
     pub full_name: Option<String>,
@@ -110,24 +117,31 @@ impl TryFrom<UpdateUserBody> for UpdateUserRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountBody {
     pub currency: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
+    /// An account of the caller's.
+    #[schema(example = 1)]
     pub from_account_id: i64,
+    #[schema(example = 2)]
     pub to_account_id: i64,
+    /// Minor units (cents), greater than zero.
+    #[schema(example = 2500)]
     pub amount: i64,
+    /// ISO 4217 code of both accounts.
+    #[schema(example = "USD")]
     pub currency: String,
 }
 
@@ -152,7 +166,7 @@ impl TryFrom<TransferBody> for NewTransfer {
 }
 
 /// A deposit or a withdrawal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyBody {
     pub amount: i64,
@@ -170,10 +184,13 @@ impl TryFrom<MoneyBody> for (Amount, Currency) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Rows per page, 1 to 100 (default 20).
     pub page_size: Option<i64>,
+    /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
 }
 
@@ -197,10 +214,13 @@ impl PageQuery {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
+    /// Rows per page, 1 to 100 (default 20).
     pub page_size: Option<i64>,
+    /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
     /// Bankers: list this owner's accounts (all accounts when absent).
     pub owner: Option<String>,
@@ -208,7 +228,7 @@ pub struct AccountsQuery {
 
 // --- responses ---------------------------------------------------------------------------------
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub username: String,
     pub full_name: String,
@@ -233,12 +253,12 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
     pub user: UserView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
     pub id: i64,
     pub owner: String,
@@ -259,19 +279,19 @@ impl From<Account> for AccountView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountResponse {
     pub account: AccountView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountList {
     pub accounts: Vec<AccountView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EntryView {
     pub id: i64,
     pub account_id: i64,
@@ -294,14 +314,14 @@ impl From<Entry> for EntryView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EntryList {
     pub entries: Vec<EntryView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TransferView {
     pub id: i64,
     pub from_account_id: i64,
@@ -324,14 +344,14 @@ impl From<Transfer> for TransferView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TransferResponse {
     pub transfer: TransferView,
 }
 
 /// The recipient's side of a transfer, as the sender sees it: the entry without `balance_after`,
 /// which would be the recipient's balance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CounterpartyEntryView {
     pub id: i64,
     pub account_id: i64,
@@ -353,7 +373,7 @@ impl From<Entry> for CounterpartyEntryView {
 }
 
 /// The result of a transfer: the caller's account after it, never the recipient's balance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TransferResult {
     pub transfer: TransferView,
     pub from_account: AccountView,
@@ -362,14 +382,14 @@ pub struct TransferResult {
 }
 
 /// The result of a deposit or withdrawal: the customer's account and entry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MoneyResult {
     pub transfer: TransferView,
     pub account: AccountView,
     pub entry: EntryView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
     pub session_id: String,
     pub access_token: String,
@@ -392,7 +412,7 @@ impl From<LoginResult> for LoginResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RenewResponse {
     pub access_token: String,
     pub access_token_expires_at: DateTime<Utc>,

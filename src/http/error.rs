@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::ValidationError;
 use crate::service::{ErrorCode, ServiceError};
@@ -26,19 +27,22 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-#[derive(Serialize)]
+/// Every error response: SPEC §4's shape.
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
+    /// One of the codes of the error table, e.g. `insufficient_funds`.
+    #[schema(example = "insufficient_funds")]
     pub code: &'static str,
     pub message: String,
     pub details: Vec<FieldViolation>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FieldViolation {
     pub field: &'static str,
     pub description: String,

@@ -1,4 +1,5 @@
-//! The HTTP JSON API (axum): routes of SPEC §3 over `BankService`, errors in SPEC §4's shape.
+//! The HTTP JSON API (axum): routes of SPEC §3 over `BankService`, errors in SPEC §4's shape, and
+//! the OpenAPI document generated from the same handler annotations (Swagger UI at `/swagger-ui`).
 
 mod dto;
 mod error;
@@ -7,12 +8,19 @@ mod handlers;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::status_of;
 
 use crate::service::BankService;
 use crate::store::Store;
+
+/// Where the generated OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api-docs/openapi.json";
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -22,27 +30,66 @@ pub struct AppState {
     pub store: Store,
 }
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "simplebank",
+        description = "A banking server: double-entry transfers on PostgreSQL. Amounts are integers \
+                       in minor units (cents). Errors always have the shape of `ErrorBody`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "users", description = "Sign up, log in, sessions, profiles and roles"),
+        (name = "accounts", description = "Accounts and statements"),
+        (name = "transfers", description = "Transfers, deposits and withdrawals"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// The `bearer` scheme the guarded routes name: `Authorization: Bearer <PASETO access token>`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Routes and their OpenAPI document, built from the same annotations so they cannot diverge.
+fn api() -> OpenApiRouter<AppState> {
     use handlers::*;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/users", post(create_user))
-        .route("/v1/users/login", post(login_user))
-        .route("/v1/users/logout", post(logout_user))
-        .route("/v1/tokens/renew_access", post(renew_access_token))
-        .route("/v1/users/{username}", get(get_user).patch(update_user))
-        .route(
-            "/v1/users/{username}/role",
-            axum::routing::put(set_user_role),
-        )
-        .route("/v1/accounts", post(create_account).get(list_accounts))
-        .route("/v1/accounts/{id}", get(get_account))
-        .route("/v1/accounts/{id}/entries", get(list_entries))
-        .route("/v1/accounts/{id}/deposits", post(deposit))
-        .route("/v1/accounts/{id}/withdrawals", post(withdraw))
-        .route("/v1/transfers", post(create_transfer))
-        .route("/v1/transfers/{id}", get(get_transfer))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(create_user))
+        .routes(routes!(login_user))
+        .routes(routes!(logout_user))
+        .routes(routes!(renew_access_token))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(set_user_role))
+        .routes(routes!(create_account, list_accounts))
+        .routes(routes!(get_account))
+        .routes(routes!(list_entries))
+        .routes(routes!(deposit))
+        .routes(routes!(withdraw))
+        .routes(routes!(create_transfer))
+        .routes(routes!(get_transfer))
+}
+
+/// The OpenAPI document alone (for tests and tooling).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let (routes, document) = api().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, document))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

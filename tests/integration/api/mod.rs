@@ -5,4 +5,5 @@ mod harness;
 mod authorization;
 mod errors;
 mod flows;
+mod openapi;
 mod sessions;
