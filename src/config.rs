@@ -131,6 +131,12 @@ impl Settings {
         if let Some(n) = get("DB_MAX_CONNECTIONS") {
             database.max_connections = parse_number("DB_MAX_CONNECTIONS", &n, 1..=1000)?;
         }
+        if let Some(raw) = get("DB_ACQUIRE_TIMEOUT") {
+            database.acquire_timeout = parse_duration(&raw).ok_or(ConfigError::Invalid {
+                key: "DB_ACQUIRE_TIMEOUT",
+                reason: "must be a duration like 5s or 500ms".into(),
+            })?;
+        }
         let http_address = get("HTTP_SERVER_ADDRESS")
             .unwrap_or_else(|| "0.0.0.0:8080".into())
             .parse()
@@ -296,6 +302,7 @@ mod tests {
             ("HTTP_SERVER_ADDRESS", "localhost"),
             ("ENVIRONMENT", "staging"),
             ("HTTP_BODY_LIMIT", "lots"),
+            ("DB_ACQUIRE_TIMEOUT", "forever"),
         ] {
             let err = settings(&[DB, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

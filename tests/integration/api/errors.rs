@@ -184,3 +184,39 @@ async fn login_does_not_reveal_which_usernames_exist() {
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
+
+#[tokio::test]
+async fn an_unreachable_database_answers_unavailable_fast_while_the_process_stays_alive() {
+    // Nothing listens on port 1: every database call fails once the pool's deadline passes.
+    let db = crate::helpers::TestDb::unmigrated(1).await;
+    let app = TestApp::spawn_on(
+        db,
+        "postgresql://root:secret@127.0.0.1:1/nowhere".into(),
+        &[("DB_ACQUIRE_TIMEOUT", "300ms")],
+        false,
+    )
+    .await;
+    app.call(Method::GET, "/healthz", None, None)
+        .await
+        .assert(StatusCode::OK);
+    let started = std::time::Instant::now();
+    app.call(Method::GET, "/readyz", None, None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let reply = app
+        .post(
+            "/v1/users/login",
+            None,
+            json!({ "username": "alice", "password": "password123" }),
+        )
+        .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    // The client learns nothing about the database.
+    let text = reply.body.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("pool"),
+        "{text}"
+    );
+    // Bounded by the deadline, not hanging (generous margin: this is not a timing test).
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -65,6 +65,17 @@ impl TestApp {
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> Self {
         let db = TestDb::unmigrated(4).await;
         let url = db.url.clone();
+        Self::spawn_on(db, url, overrides, true).await
+    }
+
+    /// Served over `url` (which may be unreachable), migrating first when `migrate`. `db` is the
+    /// test's own database all the same, for its helpers.
+    pub async fn spawn_on(
+        db: TestDb,
+        url: String,
+        overrides: &[(&str, &str)],
+        migrate: bool,
+    ) -> Self {
         let overrides: Vec<(String, String)> = overrides
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -81,6 +92,8 @@ impl TestApp {
             }
         })
         .expect("test settings are valid");
+        let mut settings = settings;
+        settings.run_migrations = migrate;
         // The application migrates the empty database itself, as `serve` does.
         let app = Application::build(settings)
             .await
