@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::IssuedToken;
 use crate::domain::{
     Account, AccountId, Amount, Currency, Email, Entry, FullName, NewTransfer, PageKind, PageSize,
-    PageToken, Password, Transfer, User, Username, ValidationError,
+    PageToken, Password, Transfer, TransferReceipt, User, Username, ValidationError,
 };
 use crate::service::{LoginResult, NewUserRequest, PageRequest, UpdateUserRequest};
 
@@ -387,6 +387,26 @@ pub struct MoneyResult {
     pub transfer: TransferView,
     pub account: AccountView,
     pub entry: EntryView,
+}
+
+impl MoneyResult {
+    /// In a deposit the customer's account receives: the to-side.
+    pub fn of_deposit(receipt: TransferReceipt) -> Self {
+        MoneyResult {
+            transfer: receipt.transfer.into(),
+            account: receipt.to_account.into(),
+            entry: receipt.to_entry.into(),
+        }
+    }
+
+    /// In a withdrawal the customer's account pays: the from-side.
+    pub fn of_withdrawal(receipt: TransferReceipt) -> Self {
+        MoneyResult {
+            transfer: receipt.transfer.into(),
+            account: receipt.from_account.into(),
+            entry: receipt.from_entry.into(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

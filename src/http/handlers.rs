@@ -24,7 +24,17 @@ fn account_in_path(raw: &str) -> ApiResult<AccountId> {
     Ok(raw.parse::<AccountId>()?)
 }
 
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUserBody, responses((status = 201, description = "The new user", body = UserResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 409, description = "Username or email taken", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "The new user", body = UserResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 409, description = "Username or email taken", body = ErrorBody),
+    )
+)]
 pub async fn create_user(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<CreateUserBody>,
@@ -37,7 +47,17 @@ pub async fn create_user(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/users/login", tag = "users", request_body = LoginBody, responses((status = 200, description = "Tokens and the user", body = LoginResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Invalid username or password", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/users/login",
+    tag = "users",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Tokens and the user", body = LoginResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Invalid username or password", body = ErrorBody),
+    )
+)]
 pub async fn login_user(
     State(app): State<AppState>,
     Client(client): Client,
@@ -48,7 +68,17 @@ pub async fn login_user(
     Ok(Json(login.into()))
 }
 
-#[utoipa::path(post, path = "/v1/tokens/renew_access", tag = "users", request_body = RefreshTokenBody, responses((status = 200, description = "A new access token", body = RenewResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Refresh token invalid, expired or revoked", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/renew_access",
+    tag = "users",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 200, description = "A new access token", body = RenewResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Refresh token invalid, expired or revoked", body = ErrorBody),
+    )
+)]
 pub async fn renew_access_token(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<RefreshTokenBody>,
@@ -57,7 +87,17 @@ pub async fn renew_access_token(
     Ok(Json(token.into()))
 }
 
-#[utoipa::path(post, path = "/v1/users/logout", tag = "users", request_body = RefreshTokenBody, responses((status = 204, description = "The session is revoked"), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Refresh token invalid or expired", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/users/logout",
+    tag = "users",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 204, description = "The session is revoked"),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Refresh token invalid or expired", body = ErrorBody),
+    )
+)]
 pub async fn logout_user(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<RefreshTokenBody>,
@@ -66,7 +106,20 @@ pub async fn logout_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/users/{username}", tag = "users", params(("username" = String, Path, description = "The username")), security(("bearer" = [])), responses((status = 200, description = "The user", body = UserResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "The username")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
 pub async fn get_user(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -77,7 +130,22 @@ pub async fn get_user(
     Ok(Json(UserResponse { user: user.into() }))
 }
 
-#[utoipa::path(patch, path = "/v1/users/{username}", tag = "users", params(("username" = String, Path, description = "The username")), request_body = UpdateUserBody, security(("bearer" = [])), responses((status = 200, description = "The updated user", body = UserResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Email taken", body = ErrorBody)))]
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "The username")),
+    request_body = UpdateUserBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated user", body = UserResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 409, description = "Email taken", body = ErrorBody),
+    )
+)]
 pub async fn update_user(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -90,7 +158,21 @@ pub async fn update_user(
     Ok(Json(UserResponse { user: user.into() }))
 }
 
-#[utoipa::path(put, path = "/v1/users/{username}/role", tag = "users", params(("username" = String, Path, description = "The username")), request_body = RoleBody, security(("bearer" = [])), responses((status = 200, description = "The user with the new role", body = UserResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
+#[utoipa::path(
+    put,
+    path = "/v1/users/{username}/role",
+    tag = "users",
+    params(("username" = String, Path, description = "The username")),
+    request_body = RoleBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user with the new role", body = UserResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
 pub async fn set_user_role(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -103,7 +185,19 @@ pub async fn set_user_role(
     Ok(Json(UserResponse { user: user.into() }))
 }
 
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccountBody, security(("bearer" = [])), responses((status = 201, description = "The new account", body = AccountResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 409, description = "The caller has an account in that currency", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    request_body = CreateAccountBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new account", body = AccountResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 409, description = "The caller has an account in that currency", body = ErrorBody),
+    )
+)]
 pub async fn create_account(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -119,7 +213,20 @@ pub async fn create_account(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = i64, Path, description = "The account id")), security(("bearer" = [])), responses((status = 200, description = "The account", body = AccountResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = AccountResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
 pub async fn get_account(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -132,7 +239,19 @@ pub async fn get_account(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(AccountsQuery), security(("bearer" = [])), responses((status = 200, description = "One page of accounts", body = AccountList), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    params(AccountsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of accounts", body = AccountList),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+    )
+)]
 pub async fn list_accounts(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -155,7 +274,20 @@ pub async fn list_accounts(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/entries", tag = "accounts", params(("id" = i64, Path, description = "The account id"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "One page of the statement, newest first", body = EntryList), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/entries",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the statement, newest first", body = EntryList),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
 pub async fn list_entries(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -171,7 +303,21 @@ pub async fn list_entries(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = TransferBody, security(("bearer" = [])), responses((status = 201, description = "The transfer, the caller's account after it and both entries", body = TransferResult), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = "transfers",
+    request_body = TransferBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The transfer, the caller's account after it and both entries", body = TransferResult),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+    )
+)]
 pub async fn create_transfer(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -190,7 +336,20 @@ pub async fn create_transfer(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", params(("id" = i64, Path, description = "The transfer id")), security(("bearer" = [])), responses((status = 200, description = "The transfer", body = TransferResponse), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{id}",
+    tag = "transfers",
+    params(("id" = i64, Path, description = "The transfer id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The transfer", body = TransferResponse),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
 pub async fn get_transfer(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -203,7 +362,22 @@ pub async fn get_transfer(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/deposits", tag = "transfers", params(("id" = i64, Path, description = "The account id")), request_body = MoneyBody, security(("bearer" = [])), responses((status = 201, description = "The deposit and the account after it", body = MoneyResult), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/deposits",
+    tag = "transfers",
+    params(("id" = i64, Path, description = "The account id")),
+    request_body = MoneyBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The deposit and the account after it", body = MoneyResult),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+    )
+)]
 pub async fn deposit(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -213,17 +387,25 @@ pub async fn deposit(
     let id = account_in_path(&id)?;
     let (amount, currency) = <(Amount, Currency)>::try_from(body)?;
     let receipt = app.service.deposit(&caller, id, amount, currency).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(MoneyResult {
-            transfer: receipt.transfer.into(),
-            account: receipt.to_account.into(),
-            entry: receipt.to_entry.into(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(MoneyResult::of_deposit(receipt))))
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/withdrawals", tag = "transfers", params(("id" = i64, Path, description = "The account id")), request_body = MoneyBody, security(("bearer" = [])), responses((status = 201, description = "The withdrawal and the account after it", body = MoneyResult), (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody), (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "Not allowed for the caller", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/withdrawals",
+    tag = "transfers",
+    params(("id" = i64, Path, description = "The account id")),
+    request_body = MoneyBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The withdrawal and the account after it", body = MoneyResult),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+    )
+)]
 pub async fn withdraw(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -235,22 +417,33 @@ pub async fn withdraw(
     let receipt = app.service.withdraw(&caller, id, amount, currency).await?;
     Ok((
         StatusCode::CREATED,
-        Json(MoneyResult {
-            transfer: receipt.transfer.into(),
-            account: receipt.from_account.into(),
-            entry: receipt.from_entry.into(),
-        }),
+        Json(MoneyResult::of_withdrawal(receipt)),
     ))
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = HealthStatus)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process is up", body = HealthStatus),
+    )
+)]
 pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
 /// The database answers; 503 `unavailable` when it does not.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = HealthStatus), (status = 503, description = "The database does not answer", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = HealthStatus),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    )
+)]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<HealthStatus>> {
     app.store
         .ping()
