@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod service;
 pub mod startup;
