@@ -30,6 +30,25 @@ pub struct ValidationError {
     pub description: String,
 }
 
+/// Collects the refusals of several fields, so a client learns about all of them in one response.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<ValidationError>);
+
+impl Violations {
+    /// Keeps the value, or records why it was refused.
+    pub fn check<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// The built value if nothing was refused, else every refusal.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Vec<ValidationError>> {
+        match (self.0.is_empty(), build()) {
+            (true, Some(value)) => Ok(value),
+            _ => Err(self.0),
+        }
+    }
+}
+
 impl ValidationError {
     pub fn new(field: &'static str, description: impl Into<String>) -> Self {
         Self {

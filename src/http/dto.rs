@@ -1,5 +1,6 @@
 //! The JSON shapes of SPEC §3. Requests deny unknown fields and convert into domain values through
-//! `TryFrom`, reporting every bad field at once; the rules themselves live in `domain`, not here.
+//! `TryFrom`, reporting every bad field at once, by calling the same parsers the gRPC adapter
+//! calls; the rules themselves live in `domain`, not here.
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -8,27 +9,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::IssuedToken;
 use crate::domain::{
-    Account, AccountId, Amount, Currency, Email, Entry, FullName, NewTransfer, PageKind, PageSize,
-    PageToken, Password, Transfer, TransferReceipt, User, Username, ValidationError,
+    Account, Amount, Currency, Entry, NewTransfer, PageKind, Password, Transfer, TransferReceipt,
+    User, Username, ValidationError,
 };
-use crate::service::{LoginResult, NewUserRequest, PageRequest, UpdateUserRequest};
-
-/// Collects the refusals of several fields so a client learns about all of them in one response.
-#[derive(Default)]
-struct Violations(Vec<ValidationError>);
-
-impl Violations {
-    fn check<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
-        result.map_err(|e| self.0.push(e)).ok()
-    }
-
-    fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Vec<ValidationError>> {
-        match (self.0.is_empty(), build()) {
-            (true, Some(value)) => Ok(value),
-            _ => Err(self.0),
-        }
-    }
-}
+use crate::service::{
+    LoginResult, NewUserRequest, PageRequest, UpdateUserRequest, parse_credentials, parse_money,
+    parse_transfer,
+};
 
 // --- requests ----------------------------------------------------------------------------------
 
@@ -51,19 +38,7 @@ impl TryFrom<CreateUserBody> for NewUserRequest {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: CreateUserBody) -> Result<Self, Self::Error> {
-        let mut v = Violations::default();
-        let username = v.check(Username::parse(&body.username));
-        let full_name = v.check(FullName::parse(&body.full_name));
-        let email = v.check(Email::parse(&body.email));
-        let password = v.check(Password::parse(&body.password));
-        v.finish(|| {
-            Some(NewUserRequest {
-                username: username?,
-                full_name: full_name?,
-                email: email?,
-                password: password?,
-            })
-        })
+        NewUserRequest::parse(&body.username, &body.full_name, &body.email, &body.password)
     }
 }
 
@@ -78,10 +53,7 @@ impl TryFrom<LoginBody> for (Username, Password) {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: LoginBody) -> Result<Self, Self::Error> {
-        let mut v = Violations::default();
-        let username = v.check(Username::parse(&body.username));
-        let password = v.check(Password::parse(&body.password));
-        v.finish(|| Some((username?, password?)))
+        parse_credentials(&body.username, &body.password)
     }
 }
 
@@ -103,17 +75,11 @@ impl TryFrom<UpdateUserBody> for UpdateUserRequest {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: UpdateUserBody) -> Result<Self, Self::Error> {
-        let mut v = Violations::default();
-        let full_name = body.full_name.map(|s| v.check(FullName::parse(&s)));
-        let email = body.email.map(|s| v.check(Email::parse(&s)));
-        let password = body.password.map(|s| v.check(Password::parse(&s)));
-        v.finish(|| {
-            Some(UpdateUserRequest {
-                full_name: full_name.flatten(),
-                email: email.flatten(),
-                password: password.flatten(),
-            })
-        })
+        UpdateUserRequest::parse(
+            body.full_name.as_deref(),
+            body.email.as_deref(),
+            body.password.as_deref(),
+        )
     }
 }
 
@@ -149,19 +115,12 @@ impl TryFrom<TransferBody> for NewTransfer {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: TransferBody) -> Result<Self, Self::Error> {
-        let mut v = Violations::default();
-        let from = v.check(
-            AccountId::new(body.from_account_id).map_err(|e| e.for_field("from_account_id")),
-        );
-        let to =
-            v.check(AccountId::new(body.to_account_id).map_err(|e| e.for_field("to_account_id")));
-        let amount = v.check(Amount::new(body.amount));
-        let currency = v.check(body.currency.parse::<Currency>());
-        let transfer = match (from, to, amount, currency) {
-            (Some(f), Some(t), Some(a), Some(c)) => v.check(NewTransfer::new(f, t, a, c)),
-            _ => None,
-        };
-        v.finish(|| transfer)
+        parse_transfer(
+            body.from_account_id,
+            body.to_account_id,
+            body.amount,
+            &body.currency,
+        )
     }
 }
 
@@ -177,10 +136,7 @@ impl TryFrom<MoneyBody> for (Amount, Currency) {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: MoneyBody) -> Result<Self, Self::Error> {
-        let mut v = Violations::default();
-        let amount = v.check(Amount::new(body.amount));
-        let currency = v.check(body.currency.parse::<Currency>());
-        v.finish(|| Some((amount?, currency?)))
+        parse_money(body.amount, &body.currency)
     }
 }
 
@@ -196,21 +152,7 @@ pub struct PageQuery {
 
 impl PageQuery {
     pub fn parse(self, kind: PageKind) -> Result<PageRequest, Vec<ValidationError>> {
-        let mut v = Violations::default();
-        let size = self
-            .page_size
-            .map_or(Ok(PageSize::default()), PageSize::new);
-        let size = v.check(size);
-        let token = match self.page_token.as_deref() {
-            None | Some("") => Some(None),
-            Some(raw) => v.check(PageToken::decode(raw, kind)).map(Some),
-        };
-        v.finish(|| {
-            Some(PageRequest {
-                size: size?,
-                token: token?,
-            })
-        })
+        PageRequest::parse(self.page_size, self.page_token.as_deref(), kind)
     }
 }
 

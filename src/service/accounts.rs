@@ -4,6 +4,7 @@ use super::{BankService, ServiceError};
 use crate::auth::Principal;
 use crate::domain::{
     Account, AccountId, Currency, Entry, EntryId, PageKind, PageSize, PageToken, Username,
+    ValidationError, Violations,
 };
 
 /// A page request, parsed: the size, and where the previous page ended.
@@ -11,6 +12,29 @@ use crate::domain::{
 pub struct PageRequest {
     pub size: PageSize,
     pub token: Option<PageToken>,
+}
+
+impl PageRequest {
+    /// Parses a page size (absent: the default) and a page token of the `kind` list (absent or
+    /// empty: the first page).
+    pub fn parse(
+        size: Option<i64>,
+        token: Option<&str>,
+        kind: PageKind,
+    ) -> Result<Self, Vec<ValidationError>> {
+        let mut v = Violations::default();
+        let size = v.check(size.map_or(Ok(PageSize::default()), PageSize::new));
+        let token = match token {
+            None | Some("") => Some(None),
+            Some(raw) => v.check(PageToken::decode(raw, kind)).map(Some),
+        };
+        v.finish(|| {
+            Some(PageRequest {
+                size: size?,
+                token: token?,
+            })
+        })
+    }
 }
 
 /// One page of a list, with the opaque token of the next page (`None` on the last).

@@ -18,7 +18,8 @@ pub use error::{ErrorCode, ServiceError};
 pub use port::BankStore;
 #[cfg(test)]
 pub use port::MockBankStore;
-pub use users::{ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest};
+pub use transfers::{parse_money, parse_transfer};
+pub use users::{ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials};
 
 use crate::auth::{Principal, TokenMaker};
 

@@ -4,8 +4,39 @@ use super::{BankService, ServiceError, require_banker};
 use crate::auth::Principal;
 use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, Transfer, TransferId, TransferReceipt,
+    ValidationError, Violations,
 };
 use crate::store::StoreError;
+
+/// Parses a transfer from raw fields, reporting every bad one (both transports call this).
+pub fn parse_transfer(
+    from_account_id: i64,
+    to_account_id: i64,
+    amount: i64,
+    currency: &str,
+) -> Result<NewTransfer, Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let from = v.check(AccountId::new(from_account_id).map_err(|e| e.for_field("from_account_id")));
+    let to = v.check(AccountId::new(to_account_id).map_err(|e| e.for_field("to_account_id")));
+    let amount = v.check(Amount::new(amount));
+    let currency = v.check(currency.parse::<Currency>());
+    let transfer = match (from, to, amount, currency) {
+        (Some(f), Some(t), Some(a), Some(c)) => v.check(NewTransfer::new(f, t, a, c)),
+        _ => None,
+    };
+    v.finish(|| transfer)
+}
+
+/// Parses the amount and currency of a deposit or withdrawal.
+pub fn parse_money(
+    amount: i64,
+    currency: &str,
+) -> Result<(Amount, Currency), Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let amount = v.check(Amount::new(amount));
+    let currency = v.check(currency.parse::<Currency>());
+    v.finish(|| Some((amount?, currency?)))
+}
 
 impl BankService {
     /// Only the owner of the from-account may send from it — bankers included: a banker moves

@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use super::{BankService, ServiceError, require_banker};
 use crate::auth::{IssuedToken, Principal, TokenType, hash_password, verify_password};
-use crate::domain::{Email, FullName, NewUser, Password, Role, User, UserUpdate, Username};
+use crate::domain::{
+    Email, FullName, NewUser, Password, Role, User, UserUpdate, Username, ValidationError,
+    Violations,
+};
 use crate::store::{NewSession, StoreError};
 
 /// A sign-up, parsed.
@@ -19,12 +22,68 @@ pub struct NewUserRequest {
     pub password: Password,
 }
 
+impl NewUserRequest {
+    /// Parses a sign-up from raw fields, reporting every bad one (both transports call this).
+    pub fn parse(
+        username: &str,
+        full_name: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<Self, Vec<ValidationError>> {
+        let mut v = Violations::default();
+        let username = v.check(Username::parse(username));
+        let full_name = v.check(FullName::parse(full_name));
+        let email = v.check(Email::parse(email));
+        let password = v.check(Password::parse(password));
+        v.finish(|| {
+            Some(NewUserRequest {
+                username: username?,
+                full_name: full_name?,
+                email: email?,
+                password: password?,
+            })
+        })
+    }
+}
+
+/// Parses login credentials, reporting every bad field.
+pub fn parse_credentials(
+    username: &str,
+    password: &str,
+) -> Result<(Username, Password), Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let username = v.check(Username::parse(username));
+    let password = v.check(Password::parse(password));
+    v.finish(|| Some((username?, password?)))
+}
+
 /// A partial update, parsed; at least one field must be set.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateUserRequest {
     pub full_name: Option<FullName>,
     pub email: Option<Email>,
     pub password: Option<Password>,
+}
+
+impl UpdateUserRequest {
+    /// Parses the fields that are present, reporting every bad one.
+    pub fn parse(
+        full_name: Option<&str>,
+        email: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, Vec<ValidationError>> {
+        let mut v = Violations::default();
+        let full_name = full_name.map(|s| v.check(FullName::parse(s)));
+        let email = email.map(|s| v.check(Email::parse(s)));
+        let password = password.map(|s| v.check(Password::parse(s)));
+        v.finish(|| {
+            Some(UpdateUserRequest {
+                full_name: full_name.flatten(),
+                email: email.flatten(),
+                password: password.flatten(),
+            })
+        })
+    }
 }
 
 /// Where a login comes from, recorded with its session.
