@@ -1,4 +1,12 @@
-//! The gRPC API (tonic) over the same `BankService` as the HTTP API.
+//! The gRPC API (tonic) over the same `BankService` as the HTTP API: the same parsers, the same
+//! token verifier, the same authorization (in the service) and the same error table.
+
+mod api;
+mod convert;
+mod error;
+
+pub use api::GrpcApi;
+pub use error::{ERROR_DOMAIN, code_of, to_status};
 
 /// The code generated from `proto/simplebank/v1/simplebank.proto` by `build.rs`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

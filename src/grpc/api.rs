@@ -1,0 +1,341 @@
+//! `SimpleBank` over `BankService`: parse the proto request with the shared parsers, authenticate
+//! from the `authorization` metadata with the one verifier, call the service, convert back.
+
+use tonic::{Request, Response, Status};
+
+use super::error::{invalid, to_status};
+use super::pb::{self, simple_bank_server::SimpleBank};
+use crate::auth::Principal;
+use crate::domain::{AccountId, Currency, PageKind, Role, TransferId, Username};
+use crate::service::{
+    BankService, ClientInfo, NewUserRequest, PageRequest, ServiceError, UpdateUserRequest,
+    parse_credentials, parse_money, parse_transfer,
+};
+
+/// The gRPC face of the bank.
+#[derive(Clone)]
+pub struct GrpcApi {
+    service: BankService,
+}
+
+impl GrpcApi {
+    pub fn new(service: BankService) -> Self {
+        Self { service }
+    }
+
+    /// The caller, from `authorization: Bearer <access token>` metadata.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let value = request.metadata().get("authorization").ok_or_else(|| {
+            to_status(ServiceError::Unauthenticated(
+                "missing authorization metadata (Bearer <access token>)",
+            ))
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| {
+                to_status(ServiceError::Unauthenticated(
+                    "the authorization metadata must be: Bearer <access token>",
+                ))
+            })?;
+        self.service.authenticate(token).map_err(to_status)
+    }
+}
+
+fn client<T>(request: &Request<T>) -> ClientInfo {
+    ClientInfo {
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect(),
+        client_ip: request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn username(raw: &str) -> Result<Username, Status> {
+    Username::parse(raw).map_err(|e| invalid(vec![e]))
+}
+
+fn account_id(raw: i64, field: &'static str) -> Result<AccountId, Status> {
+    AccountId::new(raw).map_err(|e| invalid(vec![e.for_field(field)]))
+}
+
+/// proto3 has no "absent" for scalars: 0 and "" mean "not given".
+fn page(size: i32, token: &str, kind: PageKind) -> Result<PageRequest, Status> {
+    let size = (size != 0).then_some(i64::from(size));
+    PageRequest::parse(size, Some(token), kind).map_err(invalid)
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl SimpleBank for GrpcApi {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> RpcResult<pb::CreateUserResponse> {
+        let r = request.into_inner();
+        let new = NewUserRequest::parse(&r.username, &r.full_name, &r.email, &r.password)
+            .map_err(invalid)?;
+        let user = self.service.create_user(new).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn login_user(
+        &self,
+        request: Request<pb::LoginUserRequest>,
+    ) -> RpcResult<pb::LoginUserResponse> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let (username, password) = parse_credentials(&r.username, &r.password).map_err(invalid)?;
+        let login = self
+            .service
+            .login(username, password, client)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(login.into()))
+    }
+
+    async fn renew_access_token(
+        &self,
+        request: Request<pb::RenewAccessTokenRequest>,
+    ) -> RpcResult<pb::RenewAccessTokenResponse> {
+        let token = self
+            .service
+            .renew_access_token(&request.into_inner().refresh_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(token.into()))
+    }
+
+    async fn logout_user(
+        &self,
+        request: Request<pb::LogoutUserRequest>,
+    ) -> RpcResult<pb::LogoutUserResponse> {
+        self.service
+            .logout(&request.into_inner().refresh_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoutUserResponse {}))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> RpcResult<pb::GetUserResponse> {
+        let caller = self.caller(&request)?;
+        let name = username(&request.into_inner().username)?;
+        let user = self
+            .service
+            .get_user(&caller, &name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> RpcResult<pb::UpdateUserResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let name = username(&r.username)?;
+        let update = UpdateUserRequest::parse(
+            r.full_name.as_deref(),
+            r.email.as_deref(),
+            r.password.as_deref(),
+        )
+        .map_err(invalid)?;
+        let user = self
+            .service
+            .update_user(&caller, &name, update)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> RpcResult<pb::SetUserRoleResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let name = username(&r.username)?;
+        let role: Role = r.role.parse().map_err(|e| invalid(vec![e]))?;
+        let user = self
+            .service
+            .set_user_role(&caller, &name, role)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SetUserRoleResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> RpcResult<pb::CreateAccountResponse> {
+        let caller = self.caller(&request)?;
+        let currency: Currency = request
+            .into_inner()
+            .currency
+            .parse()
+            .map_err(|e| invalid(vec![e]))?;
+        let account = self
+            .service
+            .create_account(&caller, currency)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateAccountResponse {
+            account: Some(account.into()),
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> RpcResult<pb::GetAccountResponse> {
+        let caller = self.caller(&request)?;
+        let id = account_id(request.into_inner().id, "id")?;
+        let account = self
+            .service
+            .get_account(&caller, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(account.into()),
+        }))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> RpcResult<pb::ListAccountsResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let owner = match r.owner.as_str() {
+            "" => None,
+            raw => Some(Username::parse(raw).map_err(|e| invalid(vec![e.for_field("owner")]))?),
+        };
+        let page = page(r.page_size, &r.page_token, PageKind::Accounts)?;
+        let found = self
+            .service
+            .list_accounts(&caller, owner, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: found.items.into_iter().map(Into::into).collect(),
+            next_page_token: found.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> RpcResult<pb::ListEntriesResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let page = page(r.page_size, &r.page_token, PageKind::Entries)?;
+        let found = self
+            .service
+            .list_entries(&caller, account, page)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: found.items.into_iter().map(Into::into).collect(),
+            next_page_token: found.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_transfer(
+        &self,
+        request: Request<pb::CreateTransferRequest>,
+    ) -> RpcResult<pb::CreateTransferResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency)
+            .map_err(invalid)?;
+        let receipt = self
+            .service
+            .create_transfer(&caller, transfer)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(receipt.into()))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<pb::GetTransferRequest>,
+    ) -> RpcResult<pb::GetTransferResponse> {
+        let caller = self.caller(&request)?;
+        let id = TransferId::new(request.into_inner().id)
+            .map_err(|e| invalid(vec![e.for_field("id")]))?;
+        let transfer = self
+            .service
+            .get_transfer(&caller, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetTransferResponse {
+            transfer: Some(transfer.into()),
+        }))
+    }
+
+    async fn deposit(
+        &self,
+        request: Request<pb::DepositRequest>,
+    ) -> RpcResult<pb::DepositResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
+        let receipt = self
+            .service
+            .deposit(&caller, account, amount, currency)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DepositResponse {
+            transfer: Some(receipt.transfer.into()),
+            account: Some(receipt.to_account.into()),
+            entry: Some(receipt.to_entry.into()),
+        }))
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> RpcResult<pb::WithdrawResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
+        let receipt = self
+            .service
+            .withdraw(&caller, account, amount, currency)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::WithdrawResponse {
+            transfer: Some(receipt.transfer.into()),
+            account: Some(receipt.from_account.into()),
+            entry: Some(receipt.from_entry.into()),
+        }))
+    }
+}

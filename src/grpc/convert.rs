@@ -1,0 +1,117 @@
+//! Domain records → proto messages. (Proto requests → domain go through the same parsers the
+//! HTTP adapter uses: `NewUserRequest::parse`, `parse_transfer`, ...)
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use secrecy::ExposeSecret;
+
+use super::pb;
+use crate::auth::IssuedToken;
+use crate::domain::{Account, Entry, Transfer, TransferReceipt, User};
+use crate::service::LoginResult;
+
+pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: at.timestamp(),
+        // Always below 10^9 for a valid DateTime (leap seconds aside, which chrono folds in).
+        nanos: at.timestamp_subsec_nanos().min(999_999_999) as i32,
+    })
+}
+
+impl From<User> for pb::User {
+    fn from(u: User) -> Self {
+        pb::User {
+            username: u.username.as_str().to_owned(),
+            full_name: u.full_name.as_str().to_owned(),
+            email: u.email.as_str().to_owned(),
+            role: u.role.as_str().to_owned(),
+            is_email_verified: u.is_email_verified,
+            password_changed_at: timestamp(u.password_changed_at),
+            created_at: timestamp(u.created_at),
+        }
+    }
+}
+
+impl From<Account> for pb::Account {
+    fn from(a: Account) -> Self {
+        pb::Account {
+            id: a.id.get(),
+            owner: a.owner.as_str().to_owned(),
+            currency: a.currency.code().to_owned(),
+            balance: a.balance,
+            created_at: timestamp(a.created_at),
+        }
+    }
+}
+
+impl From<Entry> for pb::Entry {
+    fn from(e: Entry) -> Self {
+        pb::Entry {
+            id: e.id.get(),
+            account_id: e.account_id.get(),
+            transfer_id: e.transfer_id.get(),
+            amount: e.amount,
+            balance_after: e.balance_after,
+            created_at: timestamp(e.created_at),
+        }
+    }
+}
+
+/// The recipient's entry without `balance_after`, which would be the recipient's balance.
+impl From<Entry> for pb::CounterpartyEntry {
+    fn from(e: Entry) -> Self {
+        pb::CounterpartyEntry {
+            id: e.id.get(),
+            account_id: e.account_id.get(),
+            transfer_id: e.transfer_id.get(),
+            amount: e.amount,
+            created_at: timestamp(e.created_at),
+        }
+    }
+}
+
+impl From<Transfer> for pb::Transfer {
+    fn from(t: Transfer) -> Self {
+        pb::Transfer {
+            id: t.id.get(),
+            from_account_id: t.from_account_id.get(),
+            to_account_id: t.to_account_id.get(),
+            amount: t.amount.minor_units(),
+            currency: t.currency.code().to_owned(),
+            created_at: timestamp(t.created_at),
+        }
+    }
+}
+
+impl From<TransferReceipt> for pb::CreateTransferResponse {
+    fn from(r: TransferReceipt) -> Self {
+        pb::CreateTransferResponse {
+            transfer: Some(r.transfer.into()),
+            from_account: Some(r.from_account.into()),
+            from_entry: Some(r.from_entry.into()),
+            to_entry: Some(r.to_entry.into()),
+        }
+    }
+}
+
+impl From<LoginResult> for pb::LoginUserResponse {
+    fn from(login: LoginResult) -> Self {
+        pb::LoginUserResponse {
+            session_id: login.session_id.to_string(),
+            access_token: login.access_token.token.expose_secret().to_owned(),
+            access_token_expires_at: timestamp(login.access_token.claims.expires_at),
+            refresh_token: login.refresh_token.token.expose_secret().to_owned(),
+            refresh_token_expires_at: timestamp(login.refresh_token.claims.expires_at),
+            user: Some(login.user.into()),
+        }
+    }
+}
+
+impl From<IssuedToken> for pb::RenewAccessTokenResponse {
+    fn from(token: IssuedToken) -> Self {
+        pb::RenewAccessTokenResponse {
+            access_token: token.token.expose_secret().to_owned(),
+            access_token_expires_at: timestamp(token.claims.expires_at),
+        }
+    }
+}
