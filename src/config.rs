@@ -98,6 +98,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// `HTTP_SERVER_ADDRESS`, default `0.0.0.0:8080`; port 0 picks a free one (tests).
     pub http_address: SocketAddr,
+    /// `GRPC_SERVER_ADDRESS`, default `0.0.0.0:9090`.
+    pub grpc_address: SocketAddr,
     /// `TOKEN_SYMMETRIC_KEY`: exactly 32 bytes.
     pub token_key: SecretBox<[u8; TokenMaker::KEY_LEN]>,
     pub token_lifetimes: TokenLifetimes,
@@ -143,6 +145,13 @@ impl Settings {
             .map_err(|_| ConfigError::Invalid {
                 key: "HTTP_SERVER_ADDRESS",
                 reason: "must be host:port, e.g. 0.0.0.0:8080".into(),
+            })?;
+        let grpc_address = get("GRPC_SERVER_ADDRESS")
+            .unwrap_or_else(|| "0.0.0.0:9090".into())
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "GRPC_SERVER_ADDRESS",
+                reason: "must be host:port, e.g. 0.0.0.0:9090".into(),
             })?;
         let token_key = match get("TOKEN_SYMMETRIC_KEY") {
             Some(key) => {
@@ -190,6 +199,7 @@ impl Settings {
             environment,
             database,
             http_address,
+            grpc_address,
             token_key,
             token_lifetimes,
             body_limit,
@@ -277,6 +287,7 @@ mod tests {
         let s = settings(&[DB]).unwrap();
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.http_address.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.grpc_address.to_string(), "0.0.0.0:9090");
         assert_eq!(s.token_lifetimes.access, Duration::from_secs(900));
         assert_eq!(s.token_lifetimes.refresh, Duration::from_secs(86_400));
         assert_eq!(s.body_limit, 65_536);
@@ -300,6 +311,7 @@ mod tests {
             ("TOKEN_SYMMETRIC_KEY", "too short"),
             ("ACCESS_TOKEN_DURATION", "soon"),
             ("HTTP_SERVER_ADDRESS", "localhost"),
+            ("GRPC_SERVER_ADDRESS", "nine-oh-nine-oh"),
             ("ENVIRONMENT", "staging"),
             ("HTTP_BODY_LIMIT", "lots"),
             ("DB_ACQUIRE_TIMEOUT", "forever"),

@@ -1,29 +1,46 @@
 //! Building and running the server: the same `Application` for `simplebank serve` and for the
 //! black-box tests (which bind port 0 and point it at a database of their own).
+//!
+//! HTTP and gRPC listen on separate addresses (SPEC §5), each with its own layers — a layer on a
+//! shared router would wrap gRPC in HTTP semantics. One shutdown signal stops both, and the
+//! health checker, before the pool closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenMaker;
 use crate::config::Settings;
+use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
 use crate::service::BankService;
 use crate::store::Store;
 
+/// How often gRPC health re-checks the database.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The name gRPC health reports `simplebank.v1.SimpleBank` under.
+const GRPC_SERVICE_NAME: &str = "simplebank.v1.SimpleBank";
+
 pub struct Application {
-    listener: TcpListener,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
     router: axum::Router,
+    service: BankService,
     store: Store,
 }
 
 impl Application {
-    /// Connects (lazily), migrates if asked, and binds the listener — so `http_port()` is known
+    /// Connects (lazily), migrates if asked, and binds both listeners — so the ports are known
     /// before serving starts.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = Store::new(settings.database.lazy_pool()?);
@@ -40,41 +57,121 @@ impl Application {
             settings.token_lifetimes,
         );
         let state = AppState {
-            service,
+            service: service.clone(),
             store: store.clone(),
         };
         let router = http::router(state, settings.body_limit).layer(TraceLayer::new_for_http());
-        let listener = TcpListener::bind(settings.http_address)
+        let http_listener = TcpListener::bind(settings.http_address)
             .await
             .with_context(|| format!("binding HTTP to {}", settings.http_address))?;
+        let grpc_listener = TcpListener::bind(settings.grpc_address)
+            .await
+            .with_context(|| format!("binding gRPC to {}", settings.grpc_address))?;
         Ok(Self {
-            listener,
+            http_listener,
+            grpc_listener,
             router,
+            service,
             store,
         })
     }
 
     pub fn http_port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.http_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the pool.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    /// Serves HTTP and gRPC until `shutdown` completes, then lets in-flight requests finish on
+    /// both and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(address = %self.listener.local_addr()?, "HTTP API listening");
-        axum::serve(
-            self.listener,
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Known from the first request on, NOT_SERVING until the first database check passes.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(GRPC_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let bank = grpc::pb::simple_bank_server::SimpleBankServer::new(GrpcApi::new(self.service));
+
+        tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
+        tracing::info!(address = %self.grpc_listener.local_addr()?, "gRPC API listening");
+        let http = axum::serve(
+            self.http_listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(bank)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc_listener),
+                until_stopped(stopped.clone()),
+            );
+        let checker = check_health(self.store.clone(), health, stopped);
+
+        let (http, grpc, ()) = tokio::join!(http, grpc, checker);
+        http.context("HTTP server")?;
+        grpc.context("gRPC server")?;
         self.store.pool().close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Reports SERVING over gRPC health only while the database answers, re-checked every
+/// `HEALTH_INTERVAL`, until shutdown (then NOT_SERVING).
+async fn check_health(store: Store, health: HealthReporter, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let status = match store.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        health.set_service_status("", status).await;
+        health.set_service_status(GRPC_SERVICE_NAME, status).await;
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+    }
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(GRPC_SERVICE_NAME, ServingStatus::NotServing)
+        .await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

@@ -4,8 +4,10 @@
 //! One binary for all of them: one link step, one place for the helpers.
 //! - `store`: the store's SQL, constraints, transfer transaction and concurrency.
 //! - `api`: the real `Application` on port 0, driven over HTTP.
+//! - `grpc`: the same, driven by a tonic client; reflection, health, and parity with HTTP.
 
 mod helpers;
 
 mod api;
+mod grpc;
 mod store;

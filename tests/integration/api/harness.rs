@@ -12,11 +12,18 @@ use crate::helpers::TestDb;
 
 pub const TOKEN_KEY: &str = "a test key that is 32 bytes long";
 
+/// The application runs on a thread and runtime of its own, not on the test's: when the test
+/// ends, its runtime stops (and `TestDb`'s drop blocks it), and an application living there would
+/// freeze mid-way — a pool connection caught in its authentication handshake holds up
+/// `DROP DATABASE ... WITH (FORCE)` for PostgreSQL's whole `authentication_timeout` (60 s).
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<port>` of the gRPC server.
+    pub grpc_address: String,
     pub db: TestDb,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A response, with its JSON body (`Value::Null` when there is none).
@@ -87,6 +94,7 @@ impl TestApp {
             match key {
                 "DB_SOURCE" => Some(url.clone()),
                 "HTTP_SERVER_ADDRESS" => Some("127.0.0.1:0".into()),
+                "GRPC_SERVER_ADDRESS" => Some("127.0.0.1:0".into()),
                 "TOKEN_SYMMETRIC_KEY" => Some(TOKEN_KEY.into()),
                 _ => None,
             }
@@ -95,19 +103,50 @@ impl TestApp {
         let mut settings = settings;
         settings.run_migrations = migrate;
         // The application migrates the empty database itself, as `serve` does.
-        let app = Application::build(settings)
-            .await
-            .expect("the application builds");
-        let address = format!("http://127.0.0.1:{}", app.http_port());
-        let (stop, stopped) = oneshot::channel();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, ports) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the application");
+            runtime.block_on(async move {
+                let app = Application::build(settings)
+                    .await
+                    .expect("the application builds");
+                ready.send((app.http_port(), app.grpc_port())).unwrap();
+                let (stop_now, stop_seen) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let _ = stopped.await;
+                    let _ = stop_now.send(true);
+                });
+                let mut grace = stop_seen.clone();
+                let mut shutdown = stop_seen;
+                // Graceful shutdown waits for clients to hang up, and a test's clients may live
+                // on the (now blocked) test runtime: after a short grace, drop the runtime, which
+                // closes every socket and the pool.
+                tokio::select! {
+                    _ = app.run_until_stopped(async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    }) => {}
+                    _ = async {
+                        let _ = grace.wait_for(|stop| *stop).await;
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    } => {}
+                }
+            });
+        });
+        let (http_port, grpc_port) = ports.recv().expect("the application started");
+        let address = format!("http://127.0.0.1:{http_port}");
+        let grpc_address = format!("http://127.0.0.1:{grpc_port}");
         TestApp {
             address,
+            grpc_address,
             db,
             client: reqwest::Client::new(),
             stop: Some(stop),
+            server: Some(server),
         }
     }
 
@@ -229,9 +268,14 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops the application and waits for its graceful shutdown (which closes its pool) before
+    /// the fields, the test database among them, are dropped.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP API, black-box: the real `Application` on port 0 with a fresh database.
 
-mod harness;
+pub mod harness;
 
 mod authorization;
 mod errors;

@@ -1,0 +1,5 @@
+//! The gRPC API, black-box: the same `Application` (see `api::harness`), driven by a tonic client.
+
+mod parity;
+mod reflection;
+mod rpcs;

@@ -1,0 +1,462 @@
+//! Every RPC's happy path and the error codes a client meets, with their rich details.
+
+use simplebank::grpc::pb::{self, simple_bank_client::SimpleBankClient};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use crate::api::harness::TestApp;
+
+pub type Client = SimpleBankClient<Channel>;
+
+pub async fn client(app: &TestApp) -> Client {
+    SimpleBankClient::connect(app.grpc_address.clone())
+        .await
+        .expect("the gRPC server answers")
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The SPEC §4 code carried in the status's ErrorInfo.
+pub fn table_code(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.metadata["code"].clone())
+        .unwrap_or_default()
+}
+
+pub async fn sign_up_and_log_in(client: &mut Client, username: &str) -> String {
+    client
+        .create_user(pb::CreateUserRequest {
+            username: username.into(),
+            full_name: format!("{username} Example"),
+            email: format!("{username}@example.com"),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .login_user(pb::LoginUserRequest {
+            username: username.into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+}
+
+#[tokio::test]
+async fn every_rpc_works_for_the_caller_it_is_meant_for() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let bob = sign_up_and_log_in(&mut c, "bob").await;
+    app.signup("clerk").await;
+    app.db
+        .store
+        .set_user_role(
+            &simplebank::domain::Username::parse("clerk").unwrap(),
+            simplebank::domain::Role::Banker,
+        )
+        .await
+        .unwrap();
+    let login = c
+        .login_user(pb::LoginUserRequest {
+            username: "clerk".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let clerk = login.access_token.clone();
+    assert_eq!(login.user.unwrap().role, "banker");
+
+    let a = c
+        .create_account(authed(
+            &alice,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let b = c
+        .create_account(authed(
+            &bob,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let deposit = c
+        .deposit(authed(
+            &clerk,
+            pb::DepositRequest {
+                account_id: a.id,
+                amount: 1_000,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deposit.account.unwrap().balance, 1_000);
+    let withdrawal = c
+        .withdraw(authed(
+            &clerk,
+            pb::WithdrawRequest {
+                account_id: a.id,
+                amount: 100,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(withdrawal.entry.unwrap().amount, -100);
+
+    let sent = c
+        .create_transfer(authed(
+            &alice,
+            pb::CreateTransferRequest {
+                from_account_id: a.id,
+                to_account_id: b.id,
+                amount: 250,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.from_account.unwrap().balance, 650);
+    assert_eq!(sent.from_entry.unwrap().balance_after, 650);
+    assert_eq!(sent.to_entry.unwrap().amount, 250);
+    let transfer = sent.transfer.unwrap();
+    let got = c
+        .get_transfer(authed(&bob, pb::GetTransferRequest { id: transfer.id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.transfer.unwrap(), transfer);
+
+    let account = c
+        .get_account(authed(&bob, pb::GetAccountRequest { id: b.id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(account.account.unwrap().balance, 250);
+    let listed = c
+        .list_accounts(authed(
+            &alice,
+            pb::ListAccountsRequest {
+                page_size: 0,
+                page_token: String::new(),
+                owner: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.accounts.len(), 1);
+    assert!(listed.next_page_token.is_empty());
+    let first = c
+        .list_entries(authed(
+            &alice,
+            pb::ListEntriesRequest {
+                account_id: a.id,
+                page_size: 2,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.entries.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        [-250, -100]
+    );
+    let second = c
+        .list_entries(authed(
+            &alice,
+            pb::ListEntriesRequest {
+                account_id: a.id,
+                page_size: 2,
+                page_token: first.next_page_token,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second.entries.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        [1_000]
+    );
+
+    let user = c
+        .get_user(authed(
+            &alice,
+            pb::GetUserRequest {
+                username: "alice".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.user.unwrap().email, "alice@example.com");
+    let updated = c
+        .update_user(authed(
+            &alice,
+            pb::UpdateUserRequest {
+                username: "alice".into(),
+                full_name: Some("Alice L.".into()),
+                email: None,
+                password: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.user.unwrap().full_name, "Alice L.");
+    let promoted = c
+        .set_user_role(authed(
+            &clerk,
+            pb::SetUserRoleRequest {
+                username: "bob".into(),
+                role: "banker".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(promoted.user.unwrap().role, "banker");
+
+    let renewed = c
+        .renew_access_token(pb::RenewAccessTokenRequest {
+            refresh_token: login.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!renewed.access_token.is_empty());
+    c.logout_user(pb::LogoutUserRequest {
+        refresh_token: login.refresh_token.clone(),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .renew_access_token(pb::RenewAccessTokenRequest {
+            refresh_token: login.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    crate::helpers::assert_ledger_consistent(app.db.pool()).await;
+}
+
+#[tokio::test]
+async fn errors_carry_the_table_code_and_field_violations() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let bob = sign_up_and_log_in(&mut c, "bob").await;
+    let a = c
+        .create_account(authed(
+            &alice,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let b = c
+        .create_account(authed(
+            &bob,
+            pb::CreateAccountRequest {
+                currency: "EUR".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+
+    let bad = c
+        .create_user(pb::CreateUserRequest {
+            username: "A".into(),
+            full_name: String::new(),
+            email: "x".into(),
+            password: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (bad.code(), table_code(&bad).as_str()),
+        (Code::InvalidArgument, "invalid_argument")
+    );
+    let fields: Vec<String> = bad
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(fields, ["username", "full_name", "email", "password"]);
+
+    let none = c
+        .get_account(pb::GetAccountRequest { id: a.id })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (none.code(), table_code(&none).as_str()),
+        (Code::Unauthenticated, "unauthenticated")
+    );
+    let garbage = c
+        .get_account(authed("garbage", pb::GetAccountRequest { id: a.id }))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::Unauthenticated);
+    let denied = c
+        .get_account(authed(&bob, pb::GetAccountRequest { id: a.id }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (denied.code(), table_code(&denied).as_str()),
+        (Code::PermissionDenied, "permission_denied")
+    );
+    let missing = c
+        .get_account(authed(&bob, pb::GetAccountRequest { id: 999_999 }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let zero = c
+        .get_account(authed(&bob, pb::GetAccountRequest { id: 0 }))
+        .await
+        .unwrap_err();
+    assert_eq!(zero.code(), Code::InvalidArgument);
+    let twice = c
+        .create_account(authed(
+            &alice,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::AlreadyExists);
+
+    let short = c
+        .create_transfer(authed(
+            &alice,
+            pb::CreateTransferRequest {
+                from_account_id: a.id,
+                to_account_id: b.id,
+                amount: 5,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    // Alice's account is empty and Bob's is EUR: the currency is judged first.
+    assert_eq!(
+        (short.code(), table_code(&short).as_str()),
+        (Code::FailedPrecondition, "currency_mismatch")
+    );
+    let c_usd = c
+        .create_account(authed(
+            &bob,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let short = c
+        .create_transfer(authed(
+            &alice,
+            pb::CreateTransferRequest {
+                from_account_id: a.id,
+                to_account_id: c_usd.id,
+                amount: 5,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (short.code(), table_code(&short).as_str()),
+        (Code::FailedPrecondition, "insufficient_funds")
+    );
+    for amount in [0, -5, i64::MIN] {
+        let err = c
+            .create_transfer(authed(
+                &alice,
+                pb::CreateTransferRequest {
+                    from_account_id: a.id,
+                    to_account_id: c_usd.id,
+                    amount,
+                    currency: "USD".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{amount}");
+    }
+    let deposit = c
+        .deposit(authed(
+            &alice,
+            pb::DepositRequest {
+                account_id: a.id,
+                amount: 5,
+                currency: "USD".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(deposit.code(), Code::PermissionDenied);
+    let huge = c
+        .create_user(pb::CreateUserRequest {
+            username: "x".repeat(10_000),
+            full_name: "y".repeat(10_000),
+            email: "z@z.zz".into(),
+            password: "p".repeat(10_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::InvalidArgument);
+    let role = c
+        .set_user_role(authed(
+            &alice,
+            pb::SetUserRoleRequest {
+                username: "bob".into(),
+                role: "emperor".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(role.code(), Code::InvalidArgument);
+    crate::helpers::assert_ledger_consistent(app.db.pool()).await;
+}
