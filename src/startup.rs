@@ -132,6 +132,7 @@ impl Application {
         )
         .with_graceful_shutdown(until_stopped(stopped.clone()));
         let grpc = tonic::transport::Server::builder()
+            .layer(grpc::RpcLogLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -6,16 +6,17 @@ use serde_json::{Value, json};
 
 use super::harness::TestApp;
 
-struct World {
-    app: TestApp,
-    alice: String,
-    bob: String,
-    banker: String,
-    account: i64,
-    transfer: i64,
+/// Alice owns `account` and sent `transfer`; Bob is a stranger to both; the banker is a clerk.
+pub struct World {
+    pub app: TestApp,
+    pub alice: String,
+    pub bob: String,
+    pub banker: String,
+    pub account: i64,
+    pub transfer: i64,
 }
 
-async fn world() -> World {
+pub async fn world() -> World {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;

@@ -2,7 +2,7 @@
 
 pub mod harness;
 
-mod authorization;
+pub mod authorization;
 mod errors;
 mod flows;
 mod openapi;

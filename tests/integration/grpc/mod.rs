@@ -1,5 +1,6 @@
 //! The gRPC API, black-box: the same `Application` (see `api::harness`), driven by a tonic client.
 
+mod authorization;
 mod parity;
 mod reflection;
 mod rpcs;

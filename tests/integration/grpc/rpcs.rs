@@ -460,3 +460,39 @@ async fn errors_carry_the_table_code_and_field_violations() {
     assert_eq!(role.code(), Code::InvalidArgument);
     crate::helpers::assert_ledger_consistent(app.db.pool()).await;
 }
+
+#[tokio::test]
+async fn every_rpc_answers_with_the_request_id_it_was_given_or_a_new_one() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let token = sign_up_and_log_in(&mut c, "alice").await;
+
+    let mut request = authed(
+        &token,
+        pb::GetUserRequest {
+            username: "alice".into(),
+        },
+    );
+    request
+        .metadata_mut()
+        .insert("x-request-id", "support-ticket-7".parse().unwrap());
+    let reply = c.get_user(request).await.unwrap();
+    assert_eq!(
+        reply.metadata().get("x-request-id").unwrap(),
+        "support-ticket-7"
+    );
+
+    // Errors carry it too (tonic sends them as trailers-only responses).
+    let status = c
+        .get_account(authed(&token, pb::GetAccountRequest { id: 999_999 }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let generated = status
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}

@@ -1,0 +1,397 @@
+//! One log line per RPC: method, gRPC status code, duration and request id.
+//!
+//! A tower layer on the gRPC server alone (the HTTP side has its own). It cannot log when the
+//! handler returns: a gRPC status travels either in the response headers (a "trailers-only"
+//! response, which is how tonic sends errors) or in the trailers after the last message. So the
+//! layer looks at the headers first and otherwise wraps the body and logs when the trailers pass
+//! by — or, if the client goes away before that, when the body is dropped (`CANCELLED`).
+//!
+//! The request id is the caller's `x-request-id` when it sent a sane one, a fresh UUID otherwise;
+//! it is put on the request (for anything downstream) and echoed in the response headers, so a
+//! client can quote it when reporting a problem.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The metadata key carrying the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest caller-supplied request id kept; a longer one is replaced rather than logged.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcLogLayer;
+
+impl<S> Layer<S> for RpcLogLayer {
+    type Service = RpcLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcLog { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RpcLog<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RpcLog<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<LoggedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let id = request_id(request.headers());
+        request.headers_mut().insert(REQUEST_ID, id.clone());
+        let mut record = Pending(Some(Rpc {
+            method: request.uri().path().to_owned(),
+            request_id: id.clone(),
+            started: Instant::now(),
+        }));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = match response.await {
+                Ok(response) => response,
+                Err(error) => {
+                    // The transport failed before any status existed.
+                    record.finish("UNKNOWN");
+                    return Err(error);
+                }
+            };
+            response.headers_mut().insert(REQUEST_ID, id);
+            if let Some(code) = status_code(response.headers()) {
+                record.finish(code);
+            }
+            Ok(response.map(|inner| LoggedBody { inner, record }))
+        })
+    }
+}
+
+/// Keeps a sane caller-supplied id (visible ASCII, bounded length), otherwise makes one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= MAX_REQUEST_ID_LEN
+                && bytes.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid header value")
+        })
+}
+
+/// The canonical name of the `grpc-status` in `headers`, if there is one.
+fn status_code(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get("grpc-status")?;
+    let code = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .unwrap_or(2);
+    Some(code_name(code))
+}
+
+/// gRPC's own spelling of each status code, as other servers' logs print it.
+fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Codes that mean the server, not the caller, has a problem: logged at `warn`.
+fn is_server_fault(code: &str) -> bool {
+    matches!(
+        code,
+        "UNKNOWN" | "INTERNAL" | "UNAVAILABLE" | "DATA_LOSS" | "DEADLINE_EXCEEDED"
+    )
+}
+
+struct Rpc {
+    method: String,
+    request_id: HeaderValue,
+    started: Instant,
+}
+
+/// An RPC whose line is not written yet. Written at most once: by `finish`, or on drop as
+/// `CANCELLED` (the client reset the stream before the status was sent).
+struct Pending(Option<Rpc>);
+
+impl Pending {
+    fn finish(&mut self, code: &'static str) {
+        let Some(rpc) = self.0.take() else { return };
+        let duration_ms = rpc.started.elapsed().as_secs_f64() * 1000.0;
+        let request_id = rpc.request_id.to_str().unwrap_or("-");
+        if is_server_fault(code) {
+            tracing::warn!(
+                target: "simplebank::grpc",
+                method = %rpc.method,
+                code,
+                duration_ms,
+                request_id,
+                "rpc"
+            );
+        } else {
+            tracing::info!(
+                target: "simplebank::grpc",
+                method = %rpc.method,
+                code,
+                duration_ms,
+                request_id,
+                "rpc"
+            );
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish("CANCELLED");
+    }
+}
+
+/// The response body, passed through untouched; logs the RPC when its trailers go out.
+pub struct LoggedBody<B> {
+    inner: B,
+    record: Pending,
+}
+
+impl<B> Body for LoggedBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.record
+                        .finish(status_code(trailers).unwrap_or("UNKNOWN"));
+                }
+            }
+            // The body broke off: the client sees a reset stream, not a status.
+            Poll::Ready(Some(Err(_))) => this.record.finish("UNKNOWN"),
+            // Ended with no trailers at all (never from tonic): no status was sent.
+            Poll::Ready(None) => this.record.finish("UNKNOWN"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Everything the subscriber writes, for assertions.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn call(path: &str, request_id: Option<&str>) -> Request<Empty<Bytes>> {
+        let mut request = Request::builder().uri(path);
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID, id);
+        }
+        request.body(Empty::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_trailers_only_error_is_logged_once_with_its_code_and_the_callers_request_id() {
+        let (captured, _guard) = capture();
+        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+            let response = Response::builder()
+                .header("grpc-status", "9")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+
+        let response = service
+            .oneshot(call(
+                "/simplebank.v1.SimpleBank/CreateTransfer",
+                Some("req-42"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[REQUEST_ID], "req-42");
+        response.into_body().collect().await.unwrap();
+
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert!(line.contains("INFO"), "{line}");
+        assert!(
+            line.contains("method=/simplebank.v1.SimpleBank/CreateTransfer"),
+            "{line}"
+        );
+        assert!(line.contains("code=\"FAILED_PRECONDITION\""), "{line}");
+        assert!(line.contains("request_id=\"req-42\""), "{line}");
+        assert!(line.contains("duration_ms="), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_is_logged_when_its_trailers_pass() {
+        let (captured, _guard) = capture();
+        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"message"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(tokio_stream::iter(frames));
+            Ok::<_, Infallible>(Response::new(body))
+        }));
+
+        let response = service
+            .oneshot(call("/simplebank.v1.SimpleBank/GetAccount", None))
+            .await
+            .unwrap();
+        let generated = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+        assert!(
+            captured.lines().is_empty(),
+            "logged before the status was known"
+        );
+
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("code=\"OK\""), "{}", lines[0]);
+        assert!(
+            lines[0].contains(&format!("request_id=\"{generated}\"")),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_before_its_status_is_logged_as_cancelled_at_most_once() {
+        let (captured, _guard) = capture();
+        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }));
+        let response = service
+            .oneshot(call("/simplebank.v1.SimpleBank/ListEntries", None))
+            .await
+            .unwrap();
+        drop(response);
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("code=\"CANCELLED\""), "{}", lines[0]);
+    }
+
+    #[test]
+    fn unsafe_or_oversized_request_ids_are_replaced() {
+        for bad in ["", "has space", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            let id = request_id(&headers);
+            assert!(
+                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
+                "{bad:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+    }
+
+    #[test]
+    fn server_faults_are_told_apart_from_caller_mistakes() {
+        assert_eq!(code_name(13), "INTERNAL");
+        assert_eq!(code_name(99), "UNKNOWN");
+        assert!(is_server_fault("INTERNAL"));
+        assert!(!is_server_fault("FAILED_PRECONDITION"));
+        assert!(!is_server_fault("UNAUTHENTICATED"));
+    }
+}
