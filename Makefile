@@ -18,19 +18,26 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
+.PHONY: help run test grpc-check lint fmt build migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: db-ready ## serve the HTTP API on :8080 (migrates first; Ctrl-C stops)
+run: db-ready ## serve HTTP on :8080 and gRPC on :9090 (migrates first; Ctrl-C stops)
 	$(CARGO) run --quiet -- serve
 
-test: db-ready ## every test, against a fresh database per test
+test: db-ready ## every test (a fresh database per test), then the gRPC reflection check
 ifdef LOCAL_DB
 	@scripts/db.sh clean-test-dbs
 endif
 	$(CARGO) test --locked
+	@$(MAKE) --no-print-directory grpc-check
+
+# A client outside Rust that knows no .proto: Python grpcio (pinned in scripts/requirements-dev.txt,
+# installed into .venv/) discovers the service by reflection and calls every RPC.
+grpc-check: db-ready ## call every gRPC RPC through reflection alone, as evans would
+	$(CARGO) build --locked --quiet
+	"$$(scripts/venv.sh)" scripts/grpc_check.py --binary target/debug/simplebank
 
 lint: toolchain ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -113,14 +113,8 @@ impl Application {
         health
             .set_service_status(GRPC_SERVICE_NAME, ServingStatus::NotServing)
             .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let bank = grpc::pb::simple_bank_server::SimpleBankServer::new(GrpcApi::new(self.service));
 
         tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
@@ -150,6 +144,15 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Server reflection over everything a client may meet: the bank, health, and the
+/// `google.rpc` error details (so evans, grpcurl and `buf curl` can decode an `ErrorInfo`).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Reports SERVING over gRPC health only while the database answers, re-checked every
