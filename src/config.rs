@@ -105,6 +105,9 @@ pub struct Settings {
     pub token_lifetimes: TokenLifetimes,
     /// `HTTP_BODY_LIMIT` in bytes, default 64 KiB.
     pub body_limit: usize,
+    /// `IDEMPOTENCY_KEY_RETENTION`, default 24 h: how long a retry with the same key is answered
+    /// from the first request; older records are purged.
+    pub idempotency_retention: Duration,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -191,6 +194,10 @@ impl Settings {
             access: lifetime("ACCESS_TOKEN_DURATION", defaults.access)?,
             refresh: lifetime("REFRESH_TOKEN_DURATION", defaults.refresh)?,
         };
+        let idempotency_retention = lifetime(
+            "IDEMPOTENCY_KEY_RETENTION",
+            Duration::from_secs(24 * 60 * 60),
+        )?;
         let body_limit = match get("HTTP_BODY_LIMIT") {
             Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
             None => 64 * 1024,
@@ -203,6 +210,7 @@ impl Settings {
             token_key,
             token_lifetimes,
             body_limit,
+            idempotency_retention,
             run_migrations: true,
         })
     }

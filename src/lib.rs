@@ -23,6 +23,7 @@
 //! The gRPC adapter joins `http` over the same service (see `doc/architecture.md`).
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod domain;
 pub mod grpc;

@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenMaker;
+use crate::background;
 use crate::config::Settings;
 use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
@@ -37,6 +38,7 @@ pub struct Application {
     router: axum::Router,
     service: BankService,
     store: Store,
+    idempotency_retention: Duration,
 }
 
 impl Application {
@@ -73,6 +75,7 @@ impl Application {
             router,
             service,
             store,
+            idempotency_retention: settings.idempotency_retention,
         })
     }
 
@@ -135,9 +138,14 @@ impl Application {
                 tonic::transport::server::TcpIncoming::from(self.grpc_listener),
                 until_stopped(stopped.clone()),
             );
-        let checker = check_health(self.store.clone(), health, stopped);
+        let checker = check_health(self.store.clone(), health, stopped.clone());
+        let purger = background::purge_idempotency_keys(
+            self.store.clone(),
+            self.idempotency_retention,
+            stopped,
+        );
 
-        let (http, grpc, ()) = tokio::join!(http, grpc, checker);
+        let (http, grpc, (), ()) = tokio::join!(http, grpc, checker, purger);
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;

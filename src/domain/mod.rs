@@ -5,12 +5,14 @@
 //! never re-checks. Fields are private so the only way in is through a parser.
 
 mod account;
+mod idempotency;
 mod money;
 mod page;
 mod records;
 mod user;
 
 pub use account::{AccountId, AccountKind, EntryId, TransferId};
+pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use money::{Amount, Currency};
 pub use page::{PageKind, PageSize, PageToken};
 pub use records::{

@@ -1,15 +1,19 @@
 //! `SimpleBank` over `BankService`: parse the proto request with the shared parsers, authenticate
 //! from the `authorization` metadata with the one verifier, call the service, convert back.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::error::{invalid, to_status};
 use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
-use crate::domain::{AccountId, Currency, PageKind, Role, TransferId, Username};
+use crate::domain::{
+    AccountId, Currency, IdempotencyKey, PageKind, Role, TransferId, TransferReceipt, Username,
+    ValidationError,
+};
 use crate::service::{
-    BankService, ClientInfo, NewUserRequest, PageRequest, ServiceError, UpdateUserRequest,
-    parse_credentials, parse_money, parse_transfer,
+    BankService, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest, ServiceError,
+    UpdateUserRequest, parse_credentials, parse_money, parse_transfer,
 };
 
 /// The gRPC face of the bank.
@@ -78,6 +82,51 @@ fn page(size: i32, token: &str, kind: PageKind) -> Result<PageRequest, Status> {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
+
+/// The metadata key naming an idempotent money movement (HTTP's `Idempotency-Key`).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response metadata that marks a replayed answer, on success and on failure alike.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The optional `idempotency-key` metadata, parsed; a malformed one is refused before anything
+/// runs.
+fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, Status> {
+    let Some(value) = request.metadata().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .map_err(|_| ValidationError::new("idempotency_key", "must be printable ASCII"))
+        .and_then(IdempotencyKey::parse)
+        .map(Some)
+        .map_err(|e| invalid(vec![e.for_field(IDEMPOTENCY_KEY)]))
+}
+
+/// The rendered receipt or the error; with `idempotent-replayed: true` metadata when the answer
+/// is an earlier request's under the same key.
+fn money_response<T>(
+    answer: MoneyAnswer,
+    render: impl FnOnce(TransferReceipt) -> T,
+) -> RpcResult<T> {
+    let replayed = answer.replayed.then(|| MetadataValue::from_static("true"));
+    match answer.outcome {
+        Ok(receipt) => {
+            let mut response = Response::new(render(receipt));
+            if let Some(flag) = replayed {
+                response.metadata_mut().insert(IDEMPOTENT_REPLAYED, flag);
+            }
+            Ok(response)
+        }
+        Err(error) => {
+            let mut status = to_status(error);
+            if let Some(flag) = replayed {
+                status.metadata_mut().insert(IDEMPOTENT_REPLAYED, flag);
+            }
+            Err(status)
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl SimpleBank for GrpcApi {
@@ -271,15 +320,12 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::CreateTransferRequest>,
     ) -> RpcResult<pb::CreateTransferResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency)
             .map_err(invalid)?;
-        let receipt = self
-            .service
-            .create_transfer(&caller, transfer)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(receipt.into()))
+        let answer = self.service.create_transfer(&caller, transfer, key).await;
+        money_response(answer, Into::into)
     }
 
     async fn get_transfer(
@@ -304,19 +350,19 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::DepositRequest>,
     ) -> RpcResult<pb::DepositResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
-        let receipt = self
+        let answer = self
             .service
-            .deposit(&caller, account, amount, currency)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DepositResponse {
+            .deposit(&caller, account, amount, currency, key)
+            .await;
+        money_response(answer, |receipt| pb::DepositResponse {
             transfer: Some(receipt.transfer.into()),
             account: Some(receipt.to_account.into()),
             entry: Some(receipt.to_entry.into()),
-        }))
+        })
     }
 
     async fn withdraw(
@@ -324,18 +370,18 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::WithdrawRequest>,
     ) -> RpcResult<pb::WithdrawResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
-        let receipt = self
+        let answer = self
             .service
-            .withdraw(&caller, account, amount, currency)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::WithdrawResponse {
+            .withdraw(&caller, account, amount, currency, key)
+            .await;
+        money_response(answer, |receipt| pb::WithdrawResponse {
             transfer: Some(receipt.transfer.into()),
             account: Some(receipt.from_account.into()),
             entry: Some(receipt.from_entry.into()),
-        }))
+        })
     }
 }

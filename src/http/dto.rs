@@ -388,3 +388,19 @@ impl From<IssuedToken> for RenewResponse {
         }
     }
 }
+
+/// The optional idempotency header of the money-moving routes. Documentation only: the `IdemKey`
+/// extractor reads the header.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1–255 printable ASCII characters naming this money movement, unique per user. A retry
+    /// with the same key and the same request gets the first answer again, success or refusal,
+    /// marked `Idempotent-Replayed: true`, and moves no money; the same key with a different
+    /// request gets 422 `idempotency_mismatch`; while the first is still running, 409
+    /// `conflict`. Keys are remembered for 24 hours (`IDEMPOTENCY_KEY_RETENTION`).
+    #[serde(rename = "Idempotency-Key")]
+    #[param(value_type = String, required = false, min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
+    #[allow(dead_code)]
+    pub idempotency_key: Option<String>,
+}

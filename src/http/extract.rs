@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::Principal;
+use crate::domain::{IdempotencyKey, ValidationError};
 use crate::service::{ClientInfo, ServiceError};
 
 /// A JSON body. Malformed JSON, a wrong or missing content type, an unknown field (every request
@@ -131,5 +132,31 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
             user_agent,
             client_ip,
         }))
+    }
+}
+
+/// The request header naming an idempotent money movement.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response header that marks a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The optional `Idempotency-Key` header, parsed. A malformed one is refused before anything
+/// runs, so it stores nothing.
+pub struct IdemKey(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdemKey(None));
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| ValidationError::new("idempotency_key", "must be printable ASCII"))
+            .and_then(IdempotencyKey::parse)
+            .map_err(|e| ServiceError::from(e.for_field("Idempotency-Key")))?;
+        Ok(IdemKey(Some(key)))
     }
 }

@@ -3,16 +3,17 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::dto::*;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, Auth, Client};
+use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
 use crate::domain::{
-    AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, Username,
+    AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, TransferReceipt, Username,
 };
-use crate::service::{NewUserRequest, UpdateUserRequest};
+use crate::service::{MoneyAnswer, NewUserRequest, UpdateUserRequest};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -307,33 +308,52 @@ pub async fn list_entries(
     post,
     path = "/v1/transfers",
     tag = "transfers",
+    params(IdempotencyKeyHeader),
     request_body = TransferBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The transfer, the caller's account after it and both entries", body = TransferResult),
+        (status = 201, description = "The transfer, the caller's account after it and both entries", body = TransferResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Not allowed for the caller", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+        (status = 422, description = "Insufficient funds, currency mismatch, or an Idempotency-Key already used for a different request", body = ErrorBody),
     )
 )]
 pub async fn create_transfer(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<TransferBody>,
-) -> ApiResult<(StatusCode, Json<TransferResult>)> {
+) -> ApiResult<Response> {
     let transfer = NewTransfer::try_from(body)?;
-    let receipt = app.service.create_transfer(&caller, transfer).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TransferResult {
-            transfer: receipt.transfer.into(),
-            from_account: receipt.from_account.into(),
-            from_entry: receipt.from_entry.into(),
-            to_entry: receipt.to_entry.into(),
-        }),
-    ))
+    let answer = app.service.create_transfer(&caller, transfer, key).await;
+    Ok(money_response(answer, |receipt| TransferResult {
+        transfer: receipt.transfer.into(),
+        from_account: receipt.from_account.into(),
+        from_entry: receipt.from_entry.into(),
+        to_entry: receipt.to_entry.into(),
+    }))
+}
+
+/// 201 with the rendered receipt, or the error in the table's shape; marked
+/// `Idempotent-Replayed: true` when it is an earlier request's answer under the same key.
+fn money_response<T: serde::Serialize>(
+    answer: MoneyAnswer,
+    render: impl FnOnce(TransferReceipt) -> T,
+) -> Response {
+    let mut response = match answer.outcome {
+        Ok(receipt) => (StatusCode::CREATED, Json(render(receipt))).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    if answer.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 #[utoipa::path(
@@ -366,59 +386,68 @@ pub async fn get_transfer(
     post,
     path = "/v1/accounts/{id}/deposits",
     tag = "transfers",
-    params(("id" = i64, Path, description = "The account id")),
+    params(("id" = i64, Path, description = "The account id"), IdempotencyKeyHeader),
     request_body = MoneyBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The deposit and the account after it", body = MoneyResult),
+        (status = 201, description = "The deposit and the account after it", body = MoneyResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Not allowed for the caller", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+        (status = 422, description = "Insufficient funds, currency mismatch, or an Idempotency-Key already used for a different request", body = ErrorBody),
     )
 )]
 pub async fn deposit(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<MoneyBody>,
-) -> ApiResult<(StatusCode, Json<MoneyResult>)> {
+) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
     let (amount, currency) = <(Amount, Currency)>::try_from(body)?;
-    let receipt = app.service.deposit(&caller, id, amount, currency).await?;
-    Ok((StatusCode::CREATED, Json(MoneyResult::of_deposit(receipt))))
+    let answer = app
+        .service
+        .deposit(&caller, id, amount, currency, key)
+        .await;
+    Ok(money_response(answer, MoneyResult::of_deposit))
 }
 
 #[utoipa::path(
     post,
     path = "/v1/accounts/{id}/withdrawals",
     tag = "transfers",
-    params(("id" = i64, Path, description = "The account id")),
+    params(("id" = i64, Path, description = "The account id"), IdempotencyKeyHeader),
     request_body = MoneyBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The withdrawal and the account after it", body = MoneyResult),
+        (status = 201, description = "The withdrawal and the account after it", body = MoneyResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Not allowed for the caller", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "Insufficient funds or currency mismatch", body = ErrorBody),
+        (status = 422, description = "Insufficient funds, currency mismatch, or an Idempotency-Key already used for a different request", body = ErrorBody),
     )
 )]
 pub async fn withdraw(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<MoneyBody>,
-) -> ApiResult<(StatusCode, Json<MoneyResult>)> {
+) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
     let (amount, currency) = <(Amount, Currency)>::try_from(body)?;
-    let receipt = app.service.withdraw(&caller, id, amount, currency).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(MoneyResult::of_withdrawal(receipt)),
-    ))
+    let answer = app
+        .service
+        .withdraw(&caller, id, amount, currency, key)
+        .await;
+    Ok(money_response(answer, MoneyResult::of_withdrawal))
 }
 
 /// The process is up.

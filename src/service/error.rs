@@ -63,6 +63,8 @@ pub enum ServiceError {
     InsufficientFunds(String),
     #[error("{0}")]
     CurrencyMismatch(String),
+    #[error("{0}")]
+    IdempotencyMismatch(&'static str),
     #[error("database unavailable")]
     Unavailable(#[source] Cause),
     #[error("internal error")]
@@ -80,6 +82,7 @@ impl ServiceError {
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
             ServiceError::CurrencyMismatch(_) => ErrorCode::CurrencyMismatch,
+            ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
@@ -92,7 +95,9 @@ impl ServiceError {
                 [one] => format!("{}: {}", one.field, one.description),
                 _ => "some fields are invalid; see details".to_owned(),
             },
-            ServiceError::Unauthenticated(message) => (*message).to_owned(),
+            ServiceError::Unauthenticated(message) | ServiceError::IdempotencyMismatch(message) => {
+                (*message).to_owned()
+            }
             ServiceError::PermissionDenied(message)
             | ServiceError::NotFound(message)
             | ServiceError::AlreadyExists(message)

@@ -18,7 +18,7 @@ pub use error::{ErrorCode, ServiceError};
 pub use port::BankStore;
 #[cfg(test)]
 pub use port::MockBankStore;
-pub use transfers::{parse_money, parse_transfer};
+pub use transfers::{MoneyAnswer, parse_money, parse_transfer};
 pub use users::{ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials};
 
 use crate::auth::{Principal, TokenMaker};

@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Account, AccountId, Amount, Currency, Entry, EntryId, NewTransfer, NewUser, PageSize, Role,
-    Session, TransferId, TransferParties, TransferReceipt, User, UserUpdate, Username,
+    Account, AccountId, Amount, Currency, Entry, EntryId, IdempotencyKey, NewTransfer, NewUser,
+    PageSize, Role, Session, TransferId, TransferParties, TransferReceipt, User, UserUpdate,
+    Username,
 };
-use crate::store::{NewSession, Page, Store, StoreError};
+use crate::store::{KeyedOutcome, MoneyMove, NewSession, Page, Store, StoreError};
 
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -72,6 +73,13 @@ pub trait BankStore: Send + Sync {
         amount: Amount,
         currency: Currency,
     ) -> Result<TransferReceipt, StoreError>;
+    /// A movement under an idempotency key: run once, then replayed (see `store::idempotency`).
+    async fn move_money_once(
+        &self,
+        movement: &MoneyMove,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome, StoreError>;
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError>;
 }
 
@@ -157,6 +165,14 @@ impl BankStore for Store {
         currency: Currency,
     ) -> Result<TransferReceipt, StoreError> {
         Store::withdraw(self, account, amount, currency).await
+    }
+    async fn move_money_once(
+        &self,
+        movement: &MoneyMove,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome, StoreError> {
+        Store::move_money_once(self, movement, caller, key).await
     }
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         Store::get_transfer(self, id).await

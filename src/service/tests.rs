@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::*;
 use crate::auth::{Principal, TokenMaker, TokenType, hash_password};
 use crate::domain::{
-    Account, AccountId, AccountKind, Amount, Currency, Email, FullName, NewTransfer, Password,
-    Role, Session, Transfer, TransferId, TransferParties, User, Username,
+    Account, AccountId, AccountKind, Amount, Currency, Email, FullName, IdempotencyKey,
+    NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties, User, Username,
 };
-use crate::store::{Entity, Page, StoreError};
+use crate::store::{Entity, KeyedOutcome, MoneyMove, Page, StoreError};
 
 const KEY: &[u8; 32] = b"an example key of 32 bytes......";
 
@@ -176,11 +176,13 @@ async fn only_bankers_deposit_withdraw_and_set_roles() {
     let svc = service(MockBankStore::new());
     let amount = Amount::new(5).unwrap();
     let results = [
-        svc.deposit(&depositor, id(1), amount, Currency::Usd)
+        svc.deposit(&depositor, id(1), amount, Currency::Usd, None)
             .await
+            .outcome
             .err(),
-        svc.withdraw(&depositor, id(1), amount, Currency::Usd)
+        svc.withdraw(&depositor, id(1), amount, Currency::Usd, None)
             .await
+            .outcome
             .err(),
         svc.set_user_role(&depositor, &name("alice"), Role::Banker)
             .await
@@ -227,8 +229,9 @@ async fn a_transfer_is_sent_as_the_caller_even_for_a_banker() {
         .returning(|_, _| Err(StoreError::NotOwner(AccountId::new(1).unwrap())));
     let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
     let err = service(store)
-        .create_transfer(&principal("clerk", Role::Banker), cmd)
+        .create_transfer(&principal("clerk", Role::Banker), cmd, None)
         .await
+        .outcome
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PermissionDenied);
 }
@@ -242,8 +245,9 @@ async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field(
             .returning(move |_, _| Err(StoreError::NotCustomerAccount(id(settlement))));
         let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
         let err = service(store)
-            .create_transfer(&principal("alice", Role::Depositor), cmd)
+            .create_transfer(&principal("alice", Role::Depositor), cmd, None)
             .await
+            .outcome
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert_eq!(err.details()[0].field, field);
@@ -626,4 +630,75 @@ async fn logout_revokes_the_tokens_session() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unauthenticated);
+}
+
+fn key(raw: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(raw).unwrap()
+}
+
+#[tokio::test]
+async fn keyed_transfers_name_in_flight_and_mismatched_keys_in_the_error_table() {
+    let cases: [(fn() -> KeyedOutcome, ErrorCode); 2] = [
+        (|| KeyedOutcome::InFlight, ErrorCode::Conflict),
+        (|| KeyedOutcome::Mismatch, ErrorCode::IdempotencyMismatch),
+    ];
+    for (outcome, code) in cases {
+        let mut store = MockBankStore::new();
+        store
+            .expect_move_money_once()
+            .withf(|movement, caller, key| {
+                matches!(movement, MoneyMove::Transfer { owner: Some(o), .. } if o == &name("alice"))
+                    && caller == &name("alice")
+                    && key.as_str() == "order-1"
+            })
+            .returning(move |_, _, _| Ok(outcome()));
+        let cmd = NewTransfer::new(id(8), id(9), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+        let answer = service(store)
+            .create_transfer(
+                &principal("alice", Role::Depositor),
+                cmd,
+                Some(key("order-1")),
+            )
+            .await;
+        assert!(!answer.replayed);
+        assert_eq!(answer.outcome.unwrap_err().code(), code);
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_refusal_reads_exactly_like_the_first_one() {
+    let mut store = MockBankStore::new();
+    store.expect_move_money_once().returning(|_, _, _| {
+        Ok(KeyedOutcome::Replayed(Err(StoreError::NotCustomerAccount(
+            id(9),
+        ))))
+    });
+    let cmd = NewTransfer::new(id(8), id(9), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+    let answer = service(store)
+        .create_transfer(&principal("alice", Role::Depositor), cmd, Some(key("k")))
+        .await;
+    assert!(answer.replayed);
+    let err = answer.outcome.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(err.details()[0].field, "to_account_id");
+}
+
+#[tokio::test]
+async fn a_keyed_deposit_by_a_depositor_is_refused_before_the_store_is_asked() {
+    // No expectations: a call into the store would panic.
+    let svc = service(MockBankStore::new());
+    let answer = svc
+        .deposit(
+            &principal("alice", Role::Depositor),
+            id(8),
+            Amount::new(5).unwrap(),
+            Currency::Usd,
+            Some(key("k")),
+        )
+        .await;
+    assert!(!answer.replayed);
+    assert_eq!(
+        answer.outcome.unwrap_err().code(),
+        ErrorCode::PermissionDenied
+    );
 }

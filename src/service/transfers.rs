@@ -3,10 +3,10 @@
 use super::{BankService, ServiceError, require_banker};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Amount, Currency, NewTransfer, Transfer, TransferId, TransferReceipt,
-    ValidationError, Violations,
+    AccountId, Amount, Currency, IdempotencyKey, NewTransfer, Transfer, TransferId,
+    TransferReceipt, ValidationError, Violations,
 };
-use crate::store::StoreError;
+use crate::store::{KeyedOutcome, MoneyMove, StoreError};
 
 /// Parses a transfer from raw fields, reporting every bad one (both transports call this).
 pub fn parse_transfer(
@@ -38,6 +38,23 @@ pub fn parse_money(
     v.finish(|| Some((amount?, currency?)))
 }
 
+/// The answer to a money movement. `replayed` says that an idempotency key matched an earlier
+/// request and `outcome` is that request's outcome, success or refusal, exactly as it was then.
+#[derive(Debug)]
+pub struct MoneyAnswer {
+    pub outcome: Result<TransferReceipt, ServiceError>,
+    pub replayed: bool,
+}
+
+impl MoneyAnswer {
+    fn fresh(outcome: Result<TransferReceipt, ServiceError>) -> Self {
+        Self {
+            outcome,
+            replayed: false,
+        }
+    }
+}
+
 impl BankService {
     /// Only the owner of the from-account may send from it — bankers included: a banker moves
     /// customer money by deposit and withdrawal, never by transferring out of someone's account.
@@ -46,22 +63,36 @@ impl BankService {
         &self,
         principal: &Principal,
         transfer: NewTransfer,
-    ) -> Result<TransferReceipt, ServiceError> {
-        self.store
-            .transfer(&transfer, Some(principal.username.clone()))
-            .await
-            .map_err(|err| match err {
-                // Name the field the client used for the settlement account it gave.
-                StoreError::NotCustomerAccount(id) => ServiceError::invalid(
-                    if id == transfer.from() {
-                        "from_account_id"
-                    } else {
-                        "to_account_id"
-                    },
-                    format!("account {id} is a bank settlement account"),
-                ),
-                other => other.into(),
-            })
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer {
+        let refusal = |err: StoreError| match err {
+            // Name the field the client used for the settlement account it gave.
+            StoreError::NotCustomerAccount(id) => ServiceError::invalid(
+                if id == transfer.from() {
+                    "from_account_id"
+                } else {
+                    "to_account_id"
+                },
+                format!("account {id} is a bank settlement account"),
+            ),
+            other => other.into(),
+        };
+        let owner = principal.username.clone();
+        match key {
+            None => MoneyAnswer::fresh(
+                self.store
+                    .transfer(&transfer, Some(owner))
+                    .await
+                    .map_err(refusal),
+            ),
+            Some(key) => {
+                let movement = MoneyMove::Transfer {
+                    transfer,
+                    owner: Some(owner),
+                };
+                self.move_once(principal, &movement, &key, refusal).await
+            }
+        }
     }
 
     /// The owner of either account, or a banker.
@@ -90,9 +121,27 @@ impl BankService {
         account: AccountId,
         amount: Amount,
         currency: Currency,
-    ) -> Result<TransferReceipt, ServiceError> {
-        require_banker(principal, "deposit")?;
-        Ok(self.store.deposit(account, amount, currency).await?)
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer {
+        if let Err(denied) = require_banker(principal, "deposit") {
+            return MoneyAnswer::fresh(Err(denied));
+        }
+        match key {
+            None => MoneyAnswer::fresh(
+                self.store
+                    .deposit(account, amount, currency)
+                    .await
+                    .map_err(Into::into),
+            ),
+            Some(key) => {
+                let movement = MoneyMove::Deposit {
+                    account,
+                    amount,
+                    currency,
+                };
+                self.move_once(principal, &movement, &key, Into::into).await
+            }
+        }
     }
 
     /// Bankers only: money leaves the bank from `account`.
@@ -102,8 +151,58 @@ impl BankService {
         account: AccountId,
         amount: Amount,
         currency: Currency,
-    ) -> Result<TransferReceipt, ServiceError> {
-        require_banker(principal, "withdraw")?;
-        Ok(self.store.withdraw(account, amount, currency).await?)
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer {
+        if let Err(denied) = require_banker(principal, "withdraw") {
+            return MoneyAnswer::fresh(Err(denied));
+        }
+        match key {
+            None => MoneyAnswer::fresh(
+                self.store
+                    .withdraw(account, amount, currency)
+                    .await
+                    .map_err(Into::into),
+            ),
+            Some(key) => {
+                let movement = MoneyMove::Withdrawal {
+                    account,
+                    amount,
+                    currency,
+                };
+                self.move_once(principal, &movement, &key, Into::into).await
+            }
+        }
+    }
+
+    /// A movement under the caller's idempotency key. A replayed refusal goes through the same
+    /// `refusal` mapping as the first one did, so it reads exactly the same.
+    async fn move_once(
+        &self,
+        principal: &Principal,
+        movement: &MoneyMove,
+        key: &IdempotencyKey,
+        refusal: impl Fn(StoreError) -> ServiceError,
+    ) -> MoneyAnswer {
+        match self
+            .store
+            .move_money_once(movement, &principal.username, key)
+            .await
+        {
+            Ok(KeyedOutcome::Done(outcome)) => MoneyAnswer::fresh(outcome.map_err(refusal)),
+            Ok(KeyedOutcome::Replayed(outcome)) => MoneyAnswer {
+                outcome: outcome.map_err(refusal),
+                replayed: true,
+            },
+            Ok(KeyedOutcome::InFlight) => MoneyAnswer::fresh(Err(ServiceError::Conflict(
+                "a request with this idempotency key is still in progress; retry shortly"
+                    .to_owned(),
+            ))),
+            Ok(KeyedOutcome::Mismatch) => {
+                MoneyAnswer::fresh(Err(ServiceError::IdempotencyMismatch(
+                    "this idempotency key was already used for a different request",
+                )))
+            }
+            Err(err) => MoneyAnswer::fresh(Err(refusal(err))),
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod accounts;
 mod entries;
 mod error;
+mod idempotency;
 mod sessions;
 mod transfers;
 mod users;
@@ -22,6 +23,7 @@ use tokio::sync::OnceCell;
 use crate::domain::{AccountId, Currency, ValidationError};
 
 pub use error::{Entity, StoreError, Unique};
+pub use idempotency::{KeyedOutcome, MoneyMove};
 pub use sessions::NewSession;
 
 /// The migrations of `migrations/`, embedded in the binary at compile time.

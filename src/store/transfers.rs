@@ -14,7 +14,7 @@ use crate::domain::{
 
 /// Which rules the statement applies beyond the common ones.
 #[derive(Debug, Clone, Copy)]
-enum Movement<'a> {
+pub(super) enum Movement<'a> {
     /// Customer to customer; `Some(owner)` requires the from-account to belong to `owner`.
     Transfer { owner: Option<&'a Username> },
     /// Settlement to customer.
@@ -23,8 +23,16 @@ enum Movement<'a> {
     Withdrawal,
 }
 
-impl Movement<'_> {
-    fn as_str(self) -> &'static str {
+impl<'a> Movement<'a> {
+    /// The user the from-account must belong to, if any.
+    pub(super) fn owner(self) -> Option<&'a Username> {
+        match self {
+            Movement::Transfer { owner } => owner,
+            Movement::Deposit | Movement::Withdrawal => None,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Movement::Transfer { .. } => "transfer",
             Movement::Deposit => "deposit",
@@ -59,7 +67,7 @@ impl Movement<'_> {
 ///
 /// The final SELECT returns exactly one row: the verdict, and what was written when it was `ok`.
 /// `accounts_balance_nonnegative` backs the funds check up inside the database.
-const MOVE_MONEY: &str = r#"
+pub(super) const MOVE_MONEY: &str = r#"
 WITH locked AS MATERIALIZED (
     SELECT id, owner, currency, balance, kind
     FROM accounts
@@ -208,26 +216,32 @@ impl Store {
         if from == to {
             return Err(StoreError::SameAccount);
         }
-        let owner = match movement {
-            Movement::Transfer { owner } => owner.map(Username::as_str),
-            Movement::Deposit | Movement::Withdrawal => None,
-        };
         let row = retrying(|| {
-            sqlx::query(MOVE_MONEY)
-                .bind(from.get())
-                .bind(to.get())
-                .bind(amount.minor_units())
-                .bind(currency.code())
-                .bind(movement.as_str())
-                .bind(owner)
-                .fetch_one(&self.pool)
+            move_money_query(from, to, amount, currency, movement).fetch_one(&self.pool)
         })
         .await?;
         receipt_from_row(&row, from, to, amount, currency)
     }
 }
 
-fn receipt_from_row(
+/// `MOVE_MONEY` with its parameters bound, to run alone or inside a transaction.
+pub(super) fn move_money_query<'q>(
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    currency: Currency,
+    movement: Movement<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(MOVE_MONEY)
+        .bind(from.get())
+        .bind(to.get())
+        .bind(amount.minor_units())
+        .bind(currency.code())
+        .bind(movement.as_str())
+        .bind(movement.owner().map(Username::as_str))
+}
+
+pub(super) fn receipt_from_row(
     row: &PgRow,
     from: AccountId,
     to: AccountId,

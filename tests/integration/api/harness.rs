@@ -24,16 +24,28 @@ pub struct TestApp {
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<std::thread::JoinHandle<()>>,
+    /// What it was started with, to start it again (`restart`).
+    url: String,
+    overrides: Vec<(String, String)>,
 }
 
 /// A response, with its JSON body (`Value::Null` when there is none).
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
 }
 
 impl Reply {
+    /// A response header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
     /// The SPEC §4 error code of an error response.
     pub fn code(&self) -> &str {
         self.body["error"]["code"]
@@ -87,6 +99,30 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut app = TestApp {
+            address: String::new(),
+            grpc_address: String::new(),
+            db,
+            client: reqwest::Client::new(),
+            stop: None,
+            server: None,
+            url,
+            overrides,
+        };
+        app.start(migrate);
+        app
+    }
+
+    /// Stops the server (gracefully, as SIGTERM would) and starts a new one over the same
+    /// database, on new ports. Tokens stay valid: the key is the same.
+    pub async fn restart(&mut self) {
+        self.stop_server();
+        self.start(false);
+    }
+
+    fn start(&mut self, migrate: bool) {
+        let url = self.url.clone();
+        let overrides = self.overrides.clone();
         let settings = Settings::from_lookup(|key| {
             if let Some((_, v)) = overrides.iter().find(|(k, _)| k == key) {
                 return Some(v.clone());
@@ -101,8 +137,8 @@ impl TestApp {
         })
         .expect("test settings are valid");
         let mut settings = settings;
-        settings.run_migrations = migrate;
         // The application migrates the empty database itself, as `serve` does.
+        settings.run_migrations = migrate;
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, ports) = std::sync::mpsc::channel();
         let server = std::thread::spawn(move || {
@@ -138,15 +174,18 @@ impl TestApp {
             });
         });
         let (http_port, grpc_port) = ports.recv().expect("the application started");
-        let address = format!("http://127.0.0.1:{http_port}");
-        let grpc_address = format!("http://127.0.0.1:{grpc_port}");
-        TestApp {
-            address,
-            grpc_address,
-            db,
-            client: reqwest::Client::new(),
-            stop: Some(stop),
-            server: Some(server),
+        self.address = format!("http://127.0.0.1:{http_port}");
+        self.grpc_address = format!("http://127.0.0.1:{grpc_port}");
+        self.stop = Some(stop);
+        self.server = Some(server);
+    }
+
+    fn stop_server(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
         }
     }
 
@@ -157,24 +196,44 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        self.call_with(method, path, token, &[], body).await
+    }
+
+    /// `call` with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.expect("the server answers");
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON body, got {text:?}"))
         };
-        Reply { status, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -201,8 +260,13 @@ impl TestApp {
             .await
             .expect("the server answers");
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.json().await.unwrap_or(Value::Null);
-        Reply { status, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn signup(&self, username: &str) -> Value {
@@ -271,12 +335,7 @@ impl Drop for TestApp {
     /// Stops the application and waits for its graceful shutdown (which closes its pool) before
     /// the fields, the test database among them, are dropped.
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
+        self.stop_server();
     }
 }
 

@@ -5,5 +5,6 @@ pub mod harness;
 pub mod authorization;
 mod errors;
 mod flows;
+mod idempotency;
 mod openapi;
 mod sessions;

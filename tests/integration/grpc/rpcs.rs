@@ -496,3 +496,77 @@ async fn every_rpc_answers_with_the_request_id_it_was_given_or_a_new_one() {
         .unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 }
+
+#[tokio::test]
+async fn a_keyed_transfer_over_grpc_replays_with_metadata_and_refuses_a_reused_key() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let banker = app.banker("clerk").await;
+    let from = app.open_account(&alice, "USD").await;
+    let to = app.open_account(&app.user("bob").await, "USD").await;
+    app.deposit(&banker, from, 1_000, "USD").await;
+
+    let keyed = |amount: i64, key: &str| {
+        let mut request = authed(
+            &alice,
+            pb::CreateTransferRequest {
+                from_account_id: from,
+                to_account_id: to,
+                amount,
+                currency: "USD".into(),
+            },
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let first = c.create_transfer(keyed(300, "grpc-1")).await.unwrap();
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let again = c.create_transfer(keyed(300, "grpc-1")).await.unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.get_ref(), first.get_ref());
+
+    let mismatch = c.create_transfer(keyed(301, "grpc-1")).await.unwrap_err();
+    assert_eq!(mismatch.code(), Code::FailedPrecondition);
+    assert_eq!(table_code(&mismatch), "idempotency_mismatch");
+
+    // A refusal is replayed as a refusal, marked in the status's metadata.
+    let refused = c
+        .create_transfer(keyed(99_999, "grpc-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(table_code(&refused), "insufficient_funds");
+    let replayed = c
+        .create_transfer(keyed(99_999, "grpc-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(table_code(&replayed), "insufficient_funds");
+    assert_eq!(
+        replayed.metadata().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+
+    let bad = c
+        .create_transfer(keyed(1, &"k".repeat(256)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let violations = bad
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .clone();
+    assert_eq!(violations[0].field, "idempotency-key");
+
+    let account = c
+        .get_account(authed(&alice, pb::GetAccountRequest { id: from }))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(account.balance, 700);
+}

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::helpers::{TestDb, create_user, funded_account, new_transfer, username};
 
 /// Runs one statement and returns the store's reading of its failure.
-async fn refusal(pool: &PgPool, sql: &'static str) -> StoreError {
+async fn refusal(pool: &PgPool, sql: impl sqlx::SqlSafeStr) -> StoreError {
     let err = sqlx::query(sql)
         .execute(pool)
         .await
@@ -180,21 +180,52 @@ async fn session_verification_and_idempotency_constraints_refuse_bad_rows() {
         StoreError::NotFound(Entity::User)
     ));
 
-    sqlx::query("INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', 'k1', '\\x01')")
-        .execute(pool)
-        .await
-        .unwrap();
+    // A 32-byte fingerprint and exactly one outcome: a refusal here.
+    let hash = "'\\x0101010101010101010101010101010101010101010101010101010101010101'";
+    let insert = |key: &str, hash: &str, operation: &str, outcome: &str| {
+        format!(
+            "INSERT INTO idempotency_keys (username, key, request_hash, operation, transfer_id, refusal) \
+             VALUES ('alice', '{key}', {hash}, '{operation}', {outcome})"
+        )
+    };
+    sqlx::query(sqlx::AssertSqlSafe(insert(
+        "k1",
+        hash,
+        "transfer",
+        "NULL, 'insufficient_funds'",
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    let refused = |sql: String| async move { refusal(pool, sqlx::AssertSqlSafe(sql)).await };
     assert!(matches!(
-        refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', 'k1', '\\x02')").await,
+        refused(insert("k1", hash, "transfer", "NULL, 'insufficient_funds'")).await,
         StoreError::AlreadyExists(Unique::IdempotencyKey)
     ));
+    for (sql, constraint) in [
+        (
+            insert("", hash, "transfer", "NULL, 'x'"),
+            "idempotency_keys_key_length",
+        ),
+        (
+            insert("k2", "'\\x01'", "transfer", "NULL, 'x'"),
+            "idempotency_keys_request_hash_sha256",
+        ),
+        (
+            insert("k2", hash, "refund", "NULL, 'x'"),
+            "idempotency_keys_operation_known",
+        ),
+        (
+            insert("k2", hash, "transfer", "NULL, NULL"),
+            "idempotency_keys_one_outcome",
+        ),
+    ] {
+        assert_eq!(violated(refused(sql).await), constraint);
+    }
+    // A record naming a transfer that does not exist is a bug, not a client's mistake.
     assert_eq!(
-        violated(refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash) VALUES ('alice', '', '\\x01')").await),
-        "idempotency_keys_key_length"
-    );
-    assert_eq!(
-        violated(refusal(pool, "INSERT INTO idempotency_keys (username, key, request_hash, response_status) VALUES ('alice', 'k2', '\\x01', 201)").await),
-        "idempotency_keys_response_complete"
+        violated(refused(insert("k2", hash, "transfer", "999999, NULL")).await),
+        "idempotency_keys_transfer_fkey"
     );
 }
 

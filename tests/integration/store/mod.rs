@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod constraints;
+mod idempotency;
 mod migrations;
 mod pagination;
 mod sessions_and_updates;

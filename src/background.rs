@@ -1,0 +1,51 @@
+//! Work the server does on its own, beside the requests: each task runs until the shutdown
+//! signal and then returns, so `run_until_stopped` can wait for it before closing the pool.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// How often idempotency records past their retention are deleted: a quarter of the retention,
+/// so a record outlives it by at most 25%, between a second and an hour.
+pub fn purge_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60 * 60))
+}
+
+/// Deletes idempotency records older than `retention`, every `purge_interval(retention)`.
+/// A failed round (database down) is logged and tried again next time.
+pub async fn purge_idempotency_keys(
+    store: Store,
+    retention: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every = purge_interval(retention);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        match store.purge_idempotency_keys(retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+            Err(error) => tracing::warn!(%error, "purging idempotency keys failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_runs_a_quarter_of_the_retention_within_bounds() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(purge_interval(h(24)), h(1));
+        assert_eq!(purge_interval(h(2)), Duration::from_secs(30 * 60));
+        assert_eq!(
+            purge_interval(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+    }
+}

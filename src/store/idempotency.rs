@@ -1,0 +1,287 @@
+//! Money movements named by an idempotency key: done once, answered the same way every time.
+//!
+//! One transaction per keyed request:
+//!
+//! 1. `pg_try_advisory_xact_lock` on a 64-bit digest of (user, key). Whoever holds it is "the
+//!    request running under this key"; a second request that cannot take it answers `InFlight`
+//!    at once rather than queueing behind the first. The lock ends with the transaction, commit
+//!    or rollback — a crashed request leaves nothing behind to clean up.
+//! 2. With the lock held, look the key up. READ COMMITTED takes a fresh snapshot per statement,
+//!    and a previous holder's commit is visible before its lock is released, so a record written
+//!    under the lock is always seen here.
+//! 3. No record: run `MOVE_MONEY` in this transaction and write the record — the transfer it
+//!    made, or the rule that refused it — before committing both together. A crash between
+//!    them is impossible: they are one commit.
+//!
+//! A record therefore never exists without its outcome, and the primary key (user, key) backs the
+//! lock up: should two transactions ever both get past step 2, the second insert fails and rolls
+//! its transfer back with it.
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::transfers::{Movement, move_money_query, receipt_from_row};
+use super::{Store, StoreError, retrying};
+use crate::domain::{
+    AccountId, Amount, Currency, IdempotencyKey, NewTransfer, RequestFingerprint, TransferReceipt,
+    Username,
+};
+
+/// A money movement as a keyed request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoneyMove {
+    /// Customer to customer; with `owner`, the from-account must be theirs.
+    Transfer {
+        transfer: NewTransfer,
+        owner: Option<Username>,
+    },
+    Deposit {
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    },
+    Withdrawal {
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    },
+}
+
+/// What a keyed request came to.
+#[derive(Debug)]
+pub enum KeyedOutcome {
+    /// First use of the key: the movement ran now (committed, or refused by a business rule).
+    Done(Result<TransferReceipt, StoreError>),
+    /// The key was used before for this same request: its first outcome, unchanged.
+    Replayed(Result<TransferReceipt, StoreError>),
+    /// Another request with this key is running right now.
+    InFlight,
+    /// The key was used before for a different request.
+    Mismatch,
+}
+
+/// The key's record joined to everything needed to answer as the first time, under the same
+/// column names as `MOVE_MONEY`'s result so one decoder reads both. Balances are the entries'
+/// `balance_after`: the accounts' balances right after the transfer, as first reported.
+const FIND_KEY: &str = r#"
+SELECT k.request_hash,
+       COALESCE(k.refusal, 'ok') AS status,
+       k.refusal_currency AS from_currency, k.refusal_currency AS to_currency,
+       tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
+       fe.created_at AS from_entry_created_at,
+       te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
+       te.created_at AS to_entry_created_at,
+       fa.owner AS from_owner, fe.balance_after AS from_balance, fa.kind AS from_kind,
+       fa.created_at AS from_created_at,
+       ta.owner AS to_owner, te.balance_after AS to_balance, ta.kind AS to_kind,
+       ta.created_at AS to_created_at
+FROM idempotency_keys k
+LEFT JOIN transfers tr ON tr.id = k.transfer_id
+LEFT JOIN entries fe ON fe.transfer_id = tr.id AND fe.account_id = tr.from_account_id
+LEFT JOIN entries te ON te.transfer_id = tr.id AND te.account_id = tr.to_account_id
+LEFT JOIN accounts fa ON fa.id = tr.from_account_id
+LEFT JOIN accounts ta ON ta.id = tr.to_account_id
+WHERE k.username = $1 AND k.key = $2
+"#;
+
+const RECORD_KEY: &str = "INSERT INTO idempotency_keys \
+     (username, key, request_hash, operation, transfer_id, refusal, refusal_currency) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// What the transaction found or did, before decoding (decoding is not retried).
+enum Step {
+    InFlight,
+    Found(sqlx::postgres::PgRow),
+    Ran(sqlx::postgres::PgRow),
+}
+
+impl Store {
+    /// Runs `movement` once per (`caller`, `key`); see the module comment.
+    pub async fn move_money_once(
+        &self,
+        movement: &MoneyMove,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome, StoreError> {
+        let (from, to, amount, currency, how) = self.resolve(movement).await?;
+        if from == to {
+            // Refused before any transaction: nothing to remember.
+            return Ok(KeyedOutcome::Done(Err(StoreError::SameAccount)));
+        }
+        let fingerprint = RequestFingerprint::of(
+            how.as_str(),
+            &[
+                &from.to_string(),
+                &to.to_string(),
+                &amount.minor_units().to_string(),
+                currency.code(),
+                how.owner().map_or("", Username::as_str),
+            ],
+        );
+        let lock = advisory_lock_key(caller, key);
+
+        let step = retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(lock)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !locked {
+                return Ok(Step::InFlight);
+            }
+            if let Some(found) = sqlx::query(FIND_KEY)
+                .bind(caller.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                return Ok(Step::Found(found));
+            }
+            let row = move_money_query(from, to, amount, currency, how)
+                .fetch_one(&mut *tx)
+                .await?;
+            let status: String = row.try_get("status")?;
+            let (transfer_id, refusal, refusal_currency): (Option<i64>, _, Option<String>) =
+                match status.as_str() {
+                    "ok" => (Some(row.try_get("transfer_id")?), None, None),
+                    "from_currency_mismatch" => {
+                        (None, Some(&status), row.try_get("from_currency")?)
+                    }
+                    "to_currency_mismatch" => (None, Some(&status), row.try_get("to_currency")?),
+                    _ => (None, Some(&status), None),
+                };
+            sqlx::query(RECORD_KEY)
+                .bind(caller.as_str())
+                .bind(key.as_str())
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(how.as_str())
+                .bind(transfer_id)
+                .bind(refusal)
+                .bind(refusal_currency)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Step::Ran(row))
+        })
+        .await?;
+
+        Ok(match step {
+            Step::InFlight => KeyedOutcome::InFlight,
+            Step::Ran(row) => {
+                KeyedOutcome::Done(receipt_from_row(&row, from, to, amount, currency))
+            }
+            Step::Found(row) => {
+                let stored: Vec<u8> = row.try_get("request_hash")?;
+                if RequestFingerprint::from_bytes(&stored) != Some(fingerprint) {
+                    KeyedOutcome::Mismatch
+                } else {
+                    // Same fingerprint, so the same accounts, amount and currency as this request.
+                    KeyedOutcome::Replayed(receipt_from_row(&row, from, to, amount, currency))
+                }
+            }
+        })
+    }
+
+    /// Deletes records older than `retention`, in batches so no statement holds many row locks
+    /// or runs long. Returns how many went.
+    pub async fn purge_idempotency_keys(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        const BATCH: i64 = 1_000;
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY( \
+                     SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2))",
+            )
+            .bind(cutoff)
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            purged += done;
+            if done < BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// The accounts and rules of `movement` (deposits and withdrawals go through the settlement
+    /// account of their currency).
+    async fn resolve<'m>(
+        &self,
+        movement: &'m MoneyMove,
+    ) -> Result<(AccountId, AccountId, Amount, Currency, Movement<'m>), StoreError> {
+        Ok(match movement {
+            MoneyMove::Transfer { transfer, owner } => (
+                transfer.from(),
+                transfer.to(),
+                transfer.amount(),
+                transfer.currency(),
+                Movement::Transfer {
+                    owner: owner.as_ref(),
+                },
+            ),
+            MoneyMove::Deposit {
+                account,
+                amount,
+                currency,
+            } => (
+                self.settlement_account(*currency).await?,
+                *account,
+                *amount,
+                *currency,
+                Movement::Deposit,
+            ),
+            MoneyMove::Withdrawal {
+                account,
+                amount,
+                currency,
+            } => (
+                *account,
+                self.settlement_account(*currency).await?,
+                *amount,
+                *currency,
+                Movement::Withdrawal,
+            ),
+        })
+    }
+}
+
+/// The advisory lock standing for "a request with this key is running": the first 8 bytes of a
+/// SHA-256 over the user and the key (length-prefixed, so no two pairs collide by
+/// concatenation). Two different pairs sharing a lock would take a 2^-64 chance, and cost only
+/// a spurious `conflict` the client retries.
+fn advisory_lock_key(caller: &Username, key: &IdempotencyKey) -> i64 {
+    let mut hash = Sha256::new();
+    hash.update(b"simplebank idempotency\0");
+    for part in [caller.as_str(), key.as_str()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_depend_on_user_and_key_and_their_boundary() {
+        let user = |s: &str| Username::parse(s).unwrap();
+        let key = |s: &str| IdempotencyKey::parse(s).unwrap();
+        let a = advisory_lock_key(&user("alice"), &key("k1"));
+        assert_eq!(a, advisory_lock_key(&user("alice"), &key("k1")));
+        assert_ne!(a, advisory_lock_key(&user("bob"), &key("k1")));
+        assert_ne!(a, advisory_lock_key(&user("alice"), &key("k2")));
+        assert_ne!(
+            advisory_lock_key(&user("ali"), &key("cek1")),
+            advisory_lock_key(&user("alice"), &key("k1"))
+        );
+    }
+}

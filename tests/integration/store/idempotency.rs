@@ -1,0 +1,159 @@
+//! Keyed money movements in the store: the states a key goes through, told apart
+//! deterministically, and the purge of old records.
+
+use std::time::Duration;
+
+use simplebank::domain::{Currency, IdempotencyKey};
+use simplebank::store::{KeyedOutcome, MoneyMove, StoreError};
+
+use crate::helpers::{TestDb, assert_ledger_consistent, funded_account, new_transfer, username};
+
+fn key(raw: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(raw).unwrap()
+}
+
+#[tokio::test]
+async fn a_key_is_in_flight_while_its_first_request_runs_then_replays_it() {
+    let db = TestDb::with_pool_size(6).await;
+    let alice = funded_account(&db.store, "alice", Currency::Usd, 1_000).await;
+    let bob = funded_account(&db.store, "bob", Currency::Usd, 0).await;
+    let movement = MoneyMove::Transfer {
+        transfer: new_transfer(alice.id, bob.id, 100, Currency::Usd),
+        owner: Some(username("alice")),
+    };
+
+    // Another transaction holds Bob's row, so the first keyed request waits inside its
+    // transaction — holding the key — until we let go.
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(bob.id.get())
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let first = {
+        let store = db.store.clone();
+        let movement = movement.clone();
+        tokio::spawn(async move {
+            store
+                .move_money_once(&movement, &username("alice"), &key("k"))
+                .await
+        })
+    };
+    // Wait until the first request is blocked on the row lock (it then holds the key).
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND wait_event = 'transactionid'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 500, "the first request never blocked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let second = db
+        .store
+        .move_money_once(&movement, &username("alice"), &key("k"))
+        .await
+        .unwrap();
+    assert!(matches!(second, KeyedOutcome::InFlight), "{second:?}");
+
+    blocker.rollback().await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    let KeyedOutcome::Done(Ok(receipt)) = first else {
+        panic!("the first request ran: {first:?}")
+    };
+    let third = db
+        .store
+        .move_money_once(&movement, &username("alice"), &key("k"))
+        .await
+        .unwrap();
+    let KeyedOutcome::Replayed(Ok(replayed)) = third else {
+        panic!("the third is a replay: {third:?}")
+    };
+    assert_eq!(replayed, receipt);
+    assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 900);
+    assert_ledger_consistent(db.pool()).await;
+}
+
+#[tokio::test]
+async fn refusals_are_remembered_and_replayed_with_their_details() {
+    let db = TestDb::new().await;
+    let alice = funded_account(&db.store, "alice", Currency::Usd, 10).await;
+    let euro = funded_account(&db.store, "bob", Currency::Eur, 0).await;
+    let movement = MoneyMove::Transfer {
+        transfer: new_transfer(alice.id, euro.id, 5, Currency::Usd),
+        owner: Some(username("alice")),
+    };
+    for expect_replay in [false, true] {
+        let outcome = db
+            .store
+            .move_money_once(&movement, &username("alice"), &key("eur"))
+            .await
+            .unwrap();
+        let (replayed, result) = match outcome {
+            KeyedOutcome::Done(result) => (false, result),
+            KeyedOutcome::Replayed(result) => (true, result),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(replayed, expect_replay);
+        match result {
+            Err(StoreError::CurrencyMismatch {
+                account,
+                expected,
+                actual,
+            }) => assert_eq!(
+                (account, expected, actual),
+                (euro.id, Currency::Usd, Currency::Eur)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 10);
+}
+
+#[tokio::test]
+async fn records_older_than_the_retention_are_purged_and_the_key_is_free_again() {
+    let db = TestDb::new().await;
+    let alice = funded_account(&db.store, "alice", Currency::Usd, 1_000).await;
+    let bob = funded_account(&db.store, "bob", Currency::Usd, 0).await;
+    let movement = MoneyMove::Transfer {
+        transfer: new_transfer(alice.id, bob.id, 1, Currency::Usd),
+        owner: Some(username("alice")),
+    };
+    for k in ["old", "new"] {
+        db.store
+            .move_money_once(&movement, &username("alice"), &key(k))
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(db.store.purge_idempotency_keys(day).await.unwrap(), 1);
+    assert_eq!(db.store.purge_idempotency_keys(day).await.unwrap(), 0);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["new"]);
+
+    let again = db
+        .store
+        .move_money_once(&movement, &username("alice"), &key("old"))
+        .await
+        .unwrap();
+    assert!(matches!(again, KeyedOutcome::Done(Ok(_))), "{again:?}");
+    assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 997);
+}
