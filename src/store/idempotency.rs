@@ -89,6 +89,62 @@ const RECORD_KEY: &str = "INSERT INTO idempotency_keys \
      (username, key, request_hash, operation, transfer_id, refusal, refusal_currency) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// One try of a keyed movement, inside a transaction the caller ends.
+struct Attempt<'a> {
+    lock: i64,
+    caller: &'a Username,
+    key: &'a IdempotencyKey,
+    fingerprint: RequestFingerprint,
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    currency: Currency,
+    how: Movement<'a>,
+}
+
+impl Attempt<'_> {
+    /// Lock the key, look it up, or move the money and record the outcome. Does not commit.
+    async fn run(&self, tx: &mut sqlx::PgConnection) -> Result<Step, sqlx::Error> {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(self.lock)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(Step::InFlight);
+        }
+        if let Some(found) = sqlx::query(FIND_KEY)
+            .bind(self.caller.as_str())
+            .bind(self.key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok(Step::Found(found));
+        }
+        let row = move_money_query(self.from, self.to, self.amount, self.currency, self.how)
+            .fetch_one(&mut *tx)
+            .await?;
+        let status: String = row.try_get("status")?;
+        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) = match status.as_str() {
+            "ok" => (Some(row.try_get("transfer_id")?), None),
+            "from_currency_mismatch" => (None, row.try_get("from_currency")?),
+            "to_currency_mismatch" => (None, row.try_get("to_currency")?),
+            _ => (None, None),
+        };
+        let refusal = (status != "ok").then_some(status.as_str());
+        sqlx::query(RECORD_KEY)
+            .bind(self.caller.as_str())
+            .bind(self.key.as_str())
+            .bind(&self.fingerprint.as_bytes()[..])
+            .bind(self.how.as_str())
+            .bind(transfer_id)
+            .bind(refusal)
+            .bind(refusal_currency)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Step::Ran(row))
+    }
+}
+
 /// What the transaction found or did, before decoding (decoding is not retried).
 enum Step {
     InFlight,
@@ -121,48 +177,37 @@ impl Store {
         );
         let lock = advisory_lock_key(caller, key);
 
+        let attempt = Attempt {
+            lock,
+            caller,
+            key,
+            fingerprint,
+            from,
+            to,
+            amount,
+            currency,
+            how,
+        };
         let step = retrying(|| async {
+            // Every path ends the transaction explicitly, errors included. A dropped sqlx
+            // transaction is rolled back only when its connection is next used; until then the
+            // advisory lock would stay held by an idle connection, and the retry of a deadlocked
+            // attempt, or the client's next retry, would read as still in flight.
             let mut tx = self.pool.begin().await?;
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(lock)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
-                return Ok(Step::InFlight);
+            match attempt.run(&mut tx).await {
+                Ok(Step::Ran(row)) => {
+                    tx.commit().await?;
+                    Ok(Step::Ran(row))
+                }
+                Ok(other) => {
+                    tx.rollback().await?;
+                    Ok(other)
+                }
+                Err(err) => {
+                    let _ = tx.rollback().await;
+                    Err(err)
+                }
             }
-            if let Some(found) = sqlx::query(FIND_KEY)
-                .bind(caller.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                return Ok(Step::Found(found));
-            }
-            let row = move_money_query(from, to, amount, currency, how)
-                .fetch_one(&mut *tx)
-                .await?;
-            let status: String = row.try_get("status")?;
-            let (transfer_id, refusal, refusal_currency): (Option<i64>, _, Option<String>) =
-                match status.as_str() {
-                    "ok" => (Some(row.try_get("transfer_id")?), None, None),
-                    "from_currency_mismatch" => {
-                        (None, Some(&status), row.try_get("from_currency")?)
-                    }
-                    "to_currency_mismatch" => (None, Some(&status), row.try_get("to_currency")?),
-                    _ => (None, Some(&status), None),
-                };
-            sqlx::query(RECORD_KEY)
-                .bind(caller.as_str())
-                .bind(key.as_str())
-                .bind(&fingerprint.as_bytes()[..])
-                .bind(how.as_str())
-                .bind(transfer_id)
-                .bind(refusal)
-                .bind(refusal_currency)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Step::Ran(row))
         })
         .await?;
 

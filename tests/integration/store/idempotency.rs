@@ -12,6 +12,19 @@ fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw).unwrap()
 }
 
+/// Advisory locks held in this database right now. Each keyed call must end its transaction
+/// before returning: a lock left on an idle pooled connection makes the next retry of the same
+/// key read as "still in flight".
+async fn advisory_locks(db: &TestDb) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_key_is_in_flight_while_its_first_request_runs_then_replays_it() {
     let db = TestDb::with_pool_size(6).await;
@@ -63,6 +76,11 @@ async fn a_key_is_in_flight_while_its_first_request_runs_then_replays_it() {
         .await
         .unwrap();
     assert!(matches!(second, KeyedOutcome::InFlight), "{second:?}");
+    assert_eq!(
+        advisory_locks(&db).await,
+        1,
+        "only the running request holds the key"
+    );
 
     blocker.rollback().await.unwrap();
     let first = first.await.unwrap().unwrap();
@@ -78,6 +96,19 @@ async fn a_key_is_in_flight_while_its_first_request_runs_then_replays_it() {
         panic!("the third is a replay: {third:?}")
     };
     assert_eq!(replayed, receipt);
+    assert_eq!(
+        advisory_locks(&db).await,
+        0,
+        "a replay leaves no lock behind"
+    );
+    for _ in 0..5 {
+        let again = db
+            .store
+            .move_money_once(&movement, &username("alice"), &key("k"))
+            .await
+            .unwrap();
+        assert!(matches!(again, KeyedOutcome::Replayed(Ok(_))), "{again:?}");
+    }
     assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 900);
     assert_ledger_consistent(db.pool()).await;
 }
@@ -91,7 +122,7 @@ async fn refusals_are_remembered_and_replayed_with_their_details() {
         transfer: new_transfer(alice.id, euro.id, 5, Currency::Usd),
         owner: Some(username("alice")),
     };
-    for expect_replay in [false, true] {
+    for expect_replay in [false, true, true] {
         let outcome = db
             .store
             .move_money_once(&movement, &username("alice"), &key("eur"))
@@ -114,6 +145,7 @@ async fn refusals_are_remembered_and_replayed_with_their_details() {
             ),
             other => panic!("{other:?}"),
         }
+        assert_eq!(advisory_locks(&db).await, 0);
     }
     assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 10);
 }
