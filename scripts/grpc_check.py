@@ -102,6 +102,7 @@ class Bank:
         self.service = self.pool.FindServiceByName(SERVICE)
         self.methods = {m.name: m for m in self.service.methods}
         self.called = set()
+        self.last_metadata = {}
         self.calls = 0
 
     def message(self, full_name):
@@ -117,7 +118,7 @@ class Bank:
                 return self.message(name).FromString(detail.value).metadata["code"]
         return None
 
-    def call(self, name, request, token=None, expect=grpc.StatusCode.OK, error=None):
+    def call(self, name, request, token=None, expect=grpc.StatusCode.OK, error=None, extra=()):
         """Calls `name` with `request` (a dict, as typed into evans); returns the reply as a dict.
 
         A failure must have the status `expect` and, in its ErrorInfo, the table code `error`
@@ -133,12 +134,14 @@ class Bank:
         metadata = [("x-request-id", f"grpc-check-{self.calls}")]
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
+        metadata.extend(extra)
         message = json_format.ParseDict(request, request_type())
         self.called.add(name)
         self.calls += 1
         try:
             reply, call = stub.with_call(message, metadata=metadata, timeout=30)
             code, echoed = grpc.StatusCode.OK, dict(call.initial_metadata())
+            self.last_metadata = echoed
         except grpc.RpcError as failure:
             reply, code = None, failure.code()
             trailers = dict(failure.trailing_metadata() or [])
@@ -168,7 +171,21 @@ def check(condition, what):
         raise SystemExit(f"grpc-check FAILED: {what}")
 
 
-def scenario(bank, binary, db_source):
+def emailed_link(server, address, timeout=15):
+    """The (email_id, secret_code) the development log sender logged for `address`."""
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(r"email_id=(\d+)&secret_code=([0-9a-f]{64})")
+    while time.monotonic() < deadline:
+        for line in reversed(server.lines):
+            if f"to={address}" in line:
+                match = pattern.search(line)
+                if match:
+                    return int(match.group(1)), match.group(2)
+        time.sleep(0.2)
+    raise SystemExit(f"grpc-check FAILED: no verification email logged for {address}")
+
+
+def scenario(bank, server, binary, db_source):
     tag = secrets.token_hex(3)
     alice, bob, clerk = (f"{name}_{tag}" for name in ("alice", "bob", "clerk"))
     password = "password123"
@@ -189,6 +206,15 @@ def scenario(bank, binary, db_source):
         {"username": alice, "full_name": "x", "email": "x@example.com", "password": password},
         expect=grpc.StatusCode.ALREADY_EXISTS,
     )
+    # The verification email (logged in development) carries the code VerifyEmail takes.
+    email_id, code = emailed_link(server, f"{alice}@example.com")
+    bank.call("VerifyEmail", {"email_id": email_id, "secret_code": "0" * 64},
+              expect=grpc.StatusCode.INVALID_ARGUMENT)
+    check(bank.call("VerifyEmail", {"email_id": email_id, "secret_code": code})["is_verified"],
+          "VerifyEmail verifies with the emailed code")
+    bank.call("VerifyEmail", {"email_id": email_id, "secret_code": code},
+              expect=grpc.StatusCode.INVALID_ARGUMENT)
+
     # The first banker is made from the command line, as an operator would.
     subprocess.run(
         [binary, "user", "set-role", clerk, "banker"],
@@ -211,8 +237,9 @@ def scenario(bank, binary, db_source):
 
     renewed = bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]})
     a_token = renewed["access_token"]
-    check(bank.call("GetUser", {"username": alice}, a_token)["user"]["email"]
-          == f"{alice}@example.com", "GetUser returns the profile")
+    profile = bank.call("GetUser", {"username": alice}, a_token)["user"]
+    check(profile["email"] == f"{alice}@example.com" and profile.get("is_email_verified"),
+          f"GetUser returns the verified profile: {profile}")
     bank.call("GetUser", {"username": alice}, b_token, expect=grpc.StatusCode.PERMISSION_DENIED)
     updated = bank.call("UpdateUser", {"username": alice, "full_name": "Alice Liddell"}, a_token)
     check(updated["user"]["full_name"] == "Alice Liddell", "UpdateUser changes the name")
@@ -261,12 +288,20 @@ def scenario(bank, binary, db_source):
         a_token,
         expect=grpc.StatusCode.PERMISSION_DENIED,
     )
+    # A retried transfer under the same idempotency key is answered from the first one.
+    keyed = {"from_account_id": a_id, "to_account_id": b_id, "amount": 5, "currency": "USD"}
+    key = [("idempotency-key", f"check-{tag}")]
+    first = bank.call("CreateTransfer", keyed, a_token, extra=key)
+    check("idempotent-replayed" not in bank.last_metadata, "a first answer is not a replay")
+    again = bank.call("CreateTransfer", keyed, a_token, extra=key)
+    check(bank.last_metadata.get("idempotent-replayed") == "true" and again == first,
+          "the retry replays the first answer")
     transfer = bank.call("GetTransfer", {"id": int(sent["transfer"]["id"])}, b_token)["transfer"]
     check(int(transfer["amount"]) == 250, "GetTransfer as the recipient")
     entries = bank.call("ListEntries", {"account_id": a_id, "page_size": 10}, a_token)["entries"]
-    check([int(e["amount"]) for e in entries] == [-250, -100, 1000],
-          f"ListEntries newest first: {entries}")
-    check(int(entries[0]["balance_after"]) == 650, "balance_after on the newest entry")
+    check([int(e["amount"]) for e in entries] == [-5, -250, -100, 1000],
+          f"ListEntries newest first, the keyed transfer once: {entries}")
+    check(int(entries[0]["balance_after"]) == 645, "balance_after on the newest entry")
 
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
@@ -296,7 +331,7 @@ def main():
 
         bank = Bank(channel)
         print(f"reflection: {SERVICE} with {len(bank.methods)} RPCs; calling them")
-        scenario(bank, args.binary, db_source)
+        scenario(bank, server, args.binary, db_source)
         uncalled = sorted(set(bank.methods) - bank.called)
         check(not uncalled, f"every RPC was called; not: {uncalled}")
         channel.close()

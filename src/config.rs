@@ -13,7 +13,27 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::auth::TokenMaker;
-use crate::service::TokenLifetimes;
+use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
+use crate::service::{DEFAULT_VERIFICATION_TTL, TokenLifetimes};
+
+/// Where verification emails go.
+#[derive(Debug)]
+pub enum MailSenderChoice {
+    /// Logged, not sent (the development default).
+    Log,
+    Smtp(SmtpSettings),
+}
+
+/// Email verification and its delivery.
+#[derive(Debug)]
+pub struct MailSettings {
+    /// `MAIL_SENDER`: `log` (default in development) or `smtp` (default in production).
+    pub sender: MailSenderChoice,
+    /// The outbox worker; `link_base` from `VERIFY_EMAIL_BASE_URL`.
+    pub outbox: OutboxSettings,
+    /// `VERIFY_EMAIL_TTL`, default 15 minutes.
+    pub verification_ttl: Duration,
+}
 
 /// Where the database is and how many connections to keep to it.
 #[derive(Debug, Clone)]
@@ -108,6 +128,7 @@ pub struct Settings {
     /// `IDEMPOTENCY_KEY_RETENTION`, default 24 h: how long a retry with the same key is answered
     /// from the first request; older records are purged.
     pub idempotency_retention: Duration,
+    pub mail: MailSettings,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -198,6 +219,14 @@ impl Settings {
             "IDEMPOTENCY_KEY_RETENTION",
             Duration::from_secs(24 * 60 * 60),
         )?;
+        let mail = MailSettings {
+            sender: mail_sender(&get, environment)?,
+            outbox: OutboxSettings {
+                link_base: link_base(&get)?,
+                ..OutboxSettings::default()
+            },
+            verification_ttl: lifetime("VERIFY_EMAIL_TTL", DEFAULT_VERIFICATION_TTL)?,
+        };
         let body_limit = match get("HTTP_BODY_LIMIT") {
             Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
             None => 64 * 1024,
@@ -211,9 +240,88 @@ impl Settings {
             token_lifetimes,
             body_limit,
             idempotency_retention,
+            mail,
             run_migrations: true,
         })
     }
+}
+
+/// `MAIL_SENDER` and, for `smtp`, the `SMTP_*` settings.
+fn mail_sender(
+    get: &impl Fn(&str) -> Option<String>,
+    environment: Environment,
+) -> Result<MailSenderChoice, ConfigError> {
+    let choice = get("MAIL_SENDER").unwrap_or_else(|| match environment {
+        Environment::Development => "log".into(),
+        Environment::Production => "smtp".into(),
+    });
+    match choice.as_str() {
+        "log" => {
+            if environment == Environment::Production {
+                tracing::warn!(
+                    "MAIL_SENDER=log in production: verification links (secrets) go to the log"
+                );
+            }
+            Ok(MailSenderChoice::Log)
+        }
+        "smtp" => {
+            let tls = match get("SMTP_TLS").as_deref() {
+                None | Some("starttls") => SmtpTls::StartTls,
+                Some("tls") => SmtpTls::Tls,
+                Some("none") => SmtpTls::None,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        key: "SMTP_TLS",
+                        reason: "must be starttls, tls or none".into(),
+                    });
+                }
+            };
+            let port = match get("SMTP_PORT") {
+                Some(raw) => parse_number("SMTP_PORT", &raw, 1..=65535)?,
+                None => tls.default_port(),
+            };
+            let from = get("SMTP_FROM")
+                .ok_or(ConfigError::Missing("SMTP_FROM"))?
+                .parse()
+                .map_err(|_| ConfigError::Invalid {
+                    key: "SMTP_FROM",
+                    reason: "must be an address like simplebank <no-reply@example.com>".into(),
+                })?;
+            let username = get("SMTP_USERNAME");
+            let password = get("SMTP_PASSWORD").map(SecretString::from);
+            if username.is_some() != password.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "SMTP_USERNAME",
+                    reason: "SMTP_USERNAME and SMTP_PASSWORD go together".into(),
+                });
+            }
+            Ok(MailSenderChoice::Smtp(SmtpSettings {
+                host: get("SMTP_HOST").ok_or(ConfigError::Missing("SMTP_HOST"))?,
+                port,
+                tls,
+                username,
+                password,
+                from,
+            }))
+        }
+        _ => Err(ConfigError::Invalid {
+            key: "MAIL_SENDER",
+            reason: "must be log or smtp".into(),
+        }),
+    }
+}
+
+/// `VERIFY_EMAIL_BASE_URL`: the public address of the HTTP API, which verification links point at.
+fn link_base(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let base = get("VERIFY_EMAIL_BASE_URL").unwrap_or_else(|| "http://localhost:8080".into());
+    let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+    if !scheme_ok || base.contains(char::is_whitespace) || base.contains(['?', '#']) {
+        return Err(ConfigError::Invalid {
+            key: "VERIFY_EMAIL_BASE_URL",
+            reason: "must be an http(s) URL without query, e.g. https://bank.example.com".into(),
+        });
+    }
+    Ok(base.trim_end_matches('/').to_owned())
 }
 
 fn parse_number<T>(
@@ -309,8 +417,46 @@ mod tests {
             DB,
             ("ENVIRONMENT", "production"),
             ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("MAIL_SENDER", "log"),
         ]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn production_mails_over_smtp_unless_told_otherwise() {
+        let production = [
+            DB,
+            ("ENVIRONMENT", "production"),
+            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+        ];
+        let err = settings(&production).unwrap_err().to_string();
+        assert!(err.contains("SMTP_"), "{err}");
+
+        let mut smtp = production.to_vec();
+        smtp.extend([
+            ("SMTP_HOST", "smtp.example.com"),
+            ("SMTP_FROM", "simplebank <no-reply@example.com>"),
+            ("SMTP_USERNAME", "bank"),
+            ("SMTP_PASSWORD", "hunter2"),
+        ]);
+        let s = settings(&smtp).unwrap();
+        let MailSenderChoice::Smtp(config) = &s.mail.sender else {
+            panic!("SMTP expected")
+        };
+        assert_eq!((config.port, config.tls), (587, SmtpTls::StartTls));
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        // Development logs emails; the link base and code lifetime are configurable.
+        let s = settings(&[
+            DB,
+            ("VERIFY_EMAIL_BASE_URL", "https://bank.example/"),
+            ("VERIFY_EMAIL_TTL", "1h"),
+        ])
+        .unwrap();
+        assert!(matches!(s.mail.sender, MailSenderChoice::Log));
+        assert_eq!(s.mail.outbox.link_base, "https://bank.example");
+        assert_eq!(s.mail.verification_ttl, Duration::from_secs(3600));
+        assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -323,6 +469,10 @@ mod tests {
             ("ENVIRONMENT", "staging"),
             ("HTTP_BODY_LIMIT", "lots"),
             ("DB_ACQUIRE_TIMEOUT", "forever"),
+            ("IDEMPOTENCY_KEY_RETENTION", "a while"),
+            ("MAIL_SENDER", "pigeon"),
+            ("VERIFY_EMAIL_BASE_URL", "ftp://bank"),
+            ("VERIFY_EMAIL_TTL", "brief"),
         ] {
             let err = settings(&[DB, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

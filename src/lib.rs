@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod mail;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -20,9 +20,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenMaker;
 use crate::background;
-use crate::config::Settings;
+use crate::config::{MailSenderChoice, Settings};
 use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
+use crate::mail::{LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::service::BankService;
 use crate::store::Store;
 
@@ -39,12 +40,27 @@ pub struct Application {
     service: BankService,
     store: Store,
     idempotency_retention: Duration,
+    outbox: OutboxWorker,
 }
 
 impl Application {
     /// Connects (lazily), migrates if asked, and binds both listeners — so the ports are known
-    /// before serving starts.
+    /// before serving starts. Emails go where `settings.mail` says.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let mailer: Arc<dyn MailSender> = match &settings.mail.sender {
+            MailSenderChoice::Log => Arc::new(LogSender),
+            MailSenderChoice::Smtp(smtp) => {
+                Arc::new(SmtpSender::new(smtp).context("configuring SMTP")?)
+            }
+        };
+        Self::build_with_mailer(settings, mailer).await
+    }
+
+    /// `build`, with emails handed to `mailer` (tests capture them this way).
+    pub async fn build_with_mailer(
+        settings: Settings,
+        mailer: Arc<dyn MailSender>,
+    ) -> anyhow::Result<Self> {
         let store = Store::new(settings.database.lazy_pool()?);
         if settings.run_migrations {
             store
@@ -57,7 +73,9 @@ impl Application {
             Arc::new(store.clone()),
             Arc::new(tokens),
             settings.token_lifetimes,
-        );
+        )
+        .with_verification_ttl(settings.mail.verification_ttl);
+        let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone());
         let state = AppState {
             service: service.clone(),
             store: store.clone(),
@@ -76,6 +94,7 @@ impl Application {
             service,
             store,
             idempotency_retention: settings.idempotency_retention,
+            outbox,
         })
     }
 
@@ -142,10 +161,11 @@ impl Application {
         let purger = background::purge_idempotency_keys(
             self.store.clone(),
             self.idempotency_retention,
-            stopped,
+            stopped.clone(),
         );
+        let mailer = self.outbox.run(stopped);
 
-        let (http, grpc, (), ()) = tokio::join!(http, grpc, checker, purger);
+        let (http, grpc, (), (), ()) = tokio::join!(http, grpc, checker, purger, mailer);
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;

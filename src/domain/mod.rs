@@ -10,16 +10,18 @@ mod money;
 mod page;
 mod records;
 mod user;
+mod verification;
 
 pub use account::{AccountId, AccountKind, EntryId, TransferId};
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use money::{Amount, Currency};
 pub use page::{PageKind, PageSize, PageToken};
 pub use records::{
-    Account, Entry, NewTransfer, NewUser, Session, Transfer, TransferParties, TransferReceipt,
-    User, UserUpdate,
+    Account, DueEmail, Entry, NewTransfer, NewUser, NewVerification, Session, Transfer,
+    TransferParties, TransferReceipt, User, UserUpdate, VerifyOutcome,
 };
 pub use user::{Email, FullName, Password, Role, Username};
+pub use verification::VerificationCode;
 
 /// Why an untrusted value was refused, and which input field it came from.
 ///

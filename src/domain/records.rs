@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use super::{
     AccountId, AccountKind, Amount, Currency, Email, EntryId, FullName, Role, TransferId, Username,
-    ValidationError,
+    ValidationError, VerificationCode,
 };
 
 #[derive(Debug, Clone)]
@@ -71,6 +71,44 @@ pub struct UserUpdate {
     pub email: Option<Email>,
     /// Also sets `password_changed_at`.
     pub hashed_password: Option<SecretString>,
+}
+
+/// An email verification to start with a new or changed address: the code to send and how long
+/// it stays valid.
+#[derive(Debug)]
+pub struct NewVerification {
+    pub code: VerificationCode,
+    pub valid_for: std::time::Duration,
+}
+
+/// A verification email waiting in the outbox, claimed by a worker for one delivery attempt.
+#[derive(Debug)]
+pub struct DueEmail {
+    pub outbox_id: i64,
+    /// 1 on the first attempt.
+    pub attempt: i32,
+    /// The `email_id` of the verification link.
+    pub email_id: i64,
+    pub username: Username,
+    pub to: Email,
+    pub code: VerificationCode,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a verification attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The address is verified now.
+    Verified,
+    /// No verification has this id.
+    NotFound,
+    /// The code is not this verification's.
+    WrongCode,
+    /// Used already (verifying twice is refused, not silently accepted).
+    Used,
+    Expired,
+    /// The user has changed address since: this code verified the old one, which is gone.
+    Superseded,
 }
 
 /// A login session: what a refresh token is checked against. Only a hash of the token is kept.

@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::service::{
     BankService, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest, ServiceError,
-    UpdateUserRequest, parse_credentials, parse_money, parse_transfer,
+    UpdateUserRequest, parse_credentials, parse_money, parse_transfer, parse_verification,
 };
 
 /// The gRPC face of the bank.
@@ -218,6 +218,19 @@ impl SimpleBank for GrpcApi {
         Ok(Response::new(pb::UpdateUserResponse {
             user: Some(user.into()),
         }))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> RpcResult<pb::VerifyEmailResponse> {
+        let r = request.into_inner();
+        let (email_id, code) = parse_verification(r.email_id, &r.secret_code).map_err(invalid)?;
+        self.service
+            .verify_email(email_id, code)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::VerifyEmailResponse { is_verified: true }))
     }
 
     async fn set_user_role(

@@ -404,3 +404,20 @@ pub struct IdempotencyKeyHeader {
     #[allow(dead_code)]
     pub idempotency_key: Option<String>,
 }
+
+/// The two halves of a verification link.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailQuery {
+    /// The `email_id` of the verification link.
+    pub email_id: i64,
+    /// The `secret_code` of the verification link: 64 hex characters.
+    pub secret_code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyEmailResult {
+    /// True: the address is verified now (every failure is an error response instead).
+    pub is_verified: bool,
+}

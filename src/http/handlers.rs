@@ -13,7 +13,7 @@ use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemK
 use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, TransferReceipt, Username,
 };
-use crate::service::{MoneyAnswer, NewUserRequest, UpdateUserRequest};
+use crate::service::{MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_verification};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -157,6 +157,27 @@ pub async fn update_user(
     let request = UpdateUserRequest::try_from(body)?;
     let user = app.service.update_user(&caller, &username, request).await?;
     Ok(Json(UserResponse { user: user.into() }))
+}
+
+/// The link of the verification email points here, so it is a GET anyone can follow.
+#[utoipa::path(
+    get,
+    path = "/v1/verify_email",
+    tag = "users",
+    params(VerifyEmailQuery),
+    responses(
+        (status = 200, description = "The address is verified", body = VerifyEmailResult),
+        (status = 400, description = "Malformed, wrong, used or expired code; `details` says which", body = ErrorBody),
+        (status = 404, description = "No verification has this email_id", body = ErrorBody),
+    )
+)]
+pub async fn verify_email(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<VerifyEmailQuery>,
+) -> ApiResult<Json<VerifyEmailResult>> {
+    let (email_id, code) = parse_verification(query.email_id, &query.secret_code)?;
+    app.service.verify_email(email_id, code).await?;
+    Ok(Json(VerifyEmailResult { is_verified: true }))
 }
 
 #[utoipa::path(

@@ -71,6 +71,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(logout_user))
         .routes(routes!(renew_access_token))
         .routes(routes!(get_user, update_user))
+        .routes(routes!(verify_email))
         .routes(routes!(set_user_role))
         .routes(routes!(create_account, list_accounts))
         .routes(routes!(get_account))

@@ -19,7 +19,10 @@ pub use port::BankStore;
 #[cfg(test)]
 pub use port::MockBankStore;
 pub use transfers::{MoneyAnswer, parse_money, parse_transfer};
-pub use users::{ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials};
+pub use users::{
+    ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials,
+    parse_verification,
+};
 
 use crate::auth::{Principal, TokenMaker};
 
@@ -45,7 +48,12 @@ pub struct BankService {
     store: Arc<dyn BankStore>,
     tokens: Arc<TokenMaker>,
     lifetimes: TokenLifetimes,
+    /// How long an email verification code stays valid.
+    verification_ttl: Duration,
 }
+
+/// simple_bank's verification lifetime: 15 minutes.
+pub const DEFAULT_VERIFICATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl BankService {
     pub fn new(
@@ -57,7 +65,13 @@ impl BankService {
             store,
             tokens,
             lifetimes,
+            verification_ttl: DEFAULT_VERIFICATION_TTL,
         }
+    }
+
+    pub fn with_verification_ttl(mut self, ttl: Duration) -> Self {
+        self.verification_ttl = ttl;
+        self
     }
 
     /// Turns a bearer access token into the caller, or `unauthenticated`. The one verifier both

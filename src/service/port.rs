@@ -11,21 +11,33 @@ use uuid::Uuid;
 
 use crate::domain::{
     Account, AccountId, Amount, Currency, Entry, EntryId, IdempotencyKey, NewTransfer, NewUser,
-    PageSize, Role, Session, TransferId, TransferParties, TransferReceipt, User, UserUpdate,
-    Username,
+    NewVerification, PageSize, Role, Session, TransferId, TransferParties, TransferReceipt, User,
+    UserUpdate, Username, VerificationCode, VerifyOutcome,
 };
 use crate::store::{KeyedOutcome, MoneyMove, NewSession, Page, Store, StoreError};
 
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait BankStore: Send + Sync {
-    async fn create_user(&self, new: &NewUser) -> Result<User, StoreError>;
+    /// Also starts the email verification and queues its email, in the same transaction.
+    async fn create_user(
+        &self,
+        new: &NewUser,
+        verification: &NewVerification,
+    ) -> Result<User, StoreError>;
     async fn get_user(&self, username: &Username) -> Result<User, StoreError>;
+    /// `verification` is used only if the email changes.
     async fn update_user(
         &self,
         username: &Username,
         update: &UserUpdate,
+        verification: &NewVerification,
     ) -> Result<User, StoreError>;
+    async fn verify_email(
+        &self,
+        email_id: i64,
+        code: &VerificationCode,
+    ) -> Result<VerifyOutcome, StoreError>;
     async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError>;
 
     async fn create_session(&self, new: &NewSession) -> Result<Session, StoreError>;
@@ -85,8 +97,12 @@ pub trait BankStore: Send + Sync {
 
 #[async_trait]
 impl BankStore for Store {
-    async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
-        Store::create_user(self, new).await
+    async fn create_user(
+        &self,
+        new: &NewUser,
+        verification: &NewVerification,
+    ) -> Result<User, StoreError> {
+        Store::create_user(self, new, verification).await
     }
     async fn get_user(&self, username: &Username) -> Result<User, StoreError> {
         Store::get_user(self, username).await
@@ -95,8 +111,16 @@ impl BankStore for Store {
         &self,
         username: &Username,
         update: &UserUpdate,
+        verification: &NewVerification,
     ) -> Result<User, StoreError> {
-        Store::update_user(self, username, update).await
+        Store::update_user(self, username, update, verification).await
+    }
+    async fn verify_email(
+        &self,
+        email_id: i64,
+        code: &VerificationCode,
+    ) -> Result<VerifyOutcome, StoreError> {
+        Store::verify_email(self, email_id, code).await
     }
     async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError> {
         Store::set_user_role(self, username, role).await

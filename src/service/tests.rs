@@ -13,6 +13,7 @@ use crate::auth::{Principal, TokenMaker, TokenType, hash_password};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Email, FullName, IdempotencyKey,
     NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties, User, Username,
+    VerificationCode, VerifyOutcome,
 };
 use crate::store::{Entity, KeyedOutcome, MoneyMove, Page, StoreError};
 
@@ -570,8 +571,8 @@ async fn a_new_password_revokes_the_users_other_sessions() {
     let mut store = MockBankStore::new();
     store
         .expect_update_user()
-        .withf(|_, update| update.hashed_password.is_some())
-        .returning(|u, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+        .withf(|_, update, _| update.hashed_password.is_some())
+        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
     store
         .expect_block_user_sessions()
         .withf(move |u, keep| u.as_str() == "alice" && *keep == Some(my_session))
@@ -590,7 +591,7 @@ async fn a_new_password_revokes_the_users_other_sessions() {
     let mut store = MockBankStore::new();
     store
         .expect_update_user()
-        .returning(|u, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
     store
         .expect_block_user_sessions()
         .withf(|_, keep| keep.is_none())
@@ -701,4 +702,52 @@ async fn a_keyed_deposit_by_a_depositor_is_refused_before_the_store_is_asked() {
         answer.outcome.unwrap_err().code(),
         ErrorCode::PermissionDenied
     );
+}
+
+#[tokio::test]
+async fn every_failed_verification_is_the_clients_problem_never_internal() {
+    for (outcome, code) in [
+        (VerifyOutcome::NotFound, ErrorCode::NotFound),
+        (VerifyOutcome::WrongCode, ErrorCode::InvalidArgument),
+        (VerifyOutcome::Used, ErrorCode::InvalidArgument),
+        (VerifyOutcome::Expired, ErrorCode::InvalidArgument),
+        (VerifyOutcome::Superseded, ErrorCode::InvalidArgument),
+    ] {
+        let mut store = MockBankStore::new();
+        store
+            .expect_verify_email()
+            .withf(|id, _| *id == 7)
+            .returning(move |_, _| Ok(outcome));
+        let err = service(store)
+            .verify_email(7, VerificationCode::generate())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{outcome:?}");
+    }
+    let mut store = MockBankStore::new();
+    store
+        .expect_verify_email()
+        .returning(|_, _| Ok(VerifyOutcome::Verified));
+    assert!(
+        service(store)
+            .verify_email(7, VerificationCode::generate())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn sign_up_starts_a_verification_with_a_fresh_code_and_the_configured_lifetime() {
+    let mut store = MockBankStore::new();
+    store
+        .expect_create_user()
+        .withf(|_, verification| {
+            verification.valid_for == std::time::Duration::from_secs(3600)
+                && verification.code.expose().len() == 64
+        })
+        .returning(|new, _| Ok(user(new.username.as_str(), Role::Depositor, "h")));
+    let svc = service(store).with_verification_ttl(std::time::Duration::from_secs(3600));
+    let request =
+        NewUserRequest::parse("alice", "Alice", "alice@example.com", "password123").unwrap();
+    svc.create_user(request).await.unwrap();
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::{BankService, ServiceError, require_banker};
 use crate::auth::{IssuedToken, Principal, TokenType, hash_password, verify_password};
 use crate::domain::{
-    Email, FullName, NewUser, Password, Role, User, UserUpdate, Username, ValidationError,
-    Violations,
+    Email, FullName, NewUser, NewVerification, Password, Role, User, UserUpdate, Username,
+    ValidationError, VerificationCode, VerifyOutcome, Violations,
 };
 use crate::store::{NewSession, StoreError};
 
@@ -47,6 +47,24 @@ impl NewUserRequest {
 }
 
 /// Parses login credentials, reporting every bad field.
+/// Parses the two halves of a verification link.
+pub fn parse_verification(
+    email_id: i64,
+    secret_code: &str,
+) -> Result<(i64, VerificationCode), Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let id = v.check(if email_id > 0 {
+        Ok(email_id)
+    } else {
+        Err(ValidationError::new(
+            "email_id",
+            "must be a positive integer",
+        ))
+    });
+    let code = v.check(VerificationCode::parse(secret_code));
+    v.finish(|| Some((id?, code?)))
+}
+
 pub fn parse_credentials(
     username: &str,
     password: &str,
@@ -121,13 +139,16 @@ impl BankService {
             .map_err(ServiceError::internal)?;
         let user = self
             .store
-            .create_user(&NewUser {
-                username: request.username,
-                hashed_password,
-                full_name: request.full_name,
-                email: request.email,
-                role: Role::Depositor,
-            })
+            .create_user(
+                &NewUser {
+                    username: request.username,
+                    hashed_password,
+                    full_name: request.full_name,
+                    email: request.email,
+                    role: Role::Depositor,
+                },
+                &self.new_verification(),
+            )
             .await?;
         Ok(user)
     }
@@ -290,6 +311,7 @@ impl BankService {
                     email: request.email,
                     hashed_password,
                 },
+                &self.new_verification(),
             )
             .await?;
         if password_changes {
@@ -297,6 +319,46 @@ impl BankService {
             self.store.block_user_sessions(username, keep).await?;
         }
         Ok(user)
+    }
+
+    /// Anyone holding the link: marks the address of verification `email_id` verified if `code`
+    /// is its code, unused and unexpired. Every other outcome is the client's problem, never an
+    /// internal error.
+    pub async fn verify_email(
+        &self,
+        email_id: i64,
+        code: VerificationCode,
+    ) -> Result<(), ServiceError> {
+        match self.store.verify_email(email_id, &code).await? {
+            VerifyOutcome::Verified => Ok(()),
+            VerifyOutcome::NotFound => Err(ServiceError::NotFound(format!(
+                "email verification {email_id} not found"
+            ))),
+            VerifyOutcome::WrongCode => Err(ServiceError::invalid(
+                "secret_code",
+                "does not match this verification",
+            )),
+            VerifyOutcome::Used => Err(ServiceError::invalid(
+                "secret_code",
+                "has been used already",
+            )),
+            VerifyOutcome::Expired => Err(ServiceError::invalid(
+                "secret_code",
+                "has expired; change your email to get a new one",
+            )),
+            VerifyOutcome::Superseded => Err(ServiceError::invalid(
+                "email_id",
+                "belongs to an address the user no longer has",
+            )),
+        }
+    }
+
+    /// A fresh verification for a new or changed address.
+    fn new_verification(&self) -> NewVerification {
+        NewVerification {
+            code: VerificationCode::generate(),
+            valid_for: self.verification_ttl,
+        }
     }
 
     /// Bankers only (the `user set-role` command makes the first one).

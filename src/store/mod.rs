@@ -11,6 +11,7 @@ mod idempotency;
 mod sessions;
 mod transfers;
 mod users;
+mod verification;
 
 use std::collections::HashMap;
 use std::time::Duration;

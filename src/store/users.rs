@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{BANK_USERNAME, Entity, Store, StoreError, decode};
-use crate::domain::{Email, FullName, NewUser, Role, User, UserUpdate, Username};
+use crate::domain::{Email, FullName, NewUser, NewVerification, Role, User, UserUpdate, Username};
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`).
 macro_rules! user_columns {
@@ -15,18 +15,37 @@ macro_rules! user_columns {
 }
 
 impl Store {
-    /// Fails with `AlreadyExists(Username)` or `AlreadyExists(Email)` (any letter case).
-    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+    /// Creates the user, its email verification and the outbox row that will deliver the code,
+    /// in one statement (so one transaction): a user never exists without its verification
+    /// email queued. Fails with `AlreadyExists(Username)` or `AlreadyExists(Email)` (any case).
+    pub async fn create_user(
+        &self,
+        new: &NewUser,
+        verification: &NewVerification,
+    ) -> Result<User, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO users (username, hashed_password, full_name, email, role) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING ",
-            user_columns!()
+            "WITH u AS ( \
+                 INSERT INTO users (username, hashed_password, full_name, email, role) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            user_columns!(),
+            "), verification AS ( \
+                 INSERT INTO verify_emails (username, email, secret_code_hash, expired_at) \
+                 SELECT username, email, $6, now() + make_interval(secs => $7) FROM u \
+                 RETURNING id \
+             ), queued AS ( \
+                 INSERT INTO email_outbox (verify_email_id, secret_code) \
+                 SELECT id, $8 FROM verification \
+             ) \
+             SELECT * FROM u"
         ))
         .bind(new.username.as_str())
         .bind(new.hashed_password.expose_secret())
         .bind(new.full_name.as_str())
         .bind(new.email.as_str())
         .bind(new.role.as_str())
+        .bind(verification.code.hash())
+        .bind(verification.valid_for.as_secs_f64())
+        .bind(verification.code.expose())
         .fetch_one(&self.pool)
         .await?;
         user_from_row(&row)
@@ -45,29 +64,60 @@ impl Store {
         user_from_row(&row)
     }
 
-    /// Applies the fields of `update` that are set, in one statement. A new password also stamps
-    /// `password_changed_at`; a new email (other than a change of letter case) clears
-    /// `is_email_verified`. Fails with `AlreadyExists(Email)` if the address is taken.
+    /// Applies the fields of `update` that are set, in one statement. `old` locks the row and
+    /// reads the address before the change; the UPDATE joins it so that it runs first (a row
+    /// locked *after* this statement updated it would be skipped, and the change missed).
+    /// A new password also stamps
+    /// `password_changed_at`. A new email (other than a change of letter case) clears
+    /// `is_email_verified`, starts a new verification with its email queued, and abandons the
+    /// emails still queued for the old address. Fails with `AlreadyExists(Email)` if the address
+    /// is taken.
     pub async fn update_user(
         &self,
         username: &Username,
         update: &UserUpdate,
+        verification: &NewVerification,
     ) -> Result<User, StoreError> {
         let row = sqlx::query(concat!(
-            "UPDATE users SET \
-                 full_name = coalesce($2, full_name), \
-                 is_email_verified = is_email_verified AND ($3::text IS NULL OR lower($3) = lower(email)), \
-                 email = coalesce($3, email), \
-                 hashed_password = coalesce($4, hashed_password), \
-                 password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END \
-             WHERE username = $1 AND username <> $5 RETURNING ",
-            user_columns!()
+            "WITH old AS MATERIALIZED ( \
+                 SELECT email AS old_email FROM users WHERE username = $1 AND username <> $5 \
+                 FOR NO KEY UPDATE \
+             ), u AS ( \
+                 UPDATE users SET \
+                     full_name = coalesce($2, full_name), \
+                     is_email_verified = is_email_verified AND ($3::text IS NULL OR lower($3) = lower(email)), \
+                     email = coalesce($3, email), \
+                     hashed_password = coalesce($4, hashed_password), \
+                     password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END \
+                 FROM old WHERE username = $1 RETURNING ",
+            user_columns!(),
+            "), changed AS ( \
+                 SELECT u.username, u.email FROM u, old \
+                 WHERE $3::text IS NOT NULL AND lower($3) <> lower(old.old_email) \
+             ), superseded AS ( \
+                 UPDATE email_outbox o \
+                 SET abandoned_at = now(), secret_code = NULL, last_error = 'address changed' \
+                 FROM verify_emails v, changed \
+                 WHERE v.id = o.verify_email_id AND v.username = changed.username \
+                   AND o.sent_at IS NULL AND o.abandoned_at IS NULL \
+             ), verification AS ( \
+                 INSERT INTO verify_emails (username, email, secret_code_hash, expired_at) \
+                 SELECT username, email, $6, now() + make_interval(secs => $7) FROM changed \
+                 RETURNING id \
+             ), queued AS ( \
+                 INSERT INTO email_outbox (verify_email_id, secret_code) \
+                 SELECT id, $8 FROM verification \
+             ) \
+             SELECT * FROM u"
         ))
         .bind(username.as_str())
         .bind(update.full_name.as_ref().map(FullName::as_str))
         .bind(update.email.as_ref().map(Email::as_str))
         .bind(update.hashed_password.as_ref().map(|h| h.expose_secret()))
         .bind(BANK_USERNAME)
+        .bind(verification.code.hash())
+        .bind(verification.valid_for.as_secs_f64())
+        .bind(verification.code.expose())
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound(Entity::User))?;

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use secrecy::SecretString;
 use simplebank::config::DatabaseSettings;
 use simplebank::domain::{
-    Account, AccountId, Amount, Currency, Email, FullName, NewTransfer, NewUser, Role, User,
-    Username,
+    Account, AccountId, Amount, Currency, Email, FullName, NewTransfer, NewUser, NewVerification,
+    Role, User, Username, VerificationCode,
 };
 use simplebank::store::{MIGRATOR, Store};
 use sqlx::postgres::PgConnectOptions;
@@ -137,15 +137,28 @@ pub fn new_transfer(from: AccountId, to: AccountId, minor_units: i64, c: Currenc
 
 pub async fn create_user(store: &Store, name: &str) -> User {
     store
-        .create_user(&NewUser {
-            username: username(name),
-            hashed_password: SecretString::from("$argon2id$v=19$m=19456,t=2,p=1$not-a-real-hash"),
-            full_name: FullName::parse(&format!("{name} Example")).unwrap(),
-            email: Email::parse(&format!("{name}@example.com")).unwrap(),
-            role: Role::Depositor,
-        })
+        .create_user(
+            &NewUser {
+                username: username(name),
+                hashed_password: SecretString::from(
+                    "$argon2id$v=19$m=19456,t=2,p=1$not-a-real-hash",
+                ),
+                full_name: FullName::parse(&format!("{name} Example")).unwrap(),
+                email: Email::parse(&format!("{name}@example.com")).unwrap(),
+                role: Role::Depositor,
+            },
+            &verification(),
+        )
         .await
         .expect("create user")
+}
+
+/// A 15-minute email verification with a fresh code, as the service starts one.
+pub fn verification() -> NewVerification {
+    NewVerification {
+        code: VerificationCode::generate(),
+        valid_for: Duration::from_secs(15 * 60),
+    }
 }
 
 /// A new user with one account in `currency`, funded by a deposit of `balance` (if non-zero).

@@ -1,10 +1,14 @@
 //! `TestApp`: the production `Application`, served on a free port over a fresh database, and a
 //! small JSON client for it.
 
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use simplebank::config::Settings;
 use simplebank::domain::{Role, Username};
+use simplebank::mail::{MailError, MailSender, OutgoingEmail};
 use simplebank::startup::Application;
 use tokio::sync::oneshot;
 
@@ -24,6 +28,8 @@ pub struct TestApp {
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<std::thread::JoinHandle<()>>,
+    /// Every email the application sent (its outbox worker delivers here instead of SMTP).
+    pub mail: Mailbox,
     /// What it was started with, to start it again (`restart`).
     url: String,
     overrides: Vec<(String, String)>,
@@ -106,6 +112,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             stop: None,
             server: None,
+            mail: Mailbox::default(),
             url,
             overrides,
         };
@@ -141,6 +148,7 @@ impl TestApp {
         settings.run_migrations = migrate;
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, ports) = std::sync::mpsc::channel();
+        let mailer: Arc<dyn MailSender> = Arc::new(self.mail.clone());
         let server = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -148,7 +156,7 @@ impl TestApp {
                 .build()
                 .expect("a runtime for the application");
             runtime.block_on(async move {
-                let app = Application::build(settings)
+                let app = Application::build_with_mailer(settings, mailer)
                     .await
                     .expect("the application builds");
                 ready.send((app.http_port(), app.grpc_port())).unwrap();
@@ -336,6 +344,53 @@ impl Drop for TestApp {
     /// the fields, the test database among them, are dropped.
     fn drop(&mut self) {
         self.stop_server();
+    }
+}
+
+/// Captures the emails an application sends.
+#[derive(Clone, Default)]
+pub struct Mailbox(Arc<Mutex<Vec<OutgoingEmail>>>);
+
+#[async_trait]
+impl MailSender for Mailbox {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        self.0.lock().unwrap().push(email.clone());
+        Ok(())
+    }
+}
+
+impl Mailbox {
+    /// The `(email_id, secret_code)` of the newest verification link sent to `to`, waiting for
+    /// the outbox worker (it polls every second) up to 15 s.
+    pub async fn verification_link(&self, to: &str) -> (i64, String) {
+        for _ in 0..150 {
+            let found = self.0.lock().unwrap().iter().rev().find_map(|email| {
+                if email.to.as_str() != to {
+                    return None;
+                }
+                let query = email.body.split("/v1/verify_email?").nth(1)?;
+                let query = query.split_whitespace().next()?;
+                let (id, code) = query
+                    .strip_prefix("email_id=")?
+                    .split_once("&secret_code=")?;
+                Some((id.parse().ok()?, code.to_owned()))
+            });
+            if let Some(link) = found {
+                return link;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no verification email reached {to}")
+    }
+
+    /// How many emails went to `to`.
+    pub fn count_to(&self, to: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.to.as_str() == to)
+            .count()
     }
 }
 

@@ -8,3 +8,4 @@ mod flows;
 mod idempotency;
 mod openapi;
 mod sessions;
+mod verification;

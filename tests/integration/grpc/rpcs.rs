@@ -570,3 +570,42 @@ async fn a_keyed_transfer_over_grpc_replays_with_metadata_and_refuses_a_reused_k
         .unwrap();
     assert_eq!(account.balance, 700);
 }
+
+#[tokio::test]
+async fn verify_email_over_grpc_uses_the_emailed_code_once() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    sign_up_and_log_in(&mut c, "alice").await;
+    let (email_id, secret_code) = app.mail.verification_link("alice@example.com").await;
+
+    let request = || pb::VerifyEmailRequest {
+        email_id,
+        secret_code: secret_code.clone(),
+    };
+    let reply = c.verify_email(request()).await.unwrap().into_inner();
+    assert!(reply.is_verified);
+    let again = c.verify_email(request()).await.unwrap_err();
+    assert_eq!(again.code(), Code::InvalidArgument);
+    let missing = c
+        .verify_email(pb::VerifyEmailRequest {
+            email_id: email_id + 100,
+            secret_code: secret_code.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let malformed = c
+        .verify_email(pb::VerifyEmailRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let fields: Vec<String> = malformed
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(fields, ["email_id", "secret_code"]);
+}

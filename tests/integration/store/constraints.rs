@@ -176,9 +176,41 @@ async fn session_verification_and_idempotency_constraints_refuse_bad_rows() {
         StoreError::NotFound(Entity::User)
     ));
     assert!(matches!(
-        refusal(pool, "INSERT INTO verify_emails (username, email, secret_code) VALUES ('ghost', 'g@x.io', 's')").await,
+        refusal(pool, "INSERT INTO verify_emails (username, email, secret_code_hash) VALUES ('ghost', 'g@x.io', repeat('a', 64))").await,
         StoreError::NotFound(Entity::User)
     ));
+    // Only a SHA-256 hex digest is ever stored, never a code.
+    assert_eq!(
+        violated(refusal(pool, "INSERT INTO verify_emails (username, email, secret_code_hash) VALUES ('alice', 'a@x.io', 'plain-code')").await),
+        "verify_emails_secret_code_hash_sha256"
+    );
+    // An outbox row keeps its code exactly until it is settled, and is settled once.
+    let verification = "(SELECT min(id) FROM verify_emails)";
+    for (columns, values, constraint) in [
+        (
+            "secret_code, sent_at",
+            "NULL, NULL",
+            "email_outbox_code_until_settled",
+        ),
+        (
+            "secret_code, sent_at",
+            "'c', now()",
+            "email_outbox_code_until_settled",
+        ),
+        (
+            "sent_at, abandoned_at",
+            "now(), now()",
+            "email_outbox_settled_once",
+        ),
+    ] {
+        let sql = format!(
+            "INSERT INTO email_outbox (verify_email_id, {columns}) VALUES ({verification}, {values})"
+        );
+        assert_eq!(
+            violated(refusal(pool, sqlx::AssertSqlSafe(sql)).await),
+            constraint
+        );
+    }
 
     // A 32-byte fingerprint and exactly one outcome: a refusal here.
     let hash = "'\\x0101010101010101010101010101010101010101010101010101010101010101'";

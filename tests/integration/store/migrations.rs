@@ -23,6 +23,7 @@ async fn migrations_are_reversible() {
             "_sqlx_migrations",
             "accounts",
             "currencies",
+            "email_outbox",
             "entries",
             "idempotency_keys",
             "sessions",

@@ -8,3 +8,4 @@ mod pagination;
 mod sessions_and_updates;
 mod transfers;
 mod users_and_accounts;
+mod verification;

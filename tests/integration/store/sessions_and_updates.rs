@@ -5,7 +5,7 @@ use simplebank::domain::{Email, FullName, UserUpdate};
 use simplebank::store::{Entity, NewSession, StoreError, Unique};
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, create_user, username};
+use crate::helpers::{TestDb, create_user, username, verification};
 
 fn new_session(user: &str) -> NewSession {
     NewSession {
@@ -131,6 +131,7 @@ async fn a_partial_update_changes_only_what_it_names() {
                 full_name: Some(FullName::parse("Alice Liddell").unwrap()),
                 ..Default::default()
             },
+            &verification(),
         )
         .await
         .unwrap();
@@ -148,6 +149,7 @@ async fn a_partial_update_changes_only_what_it_names() {
                 email: Some(Email::parse("ALICE@example.com").unwrap()),
                 ..Default::default()
             },
+            &verification(),
         )
         .await
         .unwrap();
@@ -160,6 +162,7 @@ async fn a_partial_update_changes_only_what_it_names() {
                 email: Some(Email::parse("alice@elsewhere.org").unwrap()),
                 ..Default::default()
             },
+            &verification(),
         )
         .await
         .unwrap();
@@ -174,6 +177,7 @@ async fn a_partial_update_changes_only_what_it_names() {
                 hashed_password: Some("$argon2id$new".into()),
                 ..Default::default()
             },
+            &verification(),
         )
         .await
         .unwrap();
@@ -190,7 +194,9 @@ async fn updates_refuse_a_taken_email_and_unknown_or_system_users() {
         ..Default::default()
     };
     assert!(matches!(
-        db.store.update_user(&username("alice"), &taken).await,
+        db.store
+            .update_user(&username("alice"), &taken, &verification())
+            .await,
         Err(StoreError::AlreadyExists(Unique::Email))
     ));
     let rename = UserUpdate {
@@ -199,7 +205,9 @@ async fn updates_refuse_a_taken_email_and_unknown_or_system_users() {
     };
     for who in ["ghost", "simplebank"] {
         assert!(matches!(
-            db.store.update_user(&username(who), &rename).await,
+            db.store
+                .update_user(&username(who), &rename, &verification())
+                .await,
             Err(StoreError::NotFound(Entity::User))
         ));
     }

@@ -6,7 +6,7 @@ use simplebank::domain::{AccountId, AccountKind, Currency, Role};
 use simplebank::store::{Entity, Store, StoreError, Unique};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::{TestDb, create_user, username};
+use crate::helpers::{TestDb, create_user, username, verification};
 
 #[tokio::test]
 async fn a_created_user_reads_back_with_its_defaults() {
@@ -38,13 +38,13 @@ async fn duplicates_and_unknown_users_are_told_apart() {
         role: Role::Depositor,
     };
     assert!(matches!(
-        db.store.create_user(&again).await,
+        db.store.create_user(&again, &verification()).await,
         Err(StoreError::AlreadyExists(Unique::Username))
     ));
     again.username = username("alice_two");
     again.email = simplebank::domain::Email::parse("Alice@EXAMPLE.com").unwrap();
     assert!(matches!(
-        db.store.create_user(&again).await,
+        db.store.create_user(&again, &verification()).await,
         Err(StoreError::AlreadyExists(Unique::Email))
     ));
     assert!(matches!(
