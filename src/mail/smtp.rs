@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
@@ -86,12 +86,13 @@ impl MailSender for SmtpSender {
             .as_str()
             .parse()
             .map_err(|e| MailError::permanent(format!("recipient address: {e}")))?;
+        let body = plain_body(&email.body);
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(&email.subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(email.body.clone())
+            .body(body)
             .map_err(|e| MailError::permanent(format!("building the message: {e}")))?;
         self.transport.send(message).await.map(drop).map_err(|e| {
             // 5xx replies will not change on a retry; everything else (4xx, network) may.
@@ -101,5 +102,53 @@ impl MailSender for SmtpSender {
                 MailError::transient(e.to_string())
             }
         })
+    }
+}
+
+/// The body as 7bit when it is ASCII with lines within RFC 5322's 998 characters — so a long
+/// verification link arrives exactly as written — and lettre's own choice otherwise. (lettre
+/// keeps 7bit to lines under 76 characters and would send the link quoted-printable: wrapped
+/// with soft breaks and every `=` written `=3D`. Mail clients undo that; people reading the
+/// raw message, and simple tools that scrape the link, do not.)
+fn plain_body(text: &str) -> Body {
+    let fits =
+        text.is_ascii() && !text.contains('\0') && text.lines().all(|line| line.len() <= 998);
+    if !fits {
+        return Body::new(text.to_owned());
+    }
+    let crlf = text
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n";
+    Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_text_goes_7bit_with_crlf_and_anything_else_is_encoded() {
+        let link = format!(
+            "https://bank.example/v1/verify_email?email_id=1&secret_code={}",
+            "a".repeat(64)
+        );
+        let body = plain_body(&format!("Hello,\n\n{link}\n"));
+        assert_eq!(body.encoding(), ContentTransferEncoding::SevenBit);
+        assert_eq!(
+            body.into_vec(),
+            format!("Hello,\r\n\r\n{link}\r\n").into_bytes()
+        );
+
+        assert_ne!(
+            plain_body("Grüße\n").encoding(),
+            ContentTransferEncoding::SevenBit
+        );
+        assert_ne!(
+            plain_body(&"x".repeat(999)).encoding(),
+            ContentTransferEncoding::SevenBit
+        );
     }
 }

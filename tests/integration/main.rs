@@ -5,9 +5,11 @@
 //! - `store`: the store's SQL, constraints, transfer transaction and concurrency.
 //! - `api`: the real `Application` on port 0, driven over HTTP.
 //! - `grpc`: the same, driven by a tonic client; reflection, health, and parity with HTTP.
+//! - `smtp`: the SMTP sender against a scripted mail server (no database).
 
 mod helpers;
 
 mod api;
 mod grpc;
+mod smtp;
 mod store;
