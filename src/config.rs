@@ -1,10 +1,14 @@
-//! Settings, read once at start-up from environment variables with simple_bank's names.
+//! Settings, read once at start-up: defaults < a TOML file (`app.toml` in the working directory,
+//! or `--config PATH`) < environment variables with simple_bank's names (SPEC §5).
 //!
-//! Every value is parsed into its type here, and a bad one stops the start with a message naming
-//! the variable (never echoing a secret). The layered configuration of SPEC §5 (defaults <
-//! `app.toml` < environment) builds on this with the `config` crate in the operations issue.
+//! `Sources` merges the layers with the `config` crate; `Settings::from_lookup` parses every value
+//! into its type, and a bad one stops the start with a message naming the variable (never echoing
+//! a secret). The file uses the same names in lower case (`db_source = "..."`), and a name it does
+//! not know is refused rather than ignored: a typo must not silently fall back to a default.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -54,6 +58,111 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{key} is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration file {file}: {reason}")]
+    File { file: String, reason: String },
+}
+
+/// Every setting, by its environment variable name.
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "ENVIRONMENT",
+    "DB_SOURCE",
+    "DB_MAX_CONNECTIONS",
+    "DB_ACQUIRE_TIMEOUT",
+    "HTTP_SERVER_ADDRESS",
+    "GRPC_SERVER_ADDRESS",
+    "TOKEN_SYMMETRIC_KEY",
+    "ACCESS_TOKEN_DURATION",
+    "REFRESH_TOKEN_DURATION",
+    "HTTP_BODY_LIMIT",
+    "IDEMPOTENCY_KEY_RETENTION",
+    "MAIL_SENDER",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_TLS",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_FROM",
+    "VERIFY_EMAIL_BASE_URL",
+    "VERIFY_EMAIL_TTL",
+    "LOG_FORMAT",
+];
+
+/// The merged layers, as raw strings by setting name.
+#[derive(Default)]
+pub struct Sources {
+    values: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Sources {
+    /// Names only: values include passwords and the token key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort();
+        f.debug_struct("Sources").field("set", &names).finish()
+    }
+}
+
+impl Sources {
+    /// The file at `path` (which must exist), or `app.toml` in the working directory if there is
+    /// one; then the environment over it.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (file, name) = match path {
+            Some(path) => (
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+                path.display().to_string(),
+            ),
+            None => (
+                config::File::new("app.toml", config::FileFormat::Toml).required(false),
+                "app.toml".to_owned(),
+            ),
+        };
+        let file_error = |e: config::ConfigError| ConfigError::File {
+            file: name.clone(),
+            reason: e.to_string(),
+        };
+        let from_file = config::Config::builder()
+            .add_source(file)
+            .build()
+            .map_err(file_error)?;
+        let mut values = HashMap::new();
+        let table: HashMap<String, config::Value> =
+            from_file.try_deserialize().map_err(file_error)?;
+        for (key, value) in table {
+            let upper = key.to_ascii_uppercase();
+            if !KNOWN_SETTINGS.contains(&upper.as_str()) {
+                return Err(ConfigError::File {
+                    file: name,
+                    reason: format!(
+                        "unknown setting `{key}` (settings have the environment variables' names, \
+                         in lower case: db_source, http_server_address, ...)"
+                    ),
+                });
+            }
+            let text = value.into_string().map_err(|_| ConfigError::File {
+                file: name.clone(),
+                reason: format!("`{key}` must be a single value"),
+            })?;
+            values.insert(upper, text);
+        }
+        for key in KNOWN_SETTINGS {
+            if let Ok(value) = std::env::var(key) {
+                values.insert((*key).to_owned(), value);
+            }
+        }
+        Ok(Self { values })
+    }
+
+    /// A setting from the highest layer that has it.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values.get(key).cloned()
+    }
+
+    /// Sets a value above every layer (a command-line flag).
+    pub fn set(&mut self, key: &str, value: String) {
+        self.values.insert(key.to_owned(), value);
+    }
 }
 
 impl DatabaseSettings {
@@ -134,10 +243,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the environment. In development a missing token key is replaced by a random one
+    /// Parses merged `sources`. In development a missing token key is replaced by a random one
     /// (tokens then die with the process, and the log says so); production refuses to start.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+    pub fn from_sources(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| sources.get(key))
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -396,6 +505,100 @@ mod tests {
         for bad in ["", "15", "m", "0s", "1d", "-5m", "1.5h", "15 m"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    fn file(contents: &str) -> (tempdir::Dir, std::path::PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("simplebank.toml");
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    /// A directory removed on drop (std only: no tempfile crate for three tests).
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "simplebank-config-{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4()
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_toml_file_sets_values_under_their_lower_case_names() {
+        // Settings the test environment does not set, so the file's values show through.
+        let (_dir, path) =
+            file("http_body_limit = 70000\nverify_email_ttl = \"30m\"\nsmtp_tls = \"tls\"\n");
+        let sources = Sources::load(Some(&path)).unwrap();
+        assert_eq!(sources.get("HTTP_BODY_LIMIT").as_deref(), Some("70000"));
+        assert_eq!(sources.get("VERIFY_EMAIL_TTL").as_deref(), Some("30m"));
+        let mut sources = sources;
+        sources.set("DB_SOURCE", "postgresql://u:p@localhost/db".into());
+        let settings = Settings::from_sources(&sources).unwrap();
+        assert_eq!(settings.body_limit, 70_000);
+        assert_eq!(settings.mail.verification_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn unknown_names_missing_files_and_bad_toml_are_refused_by_name() {
+        let (_dir, path) = file("db_sorce = \"postgresql://x\"\n");
+        let err = Sources::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("db_sorce") && err.contains("simplebank.toml"),
+            "{err}"
+        );
+
+        let (_dir, path) = file("[database]\nurl = \"x\"\n");
+        let err = Sources::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("database"), "{err}");
+
+        let (_dir, path) = file("http_body_limit = \n");
+        assert!(Sources::load(Some(&path)).is_err());
+
+        let missing = std::path::Path::new("/nonexistent/simplebank.toml");
+        let err = Sources::load(Some(missing)).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/simplebank.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("app.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sources = Sources::load(Some(&path)).unwrap();
+        assert!(Settings::from_sources(&sources).is_ok());
+        // Every setting is at least mentioned, commented out or not.
+        for key in KNOWN_SETTINGS {
+            let name = key.to_ascii_lowercase();
+            assert!(
+                text.contains(&format!("{name} =")),
+                "app.example.toml lacks {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_never_print_their_values() {
+        let mut sources = Sources::default();
+        sources.set(
+            "TOKEN_SYMMETRIC_KEY",
+            "12345678901234567890123456789012".into(),
+        );
+        let shown = format!("{sources:?}");
+        assert!(
+            shown.contains("TOKEN_SYMMETRIC_KEY") && !shown.contains("1234567890"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -1,20 +1,28 @@
 //! The `simplebank` binary: parse the command line, set up logging, run one subcommand.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
-use simplebank::config::{DatabaseSettings, Settings};
+use simplebank::config::{DatabaseSettings, Settings, Sources};
 use simplebank::domain::{Role, Username};
 use simplebank::startup::{Application, shutdown_signal};
 use simplebank::store::{MIGRATOR, Store};
+use simplebank::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "simplebank", version, about = "A banking server on PostgreSQL")]
 struct Cli {
-    /// PostgreSQL URL, e.g. postgresql://root:secret@127.0.0.1:5432/simple_bank?sslmode=disable
-    #[arg(long, env = "DB_SOURCE", hide_env_values = true, global = true)]
+    /// A TOML configuration file (default: app.toml in the working directory, if present).
+    /// Environment variables override it.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+
+    /// PostgreSQL URL, overriding DB_SOURCE, e.g.
+    /// postgresql://root:secret@127.0.0.1:5432/simple_bank?sslmode=disable
+    #[arg(long, global = true)]
     db_source: Option<String>,
 
     #[command(subcommand)]
@@ -23,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (migrating the database first unless --no-migrate).
+    /// Serve the HTTP and gRPC APIs (migrating the database first unless --no-migrate).
     Serve {
         /// Do not apply pending migrations at start (when a separate job runs them).
         #[arg(long)]
@@ -64,7 +72,6 @@ enum UserAction {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    simplebank::telemetry::init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -75,15 +82,28 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The configuration comes first: it says how to log.
+    let mut sources = Sources::load(cli.config.as_deref())?;
+    if let Some(url) = cli.db_source {
+        sources.set("DB_SOURCE", url);
+    }
+    let format = LogFormat::choose(
+        sources.get("LOG_FORMAT").as_deref(),
+        sources.get("ENVIRONMENT").as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    simplebank::telemetry::init(format);
+
+    let db_source = sources.get("DB_SOURCE");
     match cli.command {
-        Command::Serve { no_migrate } => serve(cli.db_source, no_migrate).await,
-        Command::Migrate { direction } => migrate(&connect(cli.db_source).await?, direction).await,
+        Command::Serve { no_migrate } => serve(&sources, no_migrate).await,
+        Command::Migrate { direction } => migrate(&connect(db_source).await?, direction).await,
         Command::User {
             action: UserAction::SetRole { username, role },
         } => {
             let username = Username::parse(&username)?;
             let role: Role = role.parse()?;
-            let user = connect(cli.db_source)
+            let user = connect(db_source)
                 .await?
                 .set_user_role(&username, role)
                 .await
@@ -94,12 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(db_source: Option<String>, no_migrate: bool) -> anyhow::Result<()> {
-    // clap already read DB_SOURCE (or --db-source); the rest comes from the environment.
-    let mut settings = Settings::from_lookup(|key| match key {
-        "DB_SOURCE" => db_source.clone(),
-        _ => std::env::var(key).ok(),
-    })?;
+async fn serve(sources: &Sources, no_migrate: bool) -> anyhow::Result<()> {
+    let mut settings = Settings::from_sources(sources)?;
     settings.run_migrations = !no_migrate;
     Application::build(settings)
         .await?
@@ -109,8 +125,7 @@ async fn serve(db_source: Option<String>, no_migrate: bool) -> anyhow::Result<()
 
 /// The store for a one-off command, connected eagerly so a bad address fails clearly.
 async fn connect(db_source: Option<String>) -> anyhow::Result<Store> {
-    let url = db_source
-        .context("DB_SOURCE is not set (use --db-source or the DB_SOURCE environment variable)")?;
+    let url = db_source.context("DB_SOURCE is not set (environment, app.toml or --db-source)")?;
     let pool = DatabaseSettings::new(SecretString::from(url))
         .connect()
         .await

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenMaker;
 use crate::background;
@@ -24,6 +23,7 @@ use crate::config::{MailSenderChoice, Settings};
 use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
 use crate::mail::{LogSender, MailSender, OutboxWorker, SmtpSender};
+use crate::metrics::Metrics;
 use crate::service::BankService;
 use crate::store::Store;
 
@@ -41,6 +41,7 @@ pub struct Application {
     store: Store,
     idempotency_retention: Duration,
     outbox: OutboxWorker,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -69,18 +70,21 @@ impl Application {
                 .context("applying database migrations")?;
         }
         let tokens = TokenMaker::new(settings.token_key.expose_secret())?;
+        let metrics = Metrics::shared();
         let service = BankService::new(
             Arc::new(store.clone()),
             Arc::new(tokens),
             settings.token_lifetimes,
         )
-        .with_verification_ttl(settings.mail.verification_ttl);
+        .with_verification_ttl(settings.mail.verification_ttl)
+        .with_metrics(Arc::clone(&metrics));
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone());
         let state = AppState {
             service: service.clone(),
             store: store.clone(),
+            metrics: Arc::clone(&metrics),
         };
-        let router = http::router(state, settings.body_limit).layer(TraceLayer::new_for_http());
+        let router = http::router(state, settings.body_limit);
         let http_listener = TcpListener::bind(settings.http_address)
             .await
             .with_context(|| format!("binding HTTP to {}", settings.http_address))?;
@@ -95,6 +99,7 @@ impl Application {
             store,
             idempotency_retention: settings.idempotency_retention,
             outbox,
+            metrics,
         })
     }
 
@@ -148,7 +153,7 @@ impl Application {
         )
         .with_graceful_shutdown(until_stopped(stopped.clone()));
         let grpc = tonic::transport::Server::builder()
-            .layer(grpc::RpcLogLayer)
+            .layer(grpc::RpcLogLayer::new(Arc::clone(&self.metrics)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -20,26 +21,37 @@ use http_body::{Body, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// The metadata key carrying the request id, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+use crate::metrics::Metrics;
+pub use crate::telemetry::REQUEST_ID;
+use crate::telemetry::request_id;
 
-/// Longest caller-supplied request id kept; a longer one is replaced rather than logged.
-const MAX_REQUEST_ID_LEN: usize = 128;
+/// Logs and counts (`Metrics::rpc`) every RPC.
+#[derive(Clone, Debug, Default)]
+pub struct RpcLogLayer {
+    metrics: Arc<Metrics>,
+}
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RpcLogLayer;
+impl RpcLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for RpcLogLayer {
     type Service = RpcLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcLog { inner }
+        RpcLog {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RpcLog<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RpcLog<S>
@@ -63,6 +75,7 @@ where
             method: request.uri().path().to_owned(),
             request_id: id.clone(),
             started: Instant::now(),
+            metrics: Arc::clone(&self.metrics),
         }));
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -81,23 +94,6 @@ where
             Ok(response.map(|inner| LoggedBody { inner, record }))
         })
     }
-}
-
-/// Keeps a sane caller-supplied id (visible ASCII, bounded length), otherwise makes one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(REQUEST_ID)
-        .filter(|v| {
-            let bytes = v.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= MAX_REQUEST_ID_LEN
-                && bytes.iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid header value")
-        })
 }
 
 /// The canonical name of the `grpc-status` in `headers`, if there is one.
@@ -146,6 +142,7 @@ struct Rpc {
     method: String,
     request_id: HeaderValue,
     started: Instant,
+    metrics: Arc<Metrics>,
 }
 
 /// An RPC whose line is not written yet. Written at most once: by `finish`, or on drop as
@@ -155,7 +152,9 @@ struct Pending(Option<Rpc>);
 impl Pending {
     fn finish(&mut self, code: &'static str) {
         let Some(rpc) = self.0.take() else { return };
-        let duration_ms = rpc.started.elapsed().as_secs_f64() * 1000.0;
+        let took = rpc.started.elapsed();
+        rpc.metrics.rpc(&rpc.method, code, took);
+        let duration_ms = took.as_secs_f64() * 1000.0;
         let request_id = rpc.request_id.to_str().unwrap_or("-");
         if is_server_fault(code) {
             tracing::warn!(
@@ -286,13 +285,14 @@ mod tests {
     #[tokio::test]
     async fn a_trailers_only_error_is_logged_once_with_its_code_and_the_callers_request_id() {
         let (captured, _guard) = capture();
-        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
-            let response = Response::builder()
-                .header("grpc-status", "9")
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            Ok::<_, Infallible>(response)
-        }));
+        let service =
+            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+                let response = Response::builder()
+                    .header("grpc-status", "9")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            }));
 
         let response = service
             .oneshot(call(
@@ -320,16 +320,17 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_response_is_logged_when_its_trailers_pass() {
         let (captured, _guard) = capture();
-        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            let frames = vec![
-                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"message"))),
-                Ok(Frame::trailers(trailers)),
-            ];
-            let body = StreamBody::new(tokio_stream::iter(frames));
-            Ok::<_, Infallible>(Response::new(body))
-        }));
+        let service =
+            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                let frames = vec![
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"message"))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let body = StreamBody::new(tokio_stream::iter(frames));
+                Ok::<_, Infallible>(Response::new(body))
+            }));
 
         let response = service
             .oneshot(call("/simplebank.v1.SimpleBank/GetAccount", None))
@@ -357,9 +358,10 @@ mod tests {
     #[tokio::test]
     async fn a_response_dropped_before_its_status_is_logged_as_cancelled_at_most_once() {
         let (captured, _guard) = capture();
-        let service = RpcLogLayer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }));
+        let service =
+            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            }));
         let response = service
             .oneshot(call("/simplebank.v1.SimpleBank/ListEntries", None))
             .await
@@ -368,22 +370,6 @@ mod tests {
         let lines = captured.lines();
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("code=\"CANCELLED\""), "{}", lines[0]);
-    }
-
-    #[test]
-    fn unsafe_or_oversized_request_ids_are_replaced() {
-        for bad in ["", "has space", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
-            let mut headers = HeaderMap::new();
-            headers.insert(REQUEST_ID, HeaderValue::from_str(bad).unwrap());
-            let id = request_id(&headers);
-            assert!(
-                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
-                "{bad:?}"
-            );
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
     }
 
     #[test]

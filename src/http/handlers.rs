@@ -502,6 +502,25 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<HealthStatus>
     Ok(Json(HealthStatus { status: "ready" }))
 }
 
+/// Prometheus metrics in the text exposition format (see `crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+    )
+)]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(app.store.pool()),
+    )
+}
+
 /// What `/healthz` and `/readyz` answer when all is well.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct HealthStatus {

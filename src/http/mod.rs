@@ -5,9 +5,12 @@ mod dto;
 mod error;
 mod extract;
 mod handlers;
+mod request_log;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
+use axum::{Router, middleware};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,6 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::status_of;
 
+use crate::metrics::Metrics;
 use crate::service::BankService;
 use crate::store::Store;
 
@@ -26,8 +30,9 @@ pub const OPENAPI_PATH: &str = "/api-docs/openapi.json";
 #[derive(Clone)]
 pub struct AppState {
     pub service: BankService,
-    /// For `/readyz` only; operations go through the service.
+    /// For `/readyz` and the pool gauges of `/metrics`; operations go through the service.
     pub store: Store,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(OpenApi)]
@@ -66,6 +71,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
         .routes(routes!(create_user))
         .routes(routes!(login_user))
         .routes(routes!(logout_user))
@@ -87,12 +93,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().into_openapi()
 }
 
+/// Every route, with the request log and metrics around all of them (matched or not).
 pub fn router(state: AppState, body_limit: usize) -> Router {
+    let metrics = Arc::clone(&state.metrics);
     let (routes, document) = api().split_for_parts();
     routes
         .merge(SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, document))
+        .route_layer(middleware::from_fn(request_log::tag_route))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            request_log::log_request,
+        ))
         .with_state(state)
 }

@@ -25,6 +25,7 @@ pub use users::{
 };
 
 use crate::auth::{Principal, TokenMaker};
+use crate::metrics::Metrics;
 
 /// How long tokens live (simple_bank's defaults: 15 minutes and 24 hours).
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,7 @@ pub struct BankService {
     lifetimes: TokenLifetimes,
     /// How long an email verification code stays valid.
     verification_ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -66,7 +68,14 @@ impl BankService {
             tokens,
             lifetimes,
             verification_ttl: DEFAULT_VERIFICATION_TTL,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Money movements are counted here, by outcome, whichever transport asked.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn with_verification_ttl(mut self, ttl: Duration) -> Self {

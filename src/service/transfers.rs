@@ -53,6 +53,15 @@ impl MoneyAnswer {
             replayed: false,
         }
     }
+
+    /// The `money_movements_total` outcome label.
+    fn outcome_label(&self) -> &'static str {
+        match (&self.outcome, self.replayed) {
+            (_, true) => "replayed",
+            (Ok(_), false) => "committed",
+            (Err(error), false) => error.code().as_str(),
+        }
+    }
 }
 
 impl BankService {
@@ -78,7 +87,7 @@ impl BankService {
             other => other.into(),
         };
         let owner = principal.username.clone();
-        match key {
+        let answer = match key {
             None => MoneyAnswer::fresh(
                 self.store
                     .transfer(&transfer, Some(owner))
@@ -92,7 +101,13 @@ impl BankService {
                 };
                 self.move_once(principal, &movement, &key, refusal).await
             }
-        }
+        };
+        self.count("transfer", answer)
+    }
+
+    fn count(&self, kind: &'static str, answer: MoneyAnswer) -> MoneyAnswer {
+        self.metrics.money_movement(kind, answer.outcome_label());
+        answer
     }
 
     /// The owner of either account, or a banker.
@@ -124,9 +139,9 @@ impl BankService {
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
         if let Err(denied) = require_banker(principal, "deposit") {
-            return MoneyAnswer::fresh(Err(denied));
+            return self.count("deposit", MoneyAnswer::fresh(Err(denied)));
         }
-        match key {
+        let answer = match key {
             None => MoneyAnswer::fresh(
                 self.store
                     .deposit(account, amount, currency)
@@ -141,7 +156,8 @@ impl BankService {
                 };
                 self.move_once(principal, &movement, &key, Into::into).await
             }
-        }
+        };
+        self.count("deposit", answer)
     }
 
     /// Bankers only: money leaves the bank from `account`.
@@ -154,9 +170,9 @@ impl BankService {
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
         if let Err(denied) = require_banker(principal, "withdraw") {
-            return MoneyAnswer::fresh(Err(denied));
+            return self.count("withdrawal", MoneyAnswer::fresh(Err(denied)));
         }
-        match key {
+        let answer = match key {
             None => MoneyAnswer::fresh(
                 self.store
                     .withdraw(account, amount, currency)
@@ -171,7 +187,8 @@ impl BankService {
                 };
                 self.move_once(principal, &movement, &key, Into::into).await
             }
-        }
+        };
+        self.count("withdrawal", answer)
     }
 
     /// A movement under the caller's idempotency key. A replayed refusal goes through the same

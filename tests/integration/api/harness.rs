@@ -244,6 +244,17 @@ impl TestApp {
         }
     }
 
+    /// A request whose answer is not JSON: its status and text.
+    pub async fn call_raw(&self, method: Method, path: &str) -> (StatusCode, String) {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the server answers");
+        (response.status(), response.text().await.unwrap_or_default())
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call(Method::GET, path, Some(token), None).await
     }

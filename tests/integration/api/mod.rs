@@ -8,4 +8,5 @@ mod flows;
 mod idempotency;
 mod openapi;
 mod sessions;
+mod telemetry;
 mod verification;

@@ -3,4 +3,4 @@
 mod authorization;
 mod parity;
 mod reflection;
-mod rpcs;
+pub mod rpcs;

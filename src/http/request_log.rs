@@ -1,0 +1,67 @@
+//! One log line and one metrics sample per HTTP request: method, route, status, duration and
+//! request id. The request id is the caller's `x-request-id` when sane, a new UUID otherwise; it
+//! is passed on in the request and echoed in the response.
+//!
+//! The route is the matched template (`/v1/accounts/{id}`), which only the router knows: an inner
+//! `route_layer` (`tag_route`) copies it onto the response, where this outer layer reads it.
+//! Requests no route matched are counted under `unmatched`, so a scan of random paths cannot
+//! create a metrics series per path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::metrics::Metrics;
+use crate::telemetry::{REQUEST_ID, request_id};
+
+/// The route template of a matched request, carried on its response.
+#[derive(Clone)]
+pub struct RouteTag(pub String);
+
+pub async fn tag_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteTag(route));
+    }
+    response
+}
+
+pub async fn log_request(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+
+    let mut response = next.run(request).await;
+
+    let took = started.elapsed();
+    let status = response.status();
+    let route = response
+        .extensions()
+        .get::<RouteTag>()
+        .map_or("unmatched", |tag| tag.0.as_str())
+        .to_owned();
+    metrics.http_request(method.as_str(), &route, status.as_u16(), took);
+    let duration_ms = took.as_secs_f64() * 1000.0;
+    let request_id = id.to_str().unwrap_or("-");
+    // The raw path is logged (it helps to read a 404), the template is what metrics group by.
+    if status.is_server_error() {
+        tracing::warn!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), duration_ms, request_id, "request");
+    } else {
+        tracing::info!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), duration_ms, request_id, "request");
+    }
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
