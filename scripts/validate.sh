@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment files (`make validate`): nothing is pulled or deployed.
+#   - GitHub workflows against the workflow JSON schema (vendored in check-jsonschema);
+#   - Kubernetes manifests against the API schemas (kubernetes-validate, strict), and the
+#     cert-manager ClusterIssuer, which those schemas do not cover, against eks/schemas/;
+#   - the Dockerfile with hadolint; docker-compose.yml with `docker-compose config`;
+#   - every YAML file with yamllint.
+# Tools: pinned PyPI packages in .venv/ (scripts/requirements-validate.txt); Debian's
+# docker-compose, installed if missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/venv.sh scripts/requirements-validate.txt >/dev/null
+bin=.venv/bin
+step() { printf '== %s\n' "$*"; }
+
+step "yamllint"
+"$bin/yamllint" --strict -c .yamllint.yml .github/workflows docker-compose.yml eks .yamllint.yml
+
+step "GitHub workflows (workflow schema)"
+"$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+step "Kubernetes manifests (strict)"
+"$bin/kubernetes-validate" --strict --quiet eks/*.yaml
+"$bin/check-jsonschema" --schemafile eks/schemas/cert-manager-clusterissuer.json eks/issuer.yaml
+
+step "Dockerfile (hadolint)"
+"$bin/hadolint" Dockerfile
+
+step "docker-compose.yml"
+if ! command -v docker-compose >/dev/null 2>&1; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq docker-compose >/dev/null
+fi
+docker-compose -f docker-compose.yml config --quiet
+
+echo "validate: all deployment files pass"
