@@ -18,10 +18,11 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check lint fmt build migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
+.PHONY: help run test grpc-check e2e db-docs lint fmt build validate docker-build docker-builder-check compose-up evans \
+        new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 run: db-ready ## serve HTTP on :8080 and gRPC on :9090 (migrates first; Ctrl-C stops)
 	$(CARGO) run --quiet -- serve
@@ -39,6 +40,17 @@ grpc-check: db-ready ## call every gRPC RPC through reflection alone, as evans w
 	$(CARGO) build --locked --quiet
 	"$$(scripts/venv.sh)" scripts/grpc_check.py --binary target/debug/simplebank
 
+e2e: db-ready ## run the Postman collection (doc/postman) with newman against a fresh server
+	$(CARGO) build --locked --quiet
+	@scripts/e2e.py
+
+db-docs: ## render doc/db.dbml to SQL (doc/schema.sql) with the DBML CLI from npm
+	@mkdir -p .tools/npm
+	@test -x .tools/npm/node_modules/.bin/dbml2sql || npm install --prefix .tools/npm --no-save \
+	  --no-package-lock --no-audit --no-fund --loglevel=error @dbml/cli@6.6.0
+	.tools/npm/node_modules/.bin/dbml2sql doc/db.dbml --postgres -o doc/schema.sql
+	@echo "doc/schema.sql written from doc/db.dbml"
+
 lint: toolchain ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -48,6 +60,32 @@ fmt: toolchain ## format the code
 
 build: ## release build of the simplebank binary
 	$(CARGO) build --locked --release
+
+validate: ## offline checks of workflows, Kubernetes manifests, Dockerfile, compose file, YAML
+	@scripts/validate.sh
+
+docker-build: ## build the container image simplebank:dev (needs Docker and a reachable registry)
+	docker build --tag simplebank:dev .
+
+docker-builder-check: ## run the Dockerfile's builder stage here, without Docker
+	@scripts/docker_builder.py
+
+compose-up: ## PostgreSQL + the API in containers: HTTP :8080, gRPC :9090 (needs Docker)
+	@if docker compose version >/dev/null 2>&1; then docker compose up --build; \
+	else docker-compose up --build; fi
+
+evans: ## open evans' REPL on the local gRPC server (reflection: no .proto needed)
+	@command -v evans >/dev/null 2>&1 || { echo "evans is not installed (see github.com/ktr0731/evans); make grpc-check and buf curl work without it"; exit 1; }
+	evans --host localhost --port 9090 -r repl
+
+new-migration: ## create an empty reversible migration: make new-migration name=add_things
+	@test -n "$(name)" || { echo "usage: make new-migration name=add_things"; exit 2; }
+	@echo "$(name)" | grep -Eq '^[a-z0-9_]+$$' || { echo "name: lower case, digits and _ only"; exit 2; }
+	@stamp=$$(date -u +%Y%m%d%H%M%S); \
+	for dir in up down; do \
+	  file=migrations/$${stamp}_$(name).$$dir.sql; \
+	  printf -- '-- %s: %s\n' "$(name)" "$$dir" > $$file; echo "created $$file"; \
+	done
 
 migrate-up: db-ready ## apply pending migrations
 	$(CARGO) run --quiet -- migrate up

@@ -46,3 +46,68 @@ async fn migrations_are_reversible() {
             .unwrap();
     assert_eq!(settlement, simplebank::domain::Currency::ALL.len() as i64);
 }
+
+/// `(table, column, type, nullable)` as `doc/db.dbml` declares them.
+fn dbml_columns() -> Vec<(String, String, String, bool)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/db.dbml"))
+        .expect("doc/db.dbml exists");
+    let mut columns = Vec::new();
+    let mut table: Option<String> = None;
+    let mut depth = 0;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Table ") {
+            table = Some(rest.trim_end_matches('{').trim().to_owned());
+            depth = 1;
+            continue;
+        }
+        let Some(name) = &table else { continue };
+        if line.ends_with('{') {
+            depth += 1;
+            continue;
+        }
+        if line == "}" {
+            depth -= 1;
+            if depth == 0 {
+                table = None;
+            }
+            continue;
+        }
+        if depth != 1 || line.is_empty() || line.starts_with("//") || line.starts_with("Note") {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (column, kind) = (words.next().unwrap(), words.next().unwrap());
+        let attributes = line.split_once('[').map_or("", |(_, a)| a);
+        let nullable = !(attributes.starts_with("pk") || attributes.contains("not null"));
+        let kind = match kind {
+            "timestamptz" => "timestamp with time zone",
+            other => other,
+        };
+        columns.push((name.clone(), column.to_owned(), kind.to_owned(), nullable));
+    }
+    columns.sort();
+    columns
+}
+
+#[tokio::test]
+async fn the_dbml_document_matches_the_migrated_schema() {
+    let db = TestDb::new().await;
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let mut migrated: Vec<(String, String, String, bool)> = rows
+        .into_iter()
+        .map(|(t, c, k, n)| (t, c, k, n == "YES"))
+        .collect();
+    migrated.sort();
+    assert_eq!(
+        dbml_columns(),
+        migrated,
+        "doc/db.dbml and migrations/ disagree"
+    );
+}
