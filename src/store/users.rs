@@ -14,6 +14,36 @@ macro_rules! user_columns {
     };
 }
 
+/// The CTEs that start an email verification for the rows of `$source` (username, email) and
+/// queue its email: the code's hash is `$6`, its lifetime `$7` seconds, the code itself `$8`.
+/// Shared by sign-up and email change, which bind those three the same way (`bind_verification`).
+macro_rules! verification_ctes {
+    ($source:literal) => {
+        concat!(
+            "verification AS ( \
+                 INSERT INTO verify_emails (username, email, secret_code_hash, expired_at) \
+                 SELECT username, email, $6, now() + make_interval(secs => $7) FROM ",
+            $source,
+            " RETURNING id \
+             ), queued AS ( \
+                 INSERT INTO email_outbox (verify_email_id, secret_code) \
+                 SELECT id, $8 FROM verification \
+             )"
+        )
+    };
+}
+
+/// Binds `$6`..`$8` of `verification_ctes!`.
+fn bind_verification<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    verification: &'q NewVerification,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(verification.code.hash())
+        .bind(verification.valid_for.as_secs_f64())
+        .bind(verification.code.expose())
+}
+
 impl Store {
     /// Creates the user, its email verification and the outbox row that will deliver the code,
     /// in one statement (so one transaction): a user never exists without its verification
@@ -23,31 +53,23 @@ impl Store {
         new: &NewUser,
         verification: &NewVerification,
     ) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH u AS ( \
                  INSERT INTO users (username, hashed_password, full_name, email, role) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING ",
             user_columns!(),
-            "), verification AS ( \
-                 INSERT INTO verify_emails (username, email, secret_code_hash, expired_at) \
-                 SELECT username, email, $6, now() + make_interval(secs => $7) FROM u \
-                 RETURNING id \
-             ), queued AS ( \
-                 INSERT INTO email_outbox (verify_email_id, secret_code) \
-                 SELECT id, $8 FROM verification \
-             ) \
-             SELECT * FROM u"
+            "), ",
+            verification_ctes!("u"),
+            " SELECT * FROM u"
         ))
         .bind(new.username.as_str())
         .bind(new.hashed_password.expose_secret())
         .bind(new.full_name.as_str())
         .bind(new.email.as_str())
-        .bind(new.role.as_str())
-        .bind(verification.code.hash())
-        .bind(verification.valid_for.as_secs_f64())
-        .bind(verification.code.expose())
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(new.role.as_str());
+        let row = bind_verification(query, verification)
+            .fetch_one(&self.pool)
+            .await?;
         user_from_row(&row)
     }
 
@@ -78,7 +100,7 @@ impl Store {
         update: &UserUpdate,
         verification: &NewVerification,
     ) -> Result<User, StoreError> {
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH old AS MATERIALIZED ( \
                  SELECT email AS old_email FROM users WHERE username = $1 AND username <> $5 \
                  FOR NO KEY UPDATE \
@@ -100,27 +122,19 @@ impl Store {
                  FROM verify_emails v, changed \
                  WHERE v.id = o.verify_email_id AND v.username = changed.username \
                    AND o.sent_at IS NULL AND o.abandoned_at IS NULL \
-             ), verification AS ( \
-                 INSERT INTO verify_emails (username, email, secret_code_hash, expired_at) \
-                 SELECT username, email, $6, now() + make_interval(secs => $7) FROM changed \
-                 RETURNING id \
-             ), queued AS ( \
-                 INSERT INTO email_outbox (verify_email_id, secret_code) \
-                 SELECT id, $8 FROM verification \
-             ) \
-             SELECT * FROM u"
+             ), ",
+            verification_ctes!("changed"),
+            " SELECT * FROM u"
         ))
         .bind(username.as_str())
         .bind(update.full_name.as_ref().map(FullName::as_str))
         .bind(update.email.as_ref().map(Email::as_str))
         .bind(update.hashed_password.as_ref().map(|h| h.expose_secret()))
-        .bind(BANK_USERNAME)
-        .bind(verification.code.hash())
-        .bind(verification.valid_for.as_secs_f64())
-        .bind(verification.code.expose())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound(Entity::User))?;
+        .bind(BANK_USERNAME);
+        let row = bind_verification(query, verification)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::User))?;
         user_from_row(&row)
     }
 
