@@ -85,6 +85,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "VERIFY_EMAIL_BASE_URL",
     "VERIFY_EMAIL_TTL",
     "LOG_FORMAT",
+    "ALLOWED_ORIGINS",
 ];
 
 /// The merged layers, as raw strings by setting name.
@@ -238,6 +239,9 @@ pub struct Settings {
     /// from the first request; older records are purged.
     pub idempotency_retention: Duration,
     pub mail: MailSettings,
+    /// `ALLOWED_ORIGINS`: browser origins allowed to call the HTTP API (CORS), comma-separated,
+    /// e.g. `http://localhost:3000,https://bank.example.com`. Empty (the default): none.
+    pub allowed_origins: Vec<http::HeaderValue>,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -336,6 +340,7 @@ impl Settings {
             },
             verification_ttl: lifetime("VERIFY_EMAIL_TTL", DEFAULT_VERIFICATION_TTL)?,
         };
+        let allowed_origins = allowed_origins(get("ALLOWED_ORIGINS").as_deref())?;
         let body_limit = match get("HTTP_BODY_LIMIT") {
             Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
             None => 64 * 1024,
@@ -350,6 +355,7 @@ impl Settings {
             body_limit,
             idempotency_retention,
             mail,
+            allowed_origins,
             run_migrations: true,
         })
     }
@@ -418,6 +424,31 @@ fn mail_sender(
             reason: "must be log or smtp".into(),
         }),
     }
+}
+
+/// Each origin must be `scheme://host[:port]`, as browsers send it in `Origin`.
+fn allowed_origins(raw: Option<&str>) -> Result<Vec<http::HeaderValue>, ConfigError> {
+    let invalid = |origin: &str| ConfigError::Invalid {
+        key: "ALLOWED_ORIGINS",
+        reason: format!(
+            "`{origin}` is not an origin like https://bank.example.com (no path, no trailing /)"
+        ),
+    };
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| invalid(origin))?;
+            if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '*']) {
+                return Err(invalid(origin));
+            }
+            http::HeaderValue::from_str(origin).map_err(|_| invalid(origin))
+        })
+        .collect()
 }
 
 /// `VERIFY_EMAIL_BASE_URL`: the public address of the HTTP API, which verification links point at.
@@ -610,6 +641,16 @@ mod tests {
         assert_eq!(s.token_lifetimes.access, Duration::from_secs(900));
         assert_eq!(s.token_lifetimes.refresh, Duration::from_secs(86_400));
         assert_eq!(s.body_limit, 65_536);
+        assert!(s.allowed_origins.is_empty());
+        let s = settings(&[
+            DB,
+            (
+                "ALLOWED_ORIGINS",
+                "http://localhost:3000, https://bank.example.com",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.allowed_origins.len(), 2);
     }
 
     #[test]
@@ -676,6 +717,10 @@ mod tests {
             ("MAIL_SENDER", "pigeon"),
             ("VERIFY_EMAIL_BASE_URL", "ftp://bank"),
             ("VERIFY_EMAIL_TTL", "brief"),
+            (
+                "ALLOWED_ORIGINS",
+                "https://ok.example,https://bad.example/path",
+            ),
         ] {
             let err = settings(&[DB, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

@@ -84,7 +84,7 @@ impl Application {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
         };
-        let router = http::router(state, settings.body_limit);
+        let router = http::router(state, settings.body_limit, settings.allowed_origins.clone());
         let http_listener = TcpListener::bind(settings.http_address)
             .await
             .with_context(|| format!("binding HTTP to {}", settings.http_address))?;

@@ -10,7 +10,9 @@ mod request_log;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::{Router, middleware};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -93,19 +95,43 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().into_openapi()
 }
 
-/// Every route, with the request log and metrics around all of them (matched or not).
-pub fn router(state: AppState, body_limit: usize) -> Router {
+/// Every route, with the request log and metrics around all of them (matched or not), and CORS
+/// for `allowed_origins` (none: no CORS headers, so browsers on other origins are refused).
+pub fn router(state: AppState, body_limit: usize, allowed_origins: Vec<HeaderValue>) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let (routes, document) = api().split_for_parts();
-    routes
+    let mut router = routes
         .merge(SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, document))
         .route_layer(middleware::from_fn(request_log::tag_route))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    if !allowed_origins.is_empty() {
+        router = router.layer(cors(allowed_origins));
+    }
+    router
         .layer(middleware::from_fn_with_state(
             metrics,
             request_log::log_request,
         ))
         .with_state(state)
+}
+
+/// What a browser app needs: the API's methods and request headers, and the response headers
+/// it may read (the request id and the idempotent-replay mark).
+fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }

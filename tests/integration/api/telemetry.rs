@@ -71,3 +71,63 @@ async fn metrics_count_requests_by_route_rpcs_and_money_by_outcome() {
     }
     assert!(!text.contains("12345"), "raw paths never become labels");
 }
+
+#[tokio::test]
+async fn browsers_on_allowed_origins_get_cors_headers_and_others_do_not() {
+    let app = TestApp::spawn_with(&[("ALLOWED_ORIGINS", "https://app.example")]).await;
+    let preflight = app
+        .call_with(
+            Method::OPTIONS,
+            "/v1/transfers",
+            None,
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type,idempotency-key",
+                ),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(preflight.status, StatusCode::OK);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .contains("idempotency-key")
+    );
+
+    let allowed = app
+        .call_with(
+            Method::GET,
+            "/healthz",
+            None,
+            &[("origin", "https://app.example")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert!(
+        allowed
+            .header("access-control-expose-headers")
+            .contains("x-request-id")
+    );
+    let other = app
+        .call_with(
+            Method::GET,
+            "/healthz",
+            None,
+            &[("origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert_eq!(other.header("access-control-allow-origin"), "");
+}
