@@ -86,6 +86,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "VERIFY_EMAIL_TTL",
     "LOG_FORMAT",
     "ALLOWED_ORIGINS",
+    "SIMPLE_BANK_COMPAT",
 ];
 
 /// The merged layers, as raw strings by setting name.
@@ -242,6 +243,8 @@ pub struct Settings {
     /// `ALLOWED_ORIGINS`: browser origins allowed to call the HTTP API (CORS), comma-separated,
     /// e.g. `http://localhost:3000,https://bank.example.com`. Empty (the default): none.
     pub allowed_origins: Vec<http::HeaderValue>,
+    /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
+    pub simple_bank_compat: bool,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -341,6 +344,16 @@ impl Settings {
             verification_ttl: lifetime("VERIFY_EMAIL_TTL", DEFAULT_VERIFICATION_TTL)?,
         };
         let allowed_origins = allowed_origins(get("ALLOWED_ORIGINS").as_deref())?;
+        let simple_bank_compat = match get("SIMPLE_BANK_COMPAT").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "SIMPLE_BANK_COMPAT",
+                    reason: "must be true or false".into(),
+                });
+            }
+        };
         let body_limit = match get("HTTP_BODY_LIMIT") {
             Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
             None => 64 * 1024,
@@ -356,6 +369,7 @@ impl Settings {
             idempotency_retention,
             mail,
             allowed_origins,
+            simple_bank_compat,
             run_migrations: true,
         })
     }

@@ -84,7 +84,14 @@ impl Application {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
         };
-        let router = http::router(state, settings.body_limit, settings.allowed_origins.clone());
+        let router = http::router(
+            state,
+            http::HttpOptions {
+                body_limit: settings.body_limit,
+                allowed_origins: settings.allowed_origins.clone(),
+                simple_bank_compat: settings.simple_bank_compat,
+            },
+        );
         let http_listener = TcpListener::bind(settings.http_address)
             .await
             .with_context(|| format!("binding HTTP to {}", settings.http_address))?;

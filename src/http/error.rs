@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 use crate::domain::ValidationError;
 use crate::service::{ErrorCode, ServiceError};
 
+/// What handlers return: their answer, or an error in the table's shape.
+pub type ApiResult<T> = Result<T, ApiError>;
+
 /// The HTTP status of each error code. Exhaustive, no `_` arm: a new code cannot be forgotten.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {

@@ -8,14 +8,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::dto::*;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
 use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, TransferReceipt, Username,
 };
 use crate::service::{MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_verification};
-
-type ApiResult<T> = Result<T, ApiError>;
 
 fn username_in_path(raw: &str) -> ApiResult<Username> {
     Ok(Username::parse(raw)?)

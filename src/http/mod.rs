@@ -1,6 +1,7 @@
 //! The HTTP JSON API (axum): routes of SPEC §3 over `BankService`, errors in SPEC §4's shape, and
 //! the OpenAPI document generated from the same handler annotations (Swagger UI at `/swagger-ui`).
 
+mod compat;
 mod dto;
 mod error;
 mod extract;
@@ -49,7 +50,8 @@ pub struct AppState {
         (name = "users", description = "Sign up, log in, sessions, profiles and roles"),
         (name = "accounts", description = "Accounts and statements"),
         (name = "transfers", description = "Transfers, deposits and withdrawals"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "simple_bank compatibility", description = "simple_bank's own routes and JSON shapes, served only with SIMPLE_BANK_COMPAT=true; see doc/simple_bank-compat.md for every difference"),
     )
 )]
 struct ApiDoc;
@@ -90,24 +92,50 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(get_transfer))
 }
 
+/// How the HTTP side is set up (from `Settings`).
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// CORS origins; none means no CORS headers.
+    pub allowed_origins: Vec<HeaderValue>,
+    /// Also serve simple_bank's routes and shapes (`SIMPLE_BANK_COMPAT`).
+    pub simple_bank_compat: bool,
+}
+
+/// The routes of `options` and their OpenAPI document: the compatibility routes appear in the
+/// document exactly when they are served.
+fn api_with(options: &HttpOptions) -> OpenApiRouter<AppState> {
+    let api = api();
+    if options.simple_bank_compat {
+        api.merge(compat::routes())
+    } else {
+        api
+    }
+}
+
 /// The OpenAPI document alone (for tests and tooling).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+pub fn openapi(simple_bank_compat: bool) -> utoipa::openapi::OpenApi {
+    api_with(&HttpOptions {
+        simple_bank_compat,
+        ..HttpOptions::default()
+    })
+    .into_openapi()
 }
 
 /// Every route, with the request log and metrics around all of them (matched or not), and CORS
 /// for `allowed_origins` (none: no CORS headers, so browsers on other origins are refused).
-pub fn router(state: AppState, body_limit: usize, allowed_origins: Vec<HeaderValue>) -> Router {
+pub fn router(state: AppState, options: HttpOptions) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    let (routes, document) = api().split_for_parts();
+    let (routes, document) = api_with(&options).split_for_parts();
     let mut router = routes
         .merge(SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, document))
         .route_layer(middleware::from_fn(request_log::tag_route))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit));
-    if !allowed_origins.is_empty() {
-        router = router.layer(cors(allowed_origins));
+        .layer(DefaultBodyLimit::max(options.body_limit));
+    if !options.allowed_origins.is_empty() {
+        router = router.layer(cors(options.allowed_origins));
     }
     router
         .layer(middleware::from_fn_with_state(

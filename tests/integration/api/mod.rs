@@ -3,6 +3,7 @@
 pub mod harness;
 
 pub mod authorization;
+mod compat;
 mod errors;
 mod flows;
 mod idempotency;
