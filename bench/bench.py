@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""`make bench`: how fast a transfer is, measured side by side in one run against one PostgreSQL.
+
+Implemented so far (issue 7, first part):
+  A  simple_bank's SQL: pgbench replaying, per transfer, the statements simple_bank's Go server
+     sends (read from-account, read to-account, BEGIN, insert transfer, insert two entries, two
+     `balance = balance + x` updates in ascending id order, COMMIT: nine round trips, prepared),
+     on a copy of simple_bank's tables in schema `sb`.
+  B  our transfer SQL: pgbench running exactly the statement our server sends for one transfer
+     (MOVE_MONEY, read from src/store/transfers.rs at run time, so it cannot drift).
+Both on 10,000 funded accounts, at concurrency 16 and 64, each for a fixed time after a warm-up.
+Afterwards the ledger invariants are checked; the table goes to stdout and bench/results/.
+Not yet: C/D/E (our HTTP and gRPC APIs under a Rust load generator) and group commit.
+
+This is not a test and never runs in `make test`. Ratios between rows of the same run are the
+result; absolute numbers depend on the machine and on whatever else it is doing.
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target/release/simplebank"
+ACCOUNTS = 10_000
+FIRST_ID = 100_000  # account ids are 6 digits, and each owner's username is its account id
+BALANCE = 1_000_000_000
+AMOUNT = 1
+
+
+def pg_bin(name):
+    for version in sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (version / name).exists():
+            return str(version / name)
+    return name
+
+
+def psql(url, sql):
+    return subprocess.run([pg_bin("psql"), url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def with_database(url, name):
+    return re.sub(r"/[^/?]+(\?|$)", f"/{name}\\1", url, count=1)
+
+
+def setup(base_url):
+    """A fresh `simplebank_bench` database: our migrations, then both seeds."""
+    admin = with_database(base_url, "postgres")
+    psql(admin, "DROP DATABASE IF EXISTS simplebank_bench WITH (FORCE)")
+    psql(admin, "CREATE DATABASE simplebank_bench")
+    url = with_database(base_url, "simplebank_bench")
+    subprocess.run([BINARY, "migrate", "up"], check=True,
+                   env=dict(os.environ, DB_SOURCE=url, NO_COLOR="1"), stdout=subprocess.DEVNULL)
+    last = FIRST_ID + ACCOUNTS - 1
+    # Ours: users, accounts funded by real deposits (transfer + two entries each) so the ledger
+    # invariants hold from the start.
+    psql(url, f"""
+        BEGIN;
+        SELECT setval(pg_get_serial_sequence('accounts', 'id'), {FIRST_ID - 1});
+        INSERT INTO users (username, hashed_password, full_name, email)
+            SELECT g::text, '!', 'bench user', g::text || '@bench.invalid'
+            FROM generate_series({FIRST_ID}, {last}) g;
+        INSERT INTO accounts (owner, currency) SELECT g::text, 'USD' FROM generate_series({FIRST_ID}, {last}) g;
+        WITH bank AS (SELECT id FROM accounts WHERE kind = 'settlement' AND currency = 'USD'),
+        t AS (
+            INSERT INTO transfers (from_account_id, to_account_id, amount, currency)
+            SELECT bank.id, a.id, {BALANCE}, 'USD' FROM accounts a, bank
+            WHERE a.kind = 'customer' ORDER BY a.id RETURNING id, from_account_id, to_account_id
+        ),
+        e AS (
+            INSERT INTO entries (account_id, transfer_id, amount, balance_after)
+            SELECT to_account_id, id, {BALANCE}, {BALANCE} FROM t
+            UNION ALL
+            SELECT from_account_id, id, -{BALANCE}, -{BALANCE} * row_number() OVER (ORDER BY id) FROM t
+        )
+        SELECT count(*) FROM t;
+        UPDATE accounts SET balance = {BALANCE} WHERE kind = 'customer';
+        UPDATE accounts SET balance = -{BALANCE}::bigint * {ACCOUNTS}
+            WHERE kind = 'settlement' AND currency = 'USD';
+        COMMIT;
+    """)
+    psql(url, "VACUUM ANALYZE")
+    # simple_bank's tables (its schema: no balance CHECK, entries without balance_after).
+    psql(url, f"""
+        CREATE SCHEMA sb;
+        CREATE TABLE sb.accounts (id bigserial PRIMARY KEY, owner varchar NOT NULL,
+            balance bigint NOT NULL, currency varchar NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON sb.accounts (owner);
+        CREATE UNIQUE INDEX ON sb.accounts (owner, currency);
+        CREATE TABLE sb.entries (id bigserial PRIMARY KEY,
+            account_id bigint NOT NULL REFERENCES sb.accounts (id), amount bigint NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON sb.entries (account_id);
+        CREATE TABLE sb.transfers (id bigserial PRIMARY KEY,
+            from_account_id bigint NOT NULL REFERENCES sb.accounts (id),
+            to_account_id bigint NOT NULL REFERENCES sb.accounts (id),
+            amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON sb.transfers (from_account_id);
+        CREATE INDEX ON sb.transfers (to_account_id);
+        CREATE INDEX ON sb.transfers (from_account_id, to_account_id);
+        INSERT INTO sb.accounts (id, owner, balance, currency)
+            SELECT g, g::text, {BALANCE}, 'USD' FROM generate_series({FIRST_ID}, {last}) g;
+    """)
+    psql(url, "VACUUM ANALYZE")
+    return url
+
+
+PICK = f"""\\set from random({FIRST_ID}, {FIRST_ID + ACCOUNTS - 1})
+\\set to random({FIRST_ID}, {FIRST_ID + ACCOUNTS - 2})
+\\if :to >= :from
+\\set to :to + 1
+\\endif
+\\set lo least(:from, :to)
+\\set hi greatest(:from, :to)
+"""
+
+# A: the nine statements simple_bank's TransferTx handler sends for one transfer.
+SIMPLE_BANK = PICK + f"""SELECT id, owner, balance, currency, created_at FROM sb.accounts WHERE id = :from LIMIT 1;
+SELECT id, owner, balance, currency, created_at FROM sb.accounts WHERE id = :to LIMIT 1;
+BEGIN;
+INSERT INTO sb.transfers (from_account_id, to_account_id, amount) VALUES (:from, :to, {AMOUNT}) RETURNING id, from_account_id, to_account_id, amount, created_at;
+INSERT INTO sb.entries (account_id, amount) VALUES (:from, -{AMOUNT}) RETURNING id, account_id, amount, created_at;
+INSERT INTO sb.entries (account_id, amount) VALUES (:to, {AMOUNT}) RETURNING id, account_id, amount, created_at;
+\\if :from < :to
+UPDATE sb.accounts SET balance = balance + -{AMOUNT} WHERE id = :from RETURNING id, owner, balance, currency, created_at;
+UPDATE sb.accounts SET balance = balance + {AMOUNT} WHERE id = :to RETURNING id, owner, balance, currency, created_at;
+\\else
+UPDATE sb.accounts SET balance = balance + {AMOUNT} WHERE id = :to RETURNING id, owner, balance, currency, created_at;
+UPDATE sb.accounts SET balance = balance + -{AMOUNT} WHERE id = :from RETURNING id, owner, balance, currency, created_at;
+\\endif
+COMMIT;
+"""
+
+
+def our_transfer_script():
+    """B: MOVE_MONEY exactly as the server sends it, its $n bound to pgbench variables."""
+    source = (ROOT / "src/store/transfers.rs").read_text()
+    sql = re.search(r'const MOVE_MONEY: &str = r#"(.*?)"#;', source, re.S).group(1)
+    # $1 from, $2 to, $3 amount, $4 currency, $5 movement, $6 owner (the from-account's owner,
+    # whose username is the account id). sqlx declares each parameter's type in its Parse
+    # message; pgbench declares none, so the same types are written as casts.
+    for n, value in [(6, ":owner::text"), (5, ":movement::text"), (4, ":currency::text"),
+                     (3, ":amount::bigint"), (2, ":to::bigint"), (1, ":from::bigint")]:
+        sql = sql.replace(f"${n}", value)
+    body = " ".join(line.strip() for line in sql.strip().splitlines())
+    # pgbench's \\set is numeric only: the text parameters come from -D (see `pgbench`).
+    return PICK + f"\\set amount {AMOUNT}\n\\set owner :from\n" + body + ";\n"
+
+
+def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
+    path = pathlib.Path(log_dir) / f"{tag}.sql"
+    path.write_text(script)
+    common = [pg_bin("pgbench"), "-n", "-M", "prepared", "-c", str(clients),
+              "-j", str(min(clients, 4)), "-D", "currency=USD", "-D", "movement=transfer",
+              "-f", str(path)]
+    subprocess.run(common + ["-T", str(warmup), url], check=True, capture_output=True)
+    prefix = pathlib.Path(log_dir) / tag
+    run = subprocess.run(common + ["-T", str(seconds), "-l", "--log-prefix", str(prefix), url],
+                         check=True, capture_output=True, text=True, cwd=log_dir)
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", run.stdout).group(1))
+    failed = int(re.search(r"number of failed transactions: (\d+)", run.stdout).group(1)) \
+        if "number of failed transactions" in run.stdout else 0
+    latencies = []
+    for log in pathlib.Path(log_dir).glob(f"{tag}.*"):
+        if log.suffix == ".sql":
+            continue
+        for line in log.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                latencies.append(int(fields[2]) / 1000.0)
+        log.unlink()
+    latencies.sort()
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    return {"tps": tps, "p50": p50, "p99": p99, "failed": failed}
+
+
+def check_invariants(url):
+    broken = psql(url, """
+        SELECT count(*) FROM accounts a
+        WHERE a.balance <> (SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)
+    """)
+    total = psql(url, "SELECT coalesce(sum(balance), 0) FROM accounts WHERE currency = 'USD'")
+    negative = psql(url, "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < 0")
+    sb_total = psql(url, "SELECT sum(balance) FROM sb.accounts")
+    problems = []
+    if broken != "0":
+        problems.append(f"{broken} accounts whose balance is not the sum of their entries")
+    if total != "0":
+        problems.append(f"USD does not sum to zero: {total}")
+    if negative != "0":
+        problems.append(f"{negative} negative customer balances")
+    if int(sb_total) != BALANCE * ACCOUNTS:
+        problems.append(f"simple_bank's copy lost money: {sb_total}")
+    return problems
+
+
+def main():
+    global BINARY
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20, help="measured time per row")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--clients", default="16,64")
+    parser.add_argument("--binary", default=str(BINARY), help="the simplebank binary to migrate with")
+    args = parser.parse_args()
+    BINARY = pathlib.Path(args.binary)
+    base = os.environ.get("DB_SOURCE") or sys.exit("DB_SOURCE must be set (make bench sets it)")
+    print("bench: seeding 10,000 funded accounts (ours and simple_bank's copy)", flush=True)
+    url = setup(base)
+    rows = []
+    with tempfile.TemporaryDirectory() as logs:
+        for clients in (int(c) for c in args.clients.split(",")):
+            for name, script in [("A simple_bank SQL", SIMPLE_BANK), ("B our transfer SQL", our_transfer_script())]:
+                print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
+                result = pgbench(url, script, clients, args.seconds, args.warmup, logs,
+                                 f"{name[0]}{clients}")
+                rows.append((name, clients, result))
+    problems = check_invariants(url)
+
+    lines = ["| row | clients | transfers/s | p50 ms | p99 ms | failed |", "|---|---|---|---|---|---|"]
+    for name, clients, r in rows:
+        lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['failed']} |")
+    by = {(name[0], clients): r for name, clients, r in rows}
+    lines.append("")
+    for clients in sorted({c for _, c, _ in rows}):
+        a, b = by.get(("A", clients)), by.get(("B", clients))
+        if a and b:
+            lines.append(f"- B/A at {clients} clients: {b['tps'] / a['tps']:.2f}")
+    lines.append("- C, D, E (HTTP and gRPC APIs, hot pair): not measured yet")
+    lines.append("- ledger invariants after the run: " + ("hold" if not problems else "; ".join(problems)))
+    table = "\n".join(lines)
+    print(table)
+
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
+               f"{psql(url, 'SHOW server_version')} (PostgreSQL), Linux {platform.release()}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    out = results / f"{stamp}.md"
+    out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
+                   f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up.\n\n"
+                   f"{table}\n")
+    print(f"bench: written to {out.relative_to(ROOT)}")
+    if problems:
+        sys.exit("bench: ledger invariants broken")
+
+
+if __name__ == "__main__":
+    main()
