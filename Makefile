@@ -44,8 +44,8 @@ e2e: db-ready ## run the Postman collection (doc/postman) with newman against a 
 	$(CARGO) build --locked --quiet
 	@scripts/e2e.py
 
-bench: db-ready ## transfers/s side by side: simple_bank's SQL vs ours (bench/; not a test)
-	$(CARGO) build --locked --release --quiet
+bench: db-ready ## transfers/s side by side: simple_bank's SQL, ours, our HTTP and gRPC APIs (not a test)
+	$(CARGO) build --locked --release --quiet --features bench --bins
 	@bench/bench.py
 
 db-docs: ## render doc/db.dbml to SQL (doc/schema.sql) with the DBML CLI from npm
@@ -57,7 +57,7 @@ db-docs: ## render doc/db.dbml to SQL (doc/schema.sql) with the DBML CLI from np
 
 lint: toolchain ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all

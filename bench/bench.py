@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """`make bench`: how fast a transfer is, measured side by side in one run against one PostgreSQL.
 
-Implemented so far (issue 7, first part):
+Rows:
   A  simple_bank's SQL: pgbench replaying, per transfer, the statements simple_bank's Go server
      sends (read from-account, read to-account, BEGIN, insert transfer, insert two entries, two
      `balance = balance + x` updates in ascending id order, COMMIT: nine round trips, prepared),
      on a copy of simple_bank's tables in schema `sb`.
   B  our transfer SQL: pgbench running exactly the statement our server sends for one transfer
      (MOVE_MONEY, read from src/store/transfers.rs at run time, so it cannot drift).
-Both on 10,000 funded accounts, at concurrency 16 and 64, each for a fixed time after a warm-up.
-Afterwards the ledger invariants are checked; the table goes to stdout and bench/results/.
-Not yet: C/D/E (our HTTP and gRPC APIs under a Rust load generator) and group commit.
+  C  our HTTP API, D  our gRPC API: the release server under `simplebank-loadgen` (Rust,
+     keep-alive connections, every request authenticated as the from-account's owner, random
+     from/to accounts), counting only 2xx / OK;
+  E  hot pair: C with every transfer between the same two accounts, both directions.
+All on 10,000 funded accounts whose users are all logged in, at concurrency 16 and 64, each for
+a fixed time after a warm-up. Afterwards the ledger invariants are checked; the table (with the
+server's peak RSS and the ratios C/A, D/A, C/B) goes to stdout and bench/results/.
 
 This is not a test and never runs in `make test`. Ratios between rows of the same run are the
 result; absolute numbers depend on the machine and on whatever else it is doing.
@@ -18,6 +22,10 @@ result; absolute numbers depend on the machine and on whatever else it is doing.
 
 import argparse
 import datetime
+import json
+import signal
+import time
+import urllib.request
 import os
 import pathlib
 import platform
@@ -29,6 +37,9 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY = ROOT / "target/release/simplebank"
+LOADGEN = ROOT / "target/release/simplebank-loadgen"
+TOKEN_KEY = "bench-key-of-exactly-32-bytes..."
+PASSWORD = "bench-password"
 ACCOUNTS = 10_000
 FIRST_ID = 100_000  # account ids are 6 digits, and each owner's username is its account id
 BALANCE = 1_000_000_000
@@ -184,6 +195,68 @@ def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
     return {"tps": tps, "p50": p50, "p99": p99, "failed": failed}
 
 
+class Server:
+    """The release server on free ports over the bench database."""
+
+    def __init__(self, url, log_path):
+        env = dict(os.environ, DB_SOURCE=url, HTTP_SERVER_ADDRESS="127.0.0.1:0",
+                   GRPC_SERVER_ADDRESS="127.0.0.1:0", TOKEN_SYMMETRIC_KEY=TOKEN_KEY,
+                   ENVIRONMENT="production", MAIL_SENDER="log", LOG_FORMAT="json",
+                   DB_MAX_CONNECTIONS="32", NO_COLOR="1")
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([BINARY, "serve", "--no-migrate"], env=env,
+                                        stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        self.http = self.grpc = None
+        while time.monotonic() < deadline and not (self.http and self.grpc):
+            text = pathlib.Path(log_path).read_text()
+            http = re.search(r'"message":"HTTP API listening","address":"([^"]+)"', text)
+            grpc = re.search(r'"message":"gRPC API listening","address":"([^"]+)"', text)
+            self.http = http and f"http://{http.group(1)}"
+            self.grpc = grpc and f"http://{grpc.group(1)}"
+            time.sleep(0.2)
+        if not (self.http and self.grpc):
+            self.stop()
+            sys.exit(f"bench: the server did not start; see {log_path}")
+
+    def peak_rss_mib(self):
+        status = pathlib.Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def log_everyone_in(url, server, work):
+    """One user signs up over HTTP; every bench user gets its password hash; all log in."""
+    body = json.dumps({"username": "benchseed", "full_name": "bench seed",
+                       "email": "seed@bench.invalid", "password": PASSWORD}).encode()
+    request = urllib.request.Request(f"{server.http}/v1/users", data=body,
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    psql(url, "UPDATE users SET hashed_password = (SELECT hashed_password FROM users "
+              "WHERE username = 'benchseed') WHERE hashed_password = '!' AND username <> 'simplebank'")
+    users = pathlib.Path(work) / "users.txt"
+    users.write_text("".join(f"{FIRST_ID + i} {PASSWORD}\n" for i in range(ACCOUNTS)))
+    tokens = pathlib.Path(work) / "tokens.txt"
+    subprocess.run([LOADGEN, "login", "--http", server.http, "--users", users, "--out", tokens,
+                    "--concurrency", "8"], check=True)
+    return tokens
+
+
+def loadgen(api, url, tokens, clients, seconds, warmup, hot=False):
+    command = [LOADGEN, "run", "--api", api, "--url", url, "--tokens", tokens,
+               "--concurrency", str(clients), "--seconds", str(seconds), "--warmup", str(warmup)]
+    if hot:
+        command.append("--hot")
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    failed = sum(report["errors"].values())
+    return {"tps": report["tps"], "p50": report["p50_ms"], "p99": report["p99_ms"],
+            "failed": failed, "errors": report["errors"]}
+
+
 def check_invariants(url):
     broken = psql(url, """
         SELECT count(*) FROM accounts a
@@ -224,18 +297,44 @@ def main():
                 result = pgbench(url, script, clients, args.seconds, args.warmup, logs,
                                  f"{name[0]}{clients}")
                 rows.append((name, clients, result))
+        print("bench: starting the release server and logging 10,000 users in", flush=True)
+        server = Server(url, ROOT / "target" / "bench-server.log")
+        try:
+            tokens = log_everyone_in(url, server, logs)
+        finally:
+            server.stop()
+        # A fresh process for the measured rows, so its peak RSS is that of transfer load, not
+        # of 10,000 argon2 logins. The tokens stay valid: same key, sessions in the database.
+        server = Server(url, ROOT / "target" / "bench-server.log")
+        try:
+            for clients in (int(c) for c in args.clients.split(",")):
+                for name, api, target, hot in [("C our HTTP API", "http", server.http, False),
+                                               ("D our gRPC API", "grpc", server.grpc, False),
+                                               ("E hot pair (HTTP)", "http", server.http, True)]:
+                    print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
+                    result = loadgen(api, target, tokens, clients, args.seconds, args.warmup, hot)
+                    rows.append((name, clients, result))
+            peak_rss = server.peak_rss_mib()
+        finally:
+            server.stop()
     problems = check_invariants(url)
 
-    lines = ["| row | clients | transfers/s | p50 ms | p99 ms | failed |", "|---|---|---|---|---|---|"]
+    lines = ["| row | clients | transfers/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, clients, r in rows:
-        lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['failed']} |")
+        errors = ", ".join(f"{code} {n}" for code, n in sorted(r.get("errors", {}).items())) \
+            or str(r["failed"])
+        lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {errors} |")
     by = {(name[0], clients): r for name, clients, r in rows}
     lines.append("")
     for clients in sorted({c for _, c, _ in rows}):
         a, b = by.get(("A", clients)), by.get(("B", clients))
-        if a and b:
-            lines.append(f"- B/A at {clients} clients: {b['tps'] / a['tps']:.2f}")
-    lines.append("- C, D, E (HTTP and gRPC APIs, hot pair): not measured yet")
+        c, d = by.get(("C", clients)), by.get(("D", clients))
+        ratios = [f"B/A {b['tps'] / a['tps']:.2f}"]
+        if c and d:
+            ratios += [f"C/A {c['tps'] / a['tps']:.2f}", f"D/A {d['tps'] / a['tps']:.2f}",
+                       f"C/B {c['tps'] / b['tps']:.2f}"]
+        lines.append(f"- at {clients} clients: " + ", ".join(ratios))
+    lines.append(f"- server peak RSS over the C, D and E rows: {peak_rss:.0f} MiB")
     lines.append("- ledger invariants after the run: " + ("hold" if not problems else "; ".join(problems)))
     table = "\n".join(lines)
     print(table)
