@@ -86,23 +86,43 @@ impl BankService {
             ),
             other => other.into(),
         };
-        let owner = principal.username.clone();
-        let answer = match key {
-            None => MoneyAnswer::fresh(
-                self.store
-                    .transfer(&transfer, Some(owner))
-                    .await
-                    .map_err(refusal),
-            ),
-            Some(key) => {
-                let movement = MoneyMove::Transfer {
-                    transfer,
-                    owner: Some(owner),
-                };
-                self.move_once(principal, &movement, &key, refusal).await
-            }
+        let movement = MoneyMove::Transfer {
+            transfer,
+            owner: Some(principal.username.clone()),
         };
-        self.count("transfer", answer)
+        self.move_money(principal, movement, key, refusal).await
+    }
+
+    /// Runs `movement` — once per key when the caller gave one — and counts its outcome.
+    async fn move_money(
+        &self,
+        principal: &Principal,
+        movement: MoneyMove,
+        key: Option<IdempotencyKey>,
+        refusal: impl Fn(StoreError) -> ServiceError,
+    ) -> MoneyAnswer {
+        let answer = match key {
+            Some(key) => self.move_once(principal, &movement, &key, refusal).await,
+            None => MoneyAnswer::fresh(
+                match &movement {
+                    MoneyMove::Transfer { transfer, owner } => {
+                        self.store.transfer(transfer, owner.clone()).await
+                    }
+                    MoneyMove::Deposit {
+                        account,
+                        amount,
+                        currency,
+                    } => self.store.deposit(*account, *amount, *currency).await,
+                    MoneyMove::Withdrawal {
+                        account,
+                        amount,
+                        currency,
+                    } => self.store.withdraw(*account, *amount, *currency).await,
+                }
+                .map_err(refusal),
+            ),
+        };
+        self.count(movement.kind(), answer)
     }
 
     fn count(&self, kind: &'static str, answer: MoneyAnswer) -> MoneyAnswer {
@@ -141,23 +161,12 @@ impl BankService {
         if let Err(denied) = require_banker(principal, "deposit") {
             return self.count("deposit", MoneyAnswer::fresh(Err(denied)));
         }
-        let answer = match key {
-            None => MoneyAnswer::fresh(
-                self.store
-                    .deposit(account, amount, currency)
-                    .await
-                    .map_err(Into::into),
-            ),
-            Some(key) => {
-                let movement = MoneyMove::Deposit {
-                    account,
-                    amount,
-                    currency,
-                };
-                self.move_once(principal, &movement, &key, Into::into).await
-            }
+        let movement = MoneyMove::Deposit {
+            account,
+            amount,
+            currency,
         };
-        self.count("deposit", answer)
+        self.move_money(principal, movement, key, Into::into).await
     }
 
     /// Bankers only: money leaves the bank from `account`.
@@ -172,23 +181,12 @@ impl BankService {
         if let Err(denied) = require_banker(principal, "withdraw") {
             return self.count("withdrawal", MoneyAnswer::fresh(Err(denied)));
         }
-        let answer = match key {
-            None => MoneyAnswer::fresh(
-                self.store
-                    .withdraw(account, amount, currency)
-                    .await
-                    .map_err(Into::into),
-            ),
-            Some(key) => {
-                let movement = MoneyMove::Withdrawal {
-                    account,
-                    amount,
-                    currency,
-                };
-                self.move_once(principal, &movement, &key, Into::into).await
-            }
+        let movement = MoneyMove::Withdrawal {
+            account,
+            amount,
+            currency,
         };
-        self.count("withdrawal", answer)
+        self.move_money(principal, movement, key, Into::into).await
     }
 
     /// A movement under the caller's idempotency key. A replayed refusal goes through the same

@@ -47,6 +47,17 @@ pub enum MoneyMove {
     },
 }
 
+impl MoneyMove {
+    /// `transfer`, `deposit` or `withdrawal`: the operation's name in records and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MoneyMove::Transfer { .. } => "transfer",
+            MoneyMove::Deposit { .. } => "deposit",
+            MoneyMove::Withdrawal { .. } => "withdrawal",
+        }
+    }
+}
+
 /// What a keyed request came to.
 #[derive(Debug)]
 pub enum KeyedOutcome {
