@@ -3,7 +3,8 @@
 #   - GitHub workflows against the workflow JSON schema (vendored in check-jsonschema);
 #   - Kubernetes manifests against the API schemas (kubernetes-validate, strict), and the
 #     cert-manager ClusterIssuer, which those schemas do not cover, against eks/schemas/;
-#   - the Dockerfile with hadolint; docker-compose.yml with `docker-compose config`;
+#   - the Dockerfile with hadolint; docker-compose.yml with `docker compose config` (v2) or
+#     Debian's docker-compose (v1);
 #   - every YAML file with yamllint.
 # Tools: pinned PyPI packages in .venv/ (scripts/requirements-validate.txt); Debian's
 # docker-compose, installed if missing.
@@ -28,12 +29,17 @@ step "Dockerfile (hadolint)"
 "$bin/hadolint" Dockerfile
 
 step "docker-compose.yml"
-if ! command -v docker-compose >/dev/null 2>&1; then
-  sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq docker-compose >/dev/null
+if docker compose version >/dev/null 2>&1; then
+  # Compose v2, where Docker is installed (GitHub's runners).
+  docker compose -f docker-compose.yml config --quiet
+else
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq docker-compose >/dev/null
+  fi
+  docker-compose -f docker-compose.yml config --quiet
 fi
-docker-compose -f docker-compose.yml config --quiet
 
 echo "validate: all deployment files pass"
