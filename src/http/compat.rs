@@ -14,8 +14,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -24,8 +24,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::dto::RenewResponse;
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Auth, Client, IdemKey};
+use super::handlers::money_response;
 use crate::domain::{
     Account, AccountId, Currency, Entry, NewTransfer, PageKind, Transfer, User, Username,
     ValidationError,
@@ -436,8 +437,8 @@ pub async fn create_transfer(
         &body.currency,
     )?;
     let answer = app.service.create_transfer(&caller, transfer, key).await;
-    let mut response = match answer.outcome {
-        Ok(receipt) => Json(SbTransferResult {
+    Ok(money_response(answer, StatusCode::OK, |receipt| {
+        SbTransferResult {
             transfer: receipt.transfer.into(),
             from_account: receipt.from_account.into(),
             to_account: SbCounterpartyAccount {
@@ -448,16 +449,8 @@ pub async fn create_transfer(
             },
             from_entry: receipt.from_entry.into(),
             to_entry: receipt.to_entry.into(),
-        })
-        .into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    };
-    if answer.replayed {
-        response
-            .headers_mut()
-            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+        }
+    }))
 }
 
 /// grpc-gateway `POST /v1/create_user`: `{"user": ...}`.

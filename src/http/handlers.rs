@@ -349,22 +349,26 @@ pub async fn create_transfer(
 ) -> ApiResult<Response> {
     let transfer = NewTransfer::try_from(body)?;
     let answer = app.service.create_transfer(&caller, transfer, key).await;
-    Ok(money_response(answer, |receipt| TransferResult {
-        transfer: receipt.transfer.into(),
-        from_account: receipt.from_account.into(),
-        from_entry: receipt.from_entry.into(),
-        to_entry: receipt.to_entry.into(),
+    Ok(money_response(answer, StatusCode::CREATED, |receipt| {
+        TransferResult {
+            transfer: receipt.transfer.into(),
+            from_account: receipt.from_account.into(),
+            from_entry: receipt.from_entry.into(),
+            to_entry: receipt.to_entry.into(),
+        }
     }))
 }
 
-/// 201 with the rendered receipt, or the error in the table's shape; marked
+/// `success` with the rendered receipt, or the error in the table's shape; marked
 /// `Idempotent-Replayed: true` when it is an earlier request's answer under the same key.
-fn money_response<T: serde::Serialize>(
+/// (The native routes answer 201; the simple_bank compatibility route 200.)
+pub(super) fn money_response<T: serde::Serialize>(
     answer: MoneyAnswer,
+    success: StatusCode,
     render: impl FnOnce(TransferReceipt) -> T,
 ) -> Response {
     let mut response = match answer.outcome {
-        Ok(receipt) => (StatusCode::CREATED, Json(render(receipt))).into_response(),
+        Ok(receipt) => (success, Json(render(receipt))).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     };
     if answer.replayed {
@@ -432,7 +436,11 @@ pub async fn deposit(
         .service
         .deposit(&caller, id, amount, currency, key)
         .await;
-    Ok(money_response(answer, MoneyResult::of_deposit))
+    Ok(money_response(
+        answer,
+        StatusCode::CREATED,
+        MoneyResult::of_deposit,
+    ))
 }
 
 #[utoipa::path(
@@ -466,7 +474,11 @@ pub async fn withdraw(
         .service
         .withdraw(&caller, id, amount, currency, key)
         .await;
-    Ok(money_response(answer, MoneyResult::of_withdrawal))
+    Ok(money_response(
+        answer,
+        StatusCode::CREATED,
+        MoneyResult::of_withdrawal,
+    ))
 }
 
 /// The process is up.
