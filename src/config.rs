@@ -19,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::auth::TokenMaker;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{DEFAULT_VERIFICATION_TTL, TokenLifetimes};
+use crate::store::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 
 /// Where verification emails go.
 #[derive(Debug)]
@@ -68,6 +69,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "DB_SOURCE",
     "DB_MAX_CONNECTIONS",
     "DB_ACQUIRE_TIMEOUT",
+    "GROUP_COMMIT",
+    "GROUP_COMMIT_WINDOW",
     "HTTP_SERVER_ADDRESS",
     "GRPC_SERVER_ADDRESS",
     "TOKEN_SYMMETRIC_KEY",
@@ -245,6 +248,9 @@ pub struct Settings {
     pub allowed_origins: Vec<http::HeaderValue>,
     /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
     pub simple_bank_compat: bool,
+    /// `GROUP_COMMIT` (default true) and `GROUP_COMMIT_WINDOW` (default 1ms, at most 2ms): money
+    /// movements arriving under load share transactions. `None`: one transaction each.
+    pub group_commit: Option<GroupCommitSettings>,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -344,15 +350,24 @@ impl Settings {
             verification_ttl: lifetime("VERIFY_EMAIL_TTL", DEFAULT_VERIFICATION_TTL)?,
         };
         let allowed_origins = allowed_origins(get("ALLOWED_ORIGINS").as_deref())?;
-        let simple_bank_compat = match get("SIMPLE_BANK_COMPAT").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    key: "SIMPLE_BANK_COMPAT",
-                    reason: "must be true or false".into(),
-                });
-            }
+        let simple_bank_compat = parse_flag(&get, "SIMPLE_BANK_COMPAT", false)?;
+        let group_commit = if parse_flag(&get, "GROUP_COMMIT", true)? {
+            let defaults = GroupCommitSettings::default();
+            let window = match get("GROUP_COMMIT_WINDOW") {
+                None => defaults.window,
+                Some(raw) => parse_duration(&raw)
+                    .or_else(|| {
+                        matches!(raw.trim(), "0" | "0us" | "0ms" | "0s").then_some(Duration::ZERO)
+                    })
+                    .filter(|w| *w <= MAX_GROUP_COMMIT_WINDOW)
+                    .ok_or(ConfigError::Invalid {
+                        key: "GROUP_COMMIT_WINDOW",
+                        reason: "must be a duration from 0ms to 2ms, like 500us or 1ms".into(),
+                    })?,
+            };
+            Some(GroupCommitSettings { window, ..defaults })
+        } else {
+            None
         };
         let body_limit = match get("HTTP_BODY_LIMIT") {
             Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
@@ -370,8 +385,26 @@ impl Settings {
             mail,
             allowed_origins,
             simple_bank_compat,
+            group_commit,
             run_migrations: true,
         })
+    }
+}
+
+/// A true/false setting (`1`/`0` also accepted).
+fn parse_flag(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(key).as_deref() {
+        None => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be true or false".into(),
+        }),
     }
 }
 
@@ -511,6 +544,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
             .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
         let part = match unit {
+            "us" => Duration::from_micros(number),
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
             "m" => Duration::from_secs(number.checked_mul(60)?),
@@ -665,6 +699,33 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn group_commit_is_on_with_a_short_window_unless_turned_off() {
+        let on = settings(&[DB]).unwrap().group_commit.unwrap();
+        assert_eq!(on.window, Duration::from_millis(1));
+        let short = settings(&[DB, ("GROUP_COMMIT_WINDOW", "500us")]).unwrap();
+        assert_eq!(
+            short.group_commit.unwrap().window,
+            Duration::from_micros(500)
+        );
+        let none = settings(&[DB, ("GROUP_COMMIT_WINDOW", "0")]).unwrap();
+        assert_eq!(none.group_commit.unwrap().window, Duration::ZERO);
+        assert!(
+            settings(&[DB, ("GROUP_COMMIT", "false")])
+                .unwrap()
+                .group_commit
+                .is_none()
+        );
+        for (key, bad) in [
+            ("GROUP_COMMIT_WINDOW", "3ms"),
+            ("GROUP_COMMIT_WINDOW", "soon"),
+            ("GROUP_COMMIT", "maybe"),
+        ] {
+            let err = settings(&[DB, (key, bad)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

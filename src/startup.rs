@@ -62,12 +62,15 @@ impl Application {
         settings: Settings,
         mailer: Arc<dyn MailSender>,
     ) -> anyhow::Result<Self> {
-        let store = Store::new(settings.database.lazy_pool()?);
+        let mut store = Store::new(settings.database.lazy_pool()?);
         if settings.run_migrations {
             store
                 .migrate()
                 .await
                 .context("applying database migrations")?;
+        }
+        if let Some(group_commit) = settings.group_commit {
+            store = store.with_group_commit(group_commit);
         }
         let tokens = TokenMaker::new(settings.token_key.expose_secret())?;
         let metrics = Metrics::shared();

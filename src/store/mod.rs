@@ -7,6 +7,7 @@
 mod accounts;
 mod entries;
 mod error;
+mod group_commit;
 mod idempotency;
 mod sessions;
 mod transfers;
@@ -24,6 +25,7 @@ use tokio::sync::OnceCell;
 use crate::domain::{AccountId, Currency, ValidationError};
 
 pub use error::{Entity, StoreError, Unique};
+pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 pub use idempotency::{KeyedOutcome, MoneyMove};
 pub use sessions::NewSession;
 
@@ -43,6 +45,8 @@ pub struct Store {
     /// Settlement account per currency. They are created by the first migration and never change,
     /// so they are read once instead of once per deposit or withdrawal.
     settlement: std::sync::Arc<OnceCell<HashMap<Currency, AccountId>>>,
+    /// Set by `with_group_commit`: unkeyed money movements then queue for a shared transaction.
+    group_commit: Option<std::sync::Arc<group_commit::GroupCommit>>,
 }
 
 /// One page of a keyset-paginated list. `next` is the key to continue after; `None` on the last
@@ -72,7 +76,29 @@ impl Store {
         Self {
             pool,
             settlement: Default::default(),
+            group_commit: None,
         }
+    }
+
+    /// This store with group commit on (see `group_commit.rs`): money movements without an
+    /// idempotency key that arrive while others are in flight share one transaction. Starts a
+    /// task on the current tokio runtime; it ends when the last clone of the store is dropped.
+    pub fn with_group_commit(self, settings: GroupCommitSettings) -> Self {
+        let single = Self {
+            group_commit: None,
+            ..self.clone()
+        };
+        Self {
+            group_commit: Some(std::sync::Arc::new(group_commit::GroupCommit::start(
+                single, settings,
+            ))),
+            ..self
+        }
+    }
+
+    /// Whether money movements are grouped.
+    pub fn groups_commits(&self) -> bool {
+        self.group_commit.is_some()
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -216,6 +216,28 @@ impl Store {
         if from == to {
             return Err(StoreError::SameAccount);
         }
+        match &self.group_commit {
+            Some(group) => {
+                group
+                    .submit(self, from, to, amount, currency, movement)
+                    .await
+            }
+            None => {
+                self.move_money_alone(from, to, amount, currency, movement)
+                    .await
+            }
+        }
+    }
+
+    /// One movement in one statement, its own transaction.
+    pub(super) async fn move_money_alone(
+        &self,
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+        currency: Currency,
+        movement: Movement<'_>,
+    ) -> Result<TransferReceipt, StoreError> {
         let row = retrying(|| {
             move_money_query(from, to, amount, currency, movement).fetch_one(&self.pool)
         })

@@ -184,6 +184,25 @@ pub async fn funded_account(
     }
 }
 
+/// Waits (up to 5 s) until `n` sessions of this database are blocked on a row lock: the
+/// deterministic way to know that a request has reached the point where it waits.
+pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND wait_event = 'transactionid'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} sessions ever blocked on a lock");
+}
+
 /// Counts of ledger rows, to show that a refused operation changed nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LedgerSnapshot {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use simplebank::domain::{Currency, IdempotencyKey};
 use simplebank::store::{KeyedOutcome, MoneyMove, StoreError};
 
-use crate::helpers::{TestDb, assert_ledger_consistent, funded_account, new_transfer, username};
+use crate::helpers::{
+    TestDb, assert_ledger_consistent, funded_account, new_transfer, username, wait_for_lock_waiters,
+};
 
 fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw).unwrap()
@@ -53,22 +55,7 @@ async fn a_key_is_in_flight_while_its_first_request_runs_then_replays_it() {
         })
     };
     // Wait until the first request is blocked on the row lock (it then holds the key).
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND wait_event = 'transactionid'",
-        )
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        waited += 1;
-        assert!(waited < 500, "the first request never blocked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(db.pool(), 1).await;
 
     let second = db
         .store

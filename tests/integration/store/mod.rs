@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod constraints;
+mod group_commit;
 mod idempotency;
 mod migrations;
 mod pagination;

@@ -1,0 +1,629 @@
+//! Group commit: money movements that arrive together are applied in one database transaction.
+//!
+//! One transaction per transfer caps throughput at what PostgreSQL can commit, and each commit
+//! costs a WAL flush plus a transaction's bookkeeping. Under load, requests queue here instead and
+//! a *lane* applies everything queued as one batch:
+//!
+//! 1. `BEGIN`, then lock every account the batch touches with one `SELECT ... ORDER BY id FOR NO
+//!    KEY UPDATE`: rows are locked in ascending id order, the same global order the one-statement
+//!    path (`MOVE_MONEY`) uses, so batches and single transfers queue behind each other and never
+//!    deadlock.
+//! 2. Apply the movements **in arrival order** in memory, each judged on its own by exactly the
+//!    rules of `MOVE_MONEY`, in the same order (see `judge`). A refused movement changes nothing
+//!    and its neighbours go on; a later one sees the balances the earlier accepted ones left.
+//! 3. One statement writes every accepted transfer, its two entries and the new balances, in bulk.
+//! 4. `COMMIT` once; only then is any caller answered. Durability is exactly that of one commit.
+//!
+//! When does a batch form? A lane takes whatever is queued the moment it is free: with nothing
+//! else in flight a request finds a free lane and runs alone, through the one-statement path, at
+//! once — no added latency. Only while other batches are running does a lane wait, up to the
+//! window measured from the first queued request's arrival, for more to join.
+//!
+//! Failures: a batch that fails before `COMMIT` was sent has rolled back; a deadlock or
+//! serialization failure retries it, anything else runs its movements again one by one through the
+//! one-statement path, so one bad movement cannot fail its neighbours. If `COMMIT` itself fails
+//! the outcome is unknown (as for any commit whose answer is lost) and every caller gets the
+//! error; nothing is re-run, so nothing can be applied twice.
+//!
+//! Keyed (idempotent) requests do not come here: they need their key locked and recorded in the
+//! transaction that moves the money, which `idempotency.rs` does one request at a time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::transfers::Movement;
+use super::{Store, StoreError, decode};
+use crate::domain::{
+    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, Transfer, TransferId,
+    TransferReceipt, Username,
+};
+
+/// How group commit behaves (`GROUP_COMMIT`, `GROUP_COMMIT_WINDOW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitSettings {
+    /// While other batches are in flight, how long a batch waits for more movements to join,
+    /// from its first one's arrival. Zero: take what is queued and go.
+    pub window: Duration,
+    /// Batches in flight at once. More lanes keep PostgreSQL busy while one batch commits; each
+    /// holds a pooled connection while it runs.
+    pub lanes: usize,
+    /// The most movements in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(1),
+            lanes: 4,
+            max_batch: 256,
+        }
+    }
+}
+
+/// The most a window may be: every movement in a batch waits for it.
+pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(2);
+
+/// Which rules apply beyond the common ones; `Movement` without the borrowed owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Transfer,
+    Deposit,
+    Withdrawal,
+}
+
+/// One movement waiting for its batch, and where its answer goes.
+#[derive(Debug)]
+struct Job {
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    currency: Currency,
+    kind: Kind,
+    /// For a transfer: the user the from-account must belong to, if any.
+    owner: Option<Username>,
+    arrived: Instant,
+    reply: oneshot::Sender<Result<TransferReceipt, StoreError>>,
+}
+
+impl Job {
+    fn movement(&self) -> Movement<'_> {
+        match self.kind {
+            Kind::Transfer => Movement::Transfer {
+                owner: self.owner.as_ref(),
+            },
+            Kind::Deposit => Movement::Deposit,
+            Kind::Withdrawal => Movement::Withdrawal,
+        }
+    }
+}
+
+/// The queue in front of the lanes. Dropping the last `Store` clone closes it, which ends the
+/// collector task once the queue is empty.
+#[derive(Debug)]
+pub(super) struct GroupCommit {
+    queue: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the collector on the current tokio runtime. `single` is the store the lanes use for
+    /// lone movements and fall-backs: it must not itself group (it would queue to itself).
+    pub(super) fn start(single: Store, settings: GroupCommitSettings) -> Self {
+        let settings = GroupCommitSettings {
+            window: settings.window.min(MAX_GROUP_COMMIT_WINDOW),
+            lanes: settings.lanes.max(1),
+            max_batch: settings.max_batch.max(1),
+        };
+        let (queue, jobs) = mpsc::channel(settings.max_batch * settings.lanes * 4);
+        tokio::spawn(collect(jobs, single, settings));
+        Self { queue }
+    }
+
+    /// Queues a movement and waits for its batch to commit (or refuse it).
+    pub(super) async fn submit(
+        &self,
+        single: &Store,
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+        currency: Currency,
+        movement: Movement<'_>,
+    ) -> Result<TransferReceipt, StoreError> {
+        let (kind, owner) = match movement {
+            Movement::Transfer { owner } => (Kind::Transfer, owner.cloned()),
+            Movement::Deposit => (Kind::Deposit, None),
+            Movement::Withdrawal => (Kind::Withdrawal, None),
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            from,
+            to,
+            amount,
+            currency,
+            kind,
+            owner,
+            arrived: Instant::now(),
+            reply,
+        };
+        if let Err(refused) = self.queue.send(job).await {
+            // The collector is gone (the runtime is shutting down): do it alone.
+            let job = refused.0;
+            return single
+                .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
+                .await;
+        }
+        answer.await.unwrap_or_else(|_| {
+            // The lane died without answering (a panic): whether the batch committed is unknown.
+            Err(StoreError::Internal(sqlx::Error::Protocol(
+                "group commit lane stopped before answering".into(),
+            )))
+        })
+    }
+}
+
+/// Takes queued movements into batches and hands each to a free lane.
+async fn collect(mut jobs: mpsc::Receiver<Job>, single: Store, settings: GroupCommitSettings) {
+    let lanes = Arc::new(Semaphore::new(settings.lanes));
+    while let Some(first) = jobs.recv().await {
+        let Ok(lane) = Arc::clone(&lanes).acquire_owned().await else {
+            return;
+        };
+        let deadline = first.arrived + settings.window;
+        let mut batch = vec![first];
+        while batch.len() < settings.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Another batch running means load: worth waiting a little for company. Alone, go now.
+        let busy = lanes.available_permits() + 1 < settings.lanes;
+        if busy && !settings.window.is_zero() {
+            while batch.len() < settings.max_batch {
+                match tokio::time::timeout_at(deadline.into(), jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let single = single.clone();
+        tokio::spawn(async move {
+            run_batch(&single, batch).await;
+            drop(lane);
+        });
+    }
+}
+
+/// Applies one batch and answers every movement in it.
+async fn run_batch(single: &Store, batch: Vec<Job>) {
+    if batch.len() == 1 {
+        let job = batch.into_iter().next().expect("one job");
+        let outcome = single
+            .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
+            .await;
+        let _ = job.reply.send(outcome);
+        return;
+    }
+
+    let mut tries = 0;
+    let failure = loop {
+        tries += 1;
+        match apply(single.pool(), &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that went away no longer needs its answer; the money moved anyway.
+                    let _ = job.reply.send(outcome);
+                }
+                return;
+            }
+            Err(Failure::BeforeCommit(StoreError::Contended)) if tries < super::MAX_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(2u64 << tries)).await;
+            }
+            Err(failure) => break failure,
+        }
+    };
+    match failure {
+        Failure::BeforeCommit(err) => {
+            // Rolled back: nothing of the batch happened. One at a time, each gets its own answer.
+            tracing::warn!(error = %err, size = batch.len(), "group commit failed; running the batch one by one");
+            for job in batch {
+                let outcome = single
+                    .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
+                    .await;
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Failure::AtCommit(err) => {
+            tracing::error!(error = %err, size = batch.len(), "group commit: COMMIT failed; outcome unknown");
+            let unavailable = matches!(err, StoreError::Unavailable(_));
+            for job in batch {
+                let lost = sqlx::Error::Protocol("the batch's COMMIT got no answer".into());
+                let _ = job.reply.send(Err(if unavailable {
+                    StoreError::Unavailable(lost)
+                } else {
+                    StoreError::Internal(lost)
+                }));
+            }
+        }
+    }
+}
+
+/// Why a batch did not commit, and whether it might have.
+#[derive(Debug)]
+enum Failure {
+    /// Failed before `COMMIT` was sent and rolled back: nothing happened.
+    BeforeCommit(StoreError),
+    /// `COMMIT` was sent and failed or went unanswered: it may or may not have happened.
+    AtCommit(StoreError),
+}
+
+/// Locks every account of the batch, ascending. The immutable columns come back for the receipts.
+const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, created_at \
+     FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// Writes the accepted movements, in arrival order, in one statement: transfers, then two entries
+/// each, then the accounts' final balances.
+///
+/// Ids are drawn from the identity sequences up front and handed out in ascending order to the
+/// movements in arrival order (`row_number() OVER (ORDER BY id)` makes that independent of the
+/// order in which the server evaluates `nextval`), so ids sort like the ledger happened and an
+/// account's entries by id show its `balance_after` in sequence.
+const WRITE_BATCH: &str = r#"
+WITH input AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])
+         WITH ORDINALITY AS i (from_id, to_id, amount, currency, from_after, to_after, ord)
+),
+transfer_ids AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY id) AS ord
+    FROM (SELECT nextval(pg_get_serial_sequence('transfers', 'id')) AS id FROM input) AS drawn
+),
+entry_ids AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY id) AS n
+    FROM (SELECT nextval(pg_get_serial_sequence('entries', 'id')) AS id
+          FROM input CROSS JOIN (VALUES (1), (2)) AS side (s)) AS drawn
+),
+transfer AS (
+    INSERT INTO transfers (id, from_account_id, to_account_id, amount, currency)
+    OVERRIDING SYSTEM VALUE
+    SELECT t.id, i.from_id, i.to_id, i.amount, i.currency
+    FROM input i JOIN transfer_ids t ON t.ord = i.ord
+    RETURNING id, created_at
+),
+entry_rows AS (
+    INSERT INTO entries (id, account_id, transfer_id, amount, balance_after)
+    OVERRIDING SYSTEM VALUE
+    SELECT e.id,
+           CASE WHEN e.n % 2 = 1 THEN i.from_id ELSE i.to_id END,
+           t.id,
+           CASE WHEN e.n % 2 = 1 THEN -i.amount ELSE i.amount END,
+           CASE WHEN e.n % 2 = 1 THEN i.from_after ELSE i.to_after END
+    FROM input i
+    JOIN transfer_ids t ON t.ord = i.ord
+    JOIN entry_ids e ON e.n IN (2 * i.ord - 1, 2 * i.ord)
+    RETURNING id, transfer_id, amount, created_at
+),
+updated AS (
+    UPDATE accounts a SET balance = u.balance
+    FROM unnest($7::bigint[], $8::bigint[]) AS u (id, balance)
+    WHERE a.id = u.id
+)
+SELECT t.ord, tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       fe.id AS from_entry_id, fe.created_at AS from_entry_created_at,
+       te.id AS to_entry_id, te.created_at AS to_entry_created_at
+FROM transfer_ids t
+JOIN transfer tr ON tr.id = t.id
+JOIN entry_rows fe ON fe.transfer_id = tr.id AND fe.amount < 0
+JOIN entry_rows te ON te.transfer_id = tr.id AND te.amount > 0
+ORDER BY t.ord
+"#;
+
+/// An account as locked, with its balance as the batch has moved it so far.
+#[derive(Debug, Clone)]
+struct Locked {
+    owner: Username,
+    currency: Currency,
+    balance: i64,
+    kind: AccountKind,
+    created_at: DateTime<Utc>,
+}
+
+/// A movement the rules accepted: the balances it leaves behind.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    from_after: i64,
+    to_after: i64,
+}
+
+/// Runs the batch in one transaction. Every path ends the transaction explicitly: a dropped one
+/// would roll back only when its connection is next used, holding its row locks until then.
+async fn apply(
+    pool: &PgPool,
+    batch: &[Job],
+) -> Result<Vec<Result<TransferReceipt, StoreError>>, Failure> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| Failure::BeforeCommit(e.into()))?;
+    match judge_and_write(&mut tx, batch).await {
+        Ok(outcomes) => match tx.commit().await {
+            Ok(()) => Ok(outcomes),
+            Err(err) => Err(Failure::AtCommit(err.into())),
+        },
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(Failure::BeforeCommit(err))
+        }
+    }
+}
+
+async fn judge_and_write(
+    tx: &mut sqlx::PgConnection,
+    batch: &[Job],
+) -> Result<Vec<Result<TransferReceipt, StoreError>>, StoreError> {
+    let ids: Vec<i64> = batch
+        .iter()
+        .flat_map(|job| [job.from.get(), job.to.get()])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(LOCK_ACCOUNTS)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut accounts = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        accounts.insert(
+            decode(row, "id", AccountId::new)?,
+            Locked {
+                owner: decode(row, "owner", |s: String| Username::parse(&s))?,
+                currency: decode(row, "currency", |s: String| s.parse())?,
+                balance: row.try_get("balance")?,
+                kind: decode(row, "kind", |s: String| s.parse::<AccountKind>())?,
+                created_at: row.try_get("created_at")?,
+            },
+        );
+    }
+
+    let verdicts: Vec<Result<Accepted, StoreError>> = batch
+        .iter()
+        .map(|job| {
+            let accepted = judge(job, accounts.get(&job.from), accounts.get(&job.to))?;
+            if let Some(from) = accounts.get_mut(&job.from) {
+                from.balance = accepted.from_after;
+            }
+            if let Some(to) = accounts.get_mut(&job.to) {
+                to.balance = accepted.to_after;
+            }
+            Ok(accepted)
+        })
+        .collect();
+
+    let accepted: Vec<(&Job, Accepted)> = batch
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(job, verdict)| verdict.as_ref().ok().map(|a| (job, *a)))
+        .collect();
+    let mut written = Vec::new().into_iter();
+    if !accepted.is_empty() {
+        let column = |f: fn(&(&Job, Accepted)) -> i64| accepted.iter().map(f).collect::<Vec<_>>();
+        let touched: BTreeSet<AccountId> = accepted
+            .iter()
+            .flat_map(|(job, _)| [job.from, job.to])
+            .collect();
+        let rows = sqlx::query(WRITE_BATCH)
+            .bind(column(|(job, _)| job.from.get()))
+            .bind(column(|(job, _)| job.to.get()))
+            .bind(column(|(job, _)| job.amount.minor_units()))
+            .bind(
+                accepted
+                    .iter()
+                    .map(|(job, _)| job.currency.code())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|(_, a)| a.from_after))
+            .bind(column(|(_, a)| a.to_after))
+            .bind(touched.iter().map(|id| id.get()).collect::<Vec<_>>())
+            .bind(
+                touched
+                    .iter()
+                    .map(|id| accounts[id].balance)
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.len() != accepted.len() {
+            return Err(StoreError::ConstraintViolated(format!(
+                "group commit wrote {} of {} transfers",
+                rows.len(),
+                accepted.len()
+            )));
+        }
+        written = rows.into_iter();
+    }
+
+    batch
+        .iter()
+        .zip(verdicts)
+        .map(|(job, verdict)| {
+            Ok(match verdict {
+                Err(refused) => Err(refused),
+                Ok(accepted) => {
+                    let row = written
+                        .next()
+                        .expect("one written row per accepted movement");
+                    Ok(receipt(job, accepted, &accounts, &row)?)
+                }
+            })
+        })
+        .collect()
+}
+
+/// `MOVE_MONEY`'s rules, in its order, for one movement against the balances so far. The order
+/// matters as much as the rules: a stranger learns nothing about the to-account, currencies or
+/// balances before ownership of the from-account is established.
+fn judge(job: &Job, from: Option<&Locked>, to: Option<&Locked>) -> Result<Accepted, StoreError> {
+    let f = from.ok_or(StoreError::AccountNotFound(job.from))?;
+    if let Some(owner) = &job.owner
+        && f.owner != *owner
+    {
+        return Err(StoreError::NotOwner(job.from));
+    }
+    let t = to.ok_or(StoreError::AccountNotFound(job.to))?;
+    if f.kind != AccountKind::Customer && job.kind != Kind::Deposit {
+        return Err(StoreError::NotCustomerAccount(job.from));
+    }
+    if t.kind != AccountKind::Customer && job.kind != Kind::Withdrawal {
+        return Err(StoreError::NotCustomerAccount(job.to));
+    }
+    for (account, side) in [(job.from, f), (job.to, t)] {
+        if side.currency != job.currency {
+            return Err(StoreError::CurrencyMismatch {
+                account,
+                expected: job.currency,
+                actual: side.currency,
+            });
+        }
+    }
+    let amount = job.amount.minor_units();
+    if f.kind == AccountKind::Customer && f.balance < amount {
+        return Err(StoreError::InsufficientFunds(job.from));
+    }
+    Ok(Accepted {
+        from_after: f
+            .balance
+            .checked_sub(amount)
+            .ok_or(StoreError::BalanceOverflow(job.from))?,
+        to_after: t
+            .balance
+            .checked_add(amount)
+            .ok_or(StoreError::BalanceOverflow(job.to))?,
+    })
+}
+
+/// The same receipt the one-statement path gives: the accounts as this movement left them.
+fn receipt(
+    job: &Job,
+    accepted: Accepted,
+    accounts: &HashMap<AccountId, Locked>,
+    row: &sqlx::postgres::PgRow,
+) -> Result<TransferReceipt, StoreError> {
+    let transfer_id = decode(row, "transfer_id", TransferId::new)?;
+    let amount = job.amount.minor_units();
+    let entry = |side: &str, account_id: AccountId, signed: i64, balance_after: i64| {
+        Ok::<_, StoreError>(Entry {
+            id: decode(row, &format!("{side}_entry_id"), EntryId::new)?,
+            account_id,
+            transfer_id,
+            amount: signed,
+            balance_after,
+            created_at: row.try_get(format!("{side}_entry_created_at").as_str())?,
+        })
+    };
+    let account = |id: AccountId, balance: i64| {
+        let locked = &accounts[&id];
+        Account {
+            id,
+            owner: locked.owner.clone(),
+            currency: locked.currency,
+            balance,
+            kind: locked.kind,
+            created_at: locked.created_at,
+        }
+    };
+    Ok(TransferReceipt {
+        transfer: Transfer {
+            id: transfer_id,
+            from_account_id: job.from,
+            to_account_id: job.to,
+            amount: job.amount,
+            currency: job.currency,
+            created_at: row.try_get("transfer_created_at")?,
+        },
+        from_entry: entry("from", job.from, -amount, accepted.from_after)?,
+        to_entry: entry("to", job.to, amount, accepted.to_after)?,
+        from_account: account(job.from, accepted.from_after),
+        to_account: account(job.to, accepted.to_after),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locked(owner: &str, kind: AccountKind, balance: i64) -> Locked {
+        Locked {
+            owner: Username::parse(owner).unwrap(),
+            currency: Currency::Usd,
+            balance,
+            kind,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn job(kind: Kind, owner: Option<&str>, amount: i64) -> Job {
+        Job {
+            from: AccountId::new(1).unwrap(),
+            to: AccountId::new(2).unwrap(),
+            amount: Amount::new(amount).unwrap(),
+            currency: Currency::Usd,
+            kind,
+            owner: owner.map(|o| Username::parse(o).unwrap()),
+            arrived: Instant::now(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_stranger_learns_nothing_about_the_to_account() {
+        let alice = locked("alice", AccountKind::Customer, 0);
+        let err = judge(
+            &job(Kind::Transfer, Some("mallory"), 10),
+            Some(&alice),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::NotOwner(_)), "{err:?}");
+    }
+
+    #[test]
+    fn funds_are_checked_for_customers_only() {
+        let bank = locked("simplebank", AccountKind::Settlement, -100);
+        let bob = locked("bob", AccountKind::Customer, 5);
+        let ok = judge(&job(Kind::Deposit, None, 10), Some(&bank), Some(&bob)).unwrap();
+        assert_eq!((ok.from_after, ok.to_after), (-110, 15));
+        let err = judge(&job(Kind::Transfer, None, 10), Some(&bob), Some(&bob)).unwrap_err();
+        assert!(matches!(err, StoreError::InsufficientFunds(_)), "{err:?}");
+    }
+
+    #[test]
+    fn settlement_accounts_only_on_their_own_side() {
+        let bank = locked("simplebank", AccountKind::Settlement, 0);
+        let bob = locked("bob", AccountKind::Customer, 50);
+        for (kind, from, to) in [
+            (Kind::Transfer, &bank, &bob),
+            (Kind::Transfer, &bob, &bank),
+            (Kind::Withdrawal, &bank, &bob),
+            (Kind::Deposit, &bob, &bank),
+        ] {
+            let err = judge(&job(kind, None, 1), Some(from), Some(to)).unwrap_err();
+            assert!(matches!(err, StoreError::NotCustomerAccount(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn overflow_is_refused_not_wrapped() {
+        let rich = locked("bob", AccountKind::Customer, i64::MAX);
+        let alice = locked("alice", AccountKind::Customer, 10);
+        let err = judge(&job(Kind::Transfer, None, 10), Some(&alice), Some(&rich)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::BalanceOverflow(id) if id.get() == 2),
+            "{err:?}"
+        );
+    }
+}
