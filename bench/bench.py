@@ -12,6 +12,8 @@ Rows:
      keep-alive connections, every request authenticated as the from-account's owner, random
      from/to accounts), counting only 2xx / OK;
   E  hot pair: C with every transfer between the same two accounts, both directions.
+  C1 and E1: C and E against a second server started with GROUP_COMMIT=false (one database
+     transaction per transfer), to show what group commit itself is worth.
 All on 10,000 funded accounts whose users are all logged in, at concurrency 16 and 64, each for
 a fixed time after a warm-up. Afterwards the ledger invariants are checked; the table (with the
 server's peak RSS and the ratios C/A, D/A, C/B) goes to stdout and bench/results/.
@@ -167,7 +169,18 @@ def our_transfer_script():
     return PICK + f"\\set amount {AMOUNT}\n\\set owner :from\n" + body + ";\n"
 
 
+def settle(url):
+    """Before each row: vacuum what the previous rows left behind and flush dirty pages, so no row
+    pays for another's dead tuples or checkpoint."""
+    psql(url, "VACUUM (ANALYZE) accounts, transfers, entries, sb.accounts, sb.transfers, sb.entries")
+    try:
+        psql(url, "CHECKPOINT")
+    except subprocess.CalledProcessError:
+        pass  # not a superuser (a DB_SOURCE of your own): rows then share checkpoints by chance
+
+
 def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
+    settle(url)
     path = pathlib.Path(log_dir) / f"{tag}.sql"
     path.write_text(script)
     common = [pg_bin("pgbench"), "-n", "-M", "prepared", "-c", str(clients),
@@ -198,11 +211,13 @@ def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
 class Server:
     """The release server on free ports over the bench database."""
 
-    def __init__(self, url, log_path):
+    def __init__(self, url, log_path, **settings):
         env = dict(os.environ, DB_SOURCE=url, HTTP_SERVER_ADDRESS="127.0.0.1:0",
                    GRPC_SERVER_ADDRESS="127.0.0.1:0", TOKEN_SYMMETRIC_KEY=TOKEN_KEY,
                    ENVIRONMENT="production", MAIL_SENDER="log", LOG_FORMAT="json",
-                   DB_MAX_CONNECTIONS="32", NO_COLOR="1")
+                   DB_MAX_CONNECTIONS="32", NO_COLOR="1",
+                   # 10,000 logins from one address: the login limits would refuse most.
+                   LOGIN_ATTEMPTS_PER_IP="0", LOGIN_FAILURES_PER_USERNAME="0", **settings)
         self.log = open(log_path, "w")
         self.process = subprocess.Popen([BINARY, "serve", "--no-migrate"], env=env,
                                         stdout=self.log, stderr=self.log)
@@ -245,7 +260,9 @@ def log_everyone_in(url, server, work):
     return tokens
 
 
-def loadgen(api, url, tokens, clients, seconds, warmup, hot=False):
+def loadgen(api, url, tokens, clients, seconds, warmup, hot=False, db=None):
+    if db:
+        settle(db)
     command = [LOADGEN, "run", "--api", api, "--url", url, "--tokens", tokens,
                "--concurrency", str(clients), "--seconds", str(seconds), "--warmup", str(warmup)]
     if hot:
@@ -305,16 +322,28 @@ def main():
             server.stop()
         # A fresh process for the measured rows, so its peak RSS is that of transfer load, not
         # of 10,000 argon2 logins. The tokens stay valid: same key, sessions in the database.
+        clients_list = [int(c) for c in args.clients.split(",")]
         server = Server(url, ROOT / "target" / "bench-server.log")
         try:
-            for clients in (int(c) for c in args.clients.split(",")):
+            for clients in clients_list:
                 for name, api, target, hot in [("C our HTTP API", "http", server.http, False),
                                                ("D our gRPC API", "grpc", server.grpc, False),
                                                ("E hot pair (HTTP)", "http", server.http, True)]:
                     print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                    result = loadgen(api, target, tokens, clients, args.seconds, args.warmup, hot)
+                    result = loadgen(api, target, tokens, clients, args.seconds, args.warmup, hot, url)
                     rows.append((name, clients, result))
             peak_rss = server.peak_rss_mib()
+        finally:
+            server.stop()
+        server = Server(url, ROOT / "target" / "bench-server-nogroup.log", GROUP_COMMIT="false")
+        try:
+            for clients in clients_list:
+                for name, hot in [("C1 HTTP, GROUP_COMMIT=false", False),
+                                  ("E1 hot pair, GROUP_COMMIT=false", True)]:
+                    print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
+                    result = loadgen("http", server.http, tokens, clients, args.seconds,
+                                     args.warmup, hot, url)
+                    rows.append((name, clients, result))
         finally:
             server.stop()
     problems = check_invariants(url)
@@ -324,15 +353,20 @@ def main():
         errors = ", ".join(f"{code} {n}" for code, n in sorted(r.get("errors", {}).items())) \
             or str(r["failed"])
         lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {errors} |")
-    by = {(name[0], clients): r for name, clients, r in rows}
+    by = {(name.split()[0], clients): r for name, clients, r in rows}
     lines.append("")
     for clients in sorted({c for _, c, _ in rows}):
         a, b = by.get(("A", clients)), by.get(("B", clients))
-        c, d = by.get(("C", clients)), by.get(("D", clients))
+        c, d, c1 = by.get(("C", clients)), by.get(("D", clients)), by.get(("C1", clients))
+        e, e1 = by.get(("E", clients)), by.get(("E1", clients))
         ratios = [f"B/A {b['tps'] / a['tps']:.2f}"]
         if c and d:
             ratios += [f"C/A {c['tps'] / a['tps']:.2f}", f"D/A {d['tps'] / a['tps']:.2f}",
                        f"C/B {c['tps'] / b['tps']:.2f}"]
+        if c and c1:
+            ratios.append(f"C/C1 {c['tps'] / c1['tps']:.2f} (group commit on/off)")
+        if e and e1:
+            ratios.append(f"E/E1 {e['tps'] / e1['tps']:.2f}")
         lines.append(f"- at {clients} clients: " + ", ".join(ratios))
     lines.append(f"- server peak RSS over the C, D and E rows: {peak_rss:.0f} MiB")
     lines.append("- ledger invariants after the run: " + ("hold" if not problems else "; ".join(problems)))
