@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::auth::TokenMaker;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
-use crate::service::{DEFAULT_VERIFICATION_TTL, TokenLifetimes};
+use crate::service::{DEFAULT_VERIFICATION_TTL, LoginLimits, TokenLifetimes};
 use crate::store::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 
 /// Where verification emails go.
@@ -90,6 +90,10 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "LOG_FORMAT",
     "ALLOWED_ORIGINS",
     "SIMPLE_BANK_COMPAT",
+    "MAX_CONCURRENT_REQUESTS",
+    "REQUEST_TIMEOUT",
+    "LOGIN_ATTEMPTS_PER_IP",
+    "LOGIN_FAILURES_PER_USERNAME",
 ];
 
 /// The merged layers, as raw strings by setting name.
@@ -251,6 +255,11 @@ pub struct Settings {
     /// `GROUP_COMMIT` (default true) and `GROUP_COMMIT_WINDOW` (default 1ms, at most 2ms): money
     /// movements arriving under load share transactions. `None`: one transaction each.
     pub group_commit: Option<GroupCommitSettings>,
+    /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
+    /// minute; 0 turns one off.
+    pub login_limits: LoginLimits,
+    /// `MAX_CONCURRENT_REQUESTS` (default 1024) and `REQUEST_TIMEOUT` (default 30s), HTTP.
+    pub http_limits: crate::http::Limits,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -351,6 +360,24 @@ impl Settings {
         };
         let allowed_origins = allowed_origins(get("ALLOWED_ORIGINS").as_deref())?;
         let simple_bank_compat = parse_flag(&get, "SIMPLE_BANK_COMPAT", false)?;
+        let http_defaults = crate::http::Limits::default();
+        let http_limits = crate::http::Limits {
+            max_concurrent_requests: get("MAX_CONCURRENT_REQUESTS")
+                .map_or(Ok(http_defaults.max_concurrent_requests), |raw| {
+                    parse_number("MAX_CONCURRENT_REQUESTS", &raw, 1..=1_000_000)
+                })?,
+            request_timeout: lifetime("REQUEST_TIMEOUT", http_defaults.request_timeout)?,
+        };
+        let defaults = LoginLimits::default();
+        let login_limits = LoginLimits {
+            per_ip: get("LOGIN_ATTEMPTS_PER_IP").map_or(Ok(defaults.per_ip), |raw| {
+                parse_number("LOGIN_ATTEMPTS_PER_IP", &raw, 0..=1_000_000)
+            })?,
+            per_username: get("LOGIN_FAILURES_PER_USERNAME")
+                .map_or(Ok(defaults.per_username), |raw| {
+                    parse_number("LOGIN_FAILURES_PER_USERNAME", &raw, 0..=1_000_000)
+                })?,
+        };
         let group_commit = if parse_flag(&get, "GROUP_COMMIT", true)? {
             let defaults = GroupCommitSettings::default();
             let window = match get("GROUP_COMMIT_WINDOW") {
@@ -386,6 +413,8 @@ impl Settings {
             allowed_origins,
             simple_bank_compat,
             group_commit,
+            login_limits,
+            http_limits,
             run_migrations: true,
         })
     }

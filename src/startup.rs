@@ -80,6 +80,7 @@ impl Application {
             settings.token_lifetimes,
         )
         .with_verification_ttl(settings.mail.verification_ttl)
+        .with_login_limits(settings.login_limits)
         .with_metrics(Arc::clone(&metrics));
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone());
         let state = AppState {
@@ -93,6 +94,7 @@ impl Application {
                 body_limit: settings.body_limit,
                 allowed_origins: settings.allowed_origins.clone(),
                 simple_bank_compat: settings.simple_bank_compat,
+                limits: settings.http_limits,
             },
         );
         let http_listener = TcpListener::bind(settings.http_address)

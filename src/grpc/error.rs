@@ -47,7 +47,18 @@ pub fn to_status(error: ServiceError) -> Status {
     for violation in error.details() {
         details.add_bad_request_violation(violation.field, violation.description.clone());
     }
-    Status::with_error_details(code_of(code), error.message(), details)
+    let retry_after = error.retry_after_secs();
+    if let Some(secs) = retry_after {
+        details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
+    }
+    let mut status = Status::with_error_details(code_of(code), error.message(), details);
+    if let Some(secs) = retry_after {
+        // Also as plain metadata, like HTTP's header, for clients that do not decode details.
+        status
+            .metadata_mut()
+            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    }
+    status
 }
 
 /// A parse failure at the edge, as a status.

@@ -5,8 +5,11 @@ mod compat;
 mod dto;
 mod error;
 mod extract;
+mod guard;
 mod handlers;
 mod request_log;
+
+pub use guard::{Limits, MAX_HEADER_BYTES};
 
 use std::sync::Arc;
 
@@ -101,6 +104,8 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<HeaderValue>,
     /// Also serve simple_bank's routes and shapes (`SIMPLE_BANK_COMPAT`).
     pub simple_bank_compat: bool,
+    /// Requests in progress and how long one may run (`guard.rs`).
+    pub limits: guard::Limits,
 }
 
 /// The routes of `options` and their OpenAPI document: the compatibility routes appear in the
@@ -138,6 +143,10 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
         router = router.layer(cors(options.allowed_origins));
     }
     router
+        .layer(middleware::from_fn_with_state(
+            guard::Guard::new(options.limits),
+            guard::guard,
+        ))
         .layer(middleware::from_fn_with_state(
             metrics,
             request_log::log_request,

@@ -65,6 +65,9 @@ pub enum ServiceError {
     CurrencyMismatch(String),
     #[error("{0}")]
     IdempotencyMismatch(&'static str),
+    /// Too many attempts; the client may try again after `retry_after`.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("database unavailable")]
     Unavailable(#[source] Cause),
     #[error("internal error")]
@@ -83,6 +86,7 @@ impl ServiceError {
             ServiceError::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
             ServiceError::CurrencyMismatch(_) => ErrorCode::CurrencyMismatch,
             ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
+            ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
@@ -104,10 +108,25 @@ impl ServiceError {
             | ServiceError::Conflict(message)
             | ServiceError::InsufficientFunds(message)
             | ServiceError::CurrencyMismatch(message) => message.clone(),
+            ServiceError::RateLimited { .. } => format!(
+                "too many attempts; try again in {} s",
+                self.retry_after_secs().unwrap_or(1)
+            ),
             ServiceError::Unavailable(_) => {
                 "the service is temporarily unavailable; try again shortly".to_owned()
             }
             ServiceError::Internal(_) => "an internal error occurred".to_owned(),
+        }
+    }
+
+    /// For `rate_limited`: whole seconds until a retry can succeed (at least 1), the value of an
+    /// HTTP `Retry-After` header.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ServiceError::RateLimited { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
         }
     }
 

@@ -7,6 +7,7 @@
 mod accounts;
 mod error;
 mod port;
+mod rate_limit;
 mod transfers;
 mod users;
 
@@ -18,6 +19,7 @@ pub use error::{ErrorCode, ServiceError};
 pub use port::BankStore;
 #[cfg(test)]
 pub use port::MockBankStore;
+pub use rate_limit::{LoginLimiter, LoginLimits};
 pub use transfers::{MoneyAnswer, parse_money, parse_transfer};
 pub use users::{
     ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials,
@@ -52,6 +54,8 @@ pub struct BankService {
     /// How long an email verification code stays valid.
     verification_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// Login attempts per client address and failures per username (`rate_limit.rs`).
+    login_limiter: Arc<LoginLimiter>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -69,7 +73,13 @@ impl BankService {
             lifetimes,
             verification_ttl: DEFAULT_VERIFICATION_TTL,
             metrics: Arc::default(),
+            login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
         }
+    }
+
+    pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {
+        self.login_limiter = Arc::new(LoginLimiter::new(limits));
+        self
     }
 
     /// Money movements are counted here, by outcome, whichever transport asked.

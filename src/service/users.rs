@@ -161,6 +161,10 @@ impl BankService {
         password: Password,
         client: ClientInfo,
     ) -> Result<LoginResult, ServiceError> {
+        // Before any work: a refused attempt costs neither a query nor a hash.
+        self.login_limiter
+            .admit(&client.client_ip, username.as_str())
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
         let user = match self.store.get_user(&username).await {
             Ok(user) => Some(user),
             Err(StoreError::NotFound(_)) => None,
@@ -171,6 +175,7 @@ impl BankService {
             .await
             .map_err(ServiceError::internal)?;
         let Some(user) = user.filter(|_| matches) else {
+            self.login_limiter.failed(username.as_str());
             return Err(ServiceError::Unauthenticated(BAD_CREDENTIALS));
         };
 

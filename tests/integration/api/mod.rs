@@ -2,6 +2,7 @@
 
 pub mod harness;
 
+mod abuse;
 pub mod authorization;
 mod compat;
 mod errors;

@@ -1,0 +1,183 @@
+//! Hostile and greedy clients: login throttling on both APIs, oversized headers, more requests at
+//! once than the server takes, and the security headers on every answer.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use simplebank::grpc::pb;
+use tonic_types::StatusExt;
+
+use super::harness::TestApp;
+use crate::grpc::rpcs::client;
+
+async fn bad_login(app: &TestApp, username: &str) -> super::harness::Reply {
+    app.post(
+        "/v1/users/login",
+        None,
+        json!({ "username": username, "password": "not-the-password" }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_logins_for_one_username_are_throttled_existing_or_not() {
+    let app = TestApp::spawn_with(&[("LOGIN_FAILURES_PER_USERNAME", "3")]).await;
+    app.signup("alice").await;
+    for name in ["alice", "nobody"] {
+        for _ in 0..3 {
+            bad_login(&app, name)
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        }
+        // The fourth is refused before the password is even checked — for a user who exists
+        // exactly as for one who does not, so the refusal tells nothing about which is which.
+        let refused = bad_login(&app, name).await;
+        refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        let wait: u64 = refused.header("retry-after").parse().unwrap();
+        assert!(
+            (1..=20).contains(&wait),
+            "3 per minute: one every 20 s, got {wait}"
+        );
+    }
+    // Even the right password waits: a guesser who found it must not learn so.
+    app.post(
+        "/v1/users/login",
+        None,
+        json!({ "username": "alice", "password": "password123" }),
+    )
+    .await
+    .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Other users are not affected.
+    app.signup("bob").await;
+    app.login("bob").await;
+}
+
+#[tokio::test]
+async fn one_address_gets_a_burst_of_logins_then_waits_on_both_apis() {
+    let app = TestApp::spawn_with(&[("LOGIN_ATTEMPTS_PER_IP", "4")]).await;
+    app.signup("alice").await;
+    for _ in 0..4 {
+        app.login("alice").await;
+    }
+    app.post(
+        "/v1/users/login",
+        None,
+        json!({ "username": "alice", "password": "password123" }),
+    )
+    .await
+    .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+
+    // gRPC shares the limiter: same address, same bucket.
+    let mut grpc = client(&app).await;
+    let status = grpc
+        .login_user(pb::LoginUserRequest {
+            username: "alice".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let secs: u64 = status
+        .metadata()
+        .get("retry-after")
+        .expect("retry-after metadata")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&secs), "{secs}");
+    let details = status.get_error_details();
+    assert!(details.retry_info().is_some(), "RetryInfo detail");
+    assert_eq!(
+        details.error_info().unwrap().metadata["code"],
+        "rate_limited"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let big = "x".repeat(simplebank::http::MAX_HEADER_BYTES);
+    let reply = app
+        .call_with(
+            reqwest::Method::GET,
+            "/healthz",
+            None,
+            &[("x-padding", big.as_str())],
+            None,
+        )
+        .await;
+    reply.assert_error(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "invalid_argument",
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = TestApp::spawn().await;
+    let token = app.user("alice").await;
+    for reply in [
+        app.get("/v1/accounts", &token).await,
+        app.call(reqwest::Method::GET, "/nowhere", None, None).await,
+        bad_login(&app, "alice").await,
+    ] {
+        assert_eq!(reply.header("x-content-type-options"), "nosniff");
+        assert_eq!(reply.header("x-frame-options"), "DENY");
+        assert_eq!(reply.header("cache-control"), "no-store");
+        assert_eq!(reply.header("referrer-policy"), "no-referrer");
+        assert!(
+            reply
+                .header("content-security-policy")
+                .contains("default-src 'none'")
+        );
+    }
+}
+
+#[tokio::test]
+async fn beyond_the_concurrent_request_limit_the_server_sheds_load_at_once() {
+    // One request at a time: a slow login (argon2) holds the only slot.
+    let app = TestApp::spawn_with(&[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    app.signup("alice").await;
+    let mut shed = 0;
+    let mut ok = 0;
+    let replies = futures_like_join(&app, 8).await;
+    for status in replies {
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => shed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "ok {ok}, shed {shed}");
+    // Once the burst is over the server answers normally.
+    app.login("alice").await;
+}
+
+/// `n` logins at once; their statuses.
+async fn futures_like_join(app: &TestApp, n: usize) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let client = reqwest::Client::new();
+        let url = format!("{}/v1/users/login", app.address);
+        tasks.spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "username": "alice", "password": "password123" }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unavailable");
+            }
+            status
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
