@@ -126,6 +126,67 @@ pub fn openapi(simple_bank_compat: bool) -> utoipa::openapi::OpenApi {
         ..HttpOptions::default()
     })
     .into_openapi()
+    .with_transport_errors()
+}
+
+/// Adds to every operation the answers it can give whatever its handler does: the refusals of
+/// the guard and of the JSON extractor, the database being down, and login throttling. Done
+/// here, once, rather than repeated in every handler's annotation, and checked by fuzzing the
+/// API from this document (`make fuzz`).
+trait TransportErrors {
+    fn with_transport_errors(self) -> Self;
+}
+
+impl TransportErrors for utoipa::openapi::OpenApi {
+    fn with_transport_errors(mut self) -> Self {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+        let error = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        for (path, item) in self.paths.paths.iter_mut() {
+            let login = path.ends_with("/users/login");
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description));
+                };
+                if has_body {
+                    add("413", "invalid_argument: the body is over HTTP_BODY_LIMIT");
+                    add("415", "invalid_argument: the body is not application/json");
+                }
+                if login {
+                    add("429", "rate_limited: too many attempts; see Retry-After");
+                }
+                add("431", "invalid_argument: the headers are too large");
+                add("500", "internal");
+                add(
+                    "503",
+                    "unavailable: the database is down, the server is overloaded (see \
+                     Retry-After) or the request ran past REQUEST_TIMEOUT",
+                );
+            }
+        }
+        self
+    }
 }
 
 /// Every route, with the request log and metrics around all of them (matched or not), and CORS
@@ -133,6 +194,7 @@ pub fn openapi(simple_bank_compat: bool) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, options: HttpOptions) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let (routes, document) = api_with(&options).split_for_parts();
+    let document = document.with_transport_errors();
     let mut router = routes
         .merge(SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, document))
         .route_layer(middleware::from_fn(request_log::tag_route))
