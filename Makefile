@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check e2e fuzz bench db-docs lint fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check e2e fault fuzz bench db-docs lint fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -43,6 +43,10 @@ grpc-check: db-ready ## call every gRPC RPC through reflection alone, as evans w
 e2e: db-ready ## run the Postman collection (doc/postman) with newman against a fresh server
 	$(CARGO) build --locked --quiet
 	@scripts/e2e.py
+
+fault: db-ready ## SIGKILL, database restart, a held lock and SIGTERM under transfer load (restarts the local PostgreSQL)
+	$(CARGO) build --locked --quiet
+	FAULT_LOCAL_DB=$(LOCAL_DB) "$$(scripts/venv.sh)" scripts/fault.py
 
 fuzz: db-ready ## schemathesis against the HTTP API from its OpenAPI document (FUZZ_SECONDS=120)
 	$(CARGO) build --locked --quiet

@@ -29,6 +29,7 @@ use crate::store::Store;
 
 /// How often gRPC health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+const HEALTH_INTERVAL_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 /// The name gRPC health reports `simplebank.v1.SimpleBank` under.
 const GRPC_SERVICE_NAME: &str = "simplebank.v1.SimpleBank";
@@ -154,7 +155,8 @@ impl Application {
             .await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let bank = grpc::pb::simple_bank_server::SimpleBankServer::new(GrpcApi::new(self.service));
+        let bank =
+            grpc::pb::simple_bank_server::SimpleBankServer::new(GrpcApi::new(self.service.clone()));
 
         tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
         tracing::info!(address = %self.grpc_listener.local_addr()?, "gRPC API listening");
@@ -174,7 +176,12 @@ impl Application {
                 tonic::transport::server::TcpIncoming::from(self.grpc_listener),
                 until_stopped(stopped.clone()),
             );
-        let checker = check_health(self.store.clone(), health, stopped.clone());
+        let checker = check_health(
+            self.store.clone(),
+            self.service.clone(),
+            health,
+            stopped.clone(),
+        );
         let purger = background::purge_idempotency_keys(
             self.store.clone(),
             self.idempotency_retention,
@@ -202,16 +209,31 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 
 /// Reports SERVING over gRPC health only while the database answers, re-checked every
 /// `HEALTH_INTERVAL`, until shutdown (then NOT_SERVING).
-async fn check_health(store: Store, health: HealthReporter, mut stopped: watch::Receiver<bool>) {
+async fn check_health(
+    store: Store,
+    service: BankService,
+    health: HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
-        let status = match store.ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(_) => ServingStatus::NotServing,
+        let reachable = store.ping().await.is_ok();
+        // Requests fail fast while this says down (`BankService::check_database`).
+        service.set_database_reachable(reachable);
+        let status = if reachable {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
         };
         health.set_service_status("", status).await;
         health.set_service_status(GRPC_SERVICE_NAME, status).await;
+        // Down, look again soon: every request is refused until the database is seen back.
+        let pause = if reachable {
+            HEALTH_INTERVAL
+        } else {
+            HEALTH_INTERVAL_WHILE_DOWN
+        };
         tokio::select! {
-            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stopped.wait_for(|stop| *stop) => break,
         }
     }

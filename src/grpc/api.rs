@@ -27,6 +27,12 @@ impl GrpcApi {
         Self { service }
     }
 
+    /// The service, unless the database is known to be down: then UNAVAILABLE at once.
+    fn service(&self) -> Result<&BankService, Status> {
+        self.service.check_database().map_err(to_status)?;
+        Ok(&self.service)
+    }
+
     /// The caller, from `authorization: Bearer <access token>` metadata.
     fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let value = request.metadata().get("authorization").ok_or_else(|| {
@@ -46,7 +52,7 @@ impl GrpcApi {
                     "the authorization metadata must be: Bearer <access token>",
                 ))
             })?;
-        self.service.authenticate(token).map_err(to_status)
+        self.service()?.authenticate(token).map_err(to_status)
     }
 }
 
@@ -137,7 +143,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let new = NewUserRequest::parse(&r.username, &r.full_name, &r.email, &r.password)
             .map_err(invalid)?;
-        let user = self.service.create_user(new).await.map_err(to_status)?;
+        let user = self.service()?.create_user(new).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user.into()),
         }))
@@ -151,7 +157,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let (username, password) = parse_credentials(&r.username, &r.password).map_err(invalid)?;
         let login = self
-            .service
+            .service()?
             .login(username, password, client)
             .await
             .map_err(to_status)?;
@@ -163,7 +169,7 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::RenewAccessTokenRequest>,
     ) -> RpcResult<pb::RenewAccessTokenResponse> {
         let token = self
-            .service
+            .service()?
             .renew_access_token(&request.into_inner().refresh_token)
             .await
             .map_err(to_status)?;
@@ -174,7 +180,7 @@ impl SimpleBank for GrpcApi {
         &self,
         request: Request<pb::LogoutUserRequest>,
     ) -> RpcResult<pb::LogoutUserResponse> {
-        self.service
+        self.service()?
             .logout(&request.into_inner().refresh_token)
             .await
             .map_err(to_status)?;
@@ -188,7 +194,7 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let name = username(&request.into_inner().username)?;
         let user = self
-            .service
+            .service()?
             .get_user(&caller, &name)
             .await
             .map_err(to_status)?;
@@ -211,7 +217,7 @@ impl SimpleBank for GrpcApi {
         )
         .map_err(invalid)?;
         let user = self
-            .service
+            .service()?
             .update_user(&caller, &name, update)
             .await
             .map_err(to_status)?;
@@ -226,7 +232,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::VerifyEmailResponse> {
         let r = request.into_inner();
         let (email_id, code) = parse_verification(r.email_id, &r.secret_code).map_err(invalid)?;
-        self.service
+        self.service()?
             .verify_email(email_id, code)
             .await
             .map_err(to_status)?;
@@ -242,7 +248,7 @@ impl SimpleBank for GrpcApi {
         let name = username(&r.username)?;
         let role: Role = r.role.parse().map_err(|e| invalid(vec![e]))?;
         let user = self
-            .service
+            .service()?
             .set_user_role(&caller, &name, role)
             .await
             .map_err(to_status)?;
@@ -262,7 +268,7 @@ impl SimpleBank for GrpcApi {
             .parse()
             .map_err(|e| invalid(vec![e]))?;
         let account = self
-            .service
+            .service()?
             .create_account(&caller, currency)
             .await
             .map_err(to_status)?;
@@ -278,7 +284,7 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let id = account_id(request.into_inner().id, "id")?;
         let account = self
-            .service
+            .service()?
             .get_account(&caller, id)
             .await
             .map_err(to_status)?;
@@ -299,7 +305,7 @@ impl SimpleBank for GrpcApi {
         };
         let page = page(r.page_size, &r.page_token, PageKind::Accounts)?;
         let found = self
-            .service
+            .service()?
             .list_accounts(&caller, owner, page)
             .await
             .map_err(to_status)?;
@@ -318,7 +324,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let page = page(r.page_size, &r.page_token, PageKind::Entries)?;
         let found = self
-            .service
+            .service()?
             .list_entries(&caller, account, page)
             .await
             .map_err(to_status)?;
@@ -337,7 +343,10 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency)
             .map_err(invalid)?;
-        let answer = self.service.create_transfer(&caller, transfer, key).await;
+        let answer = self
+            .service()?
+            .create_transfer(&caller, transfer, key)
+            .await;
         money_response(answer, Into::into)
     }
 
@@ -349,7 +358,7 @@ impl SimpleBank for GrpcApi {
         let id = TransferId::new(request.into_inner().id)
             .map_err(|e| invalid(vec![e.for_field("id")]))?;
         let transfer = self
-            .service
+            .service()?
             .get_transfer(&caller, id)
             .await
             .map_err(to_status)?;
@@ -368,7 +377,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
         let answer = self
-            .service
+            .service()?
             .deposit(&caller, account, amount, currency, key)
             .await;
         money_response(answer, |receipt| pb::DepositResponse {
@@ -388,7 +397,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
         let answer = self
-            .service
+            .service()?
             .withdraw(&caller, account, amount, currency, key)
             .await;
         money_response(answer, |receipt| pb::WithdrawResponse {

@@ -5,6 +5,9 @@
 //! - headers over `MAX_HEADER_BYTES` in all: 431 `invalid_argument`;
 //! - more than `MAX_CONCURRENT_REQUESTS` requests in progress: 503 `unavailable` at once, with
 //!   `Retry-After: 1` — shedding load beats queueing it until everything times out;
+//! - while the health checker finds the database down, every route that needs it: 503
+//!   `unavailable` at once instead of after `DB_ACQUIRE_TIMEOUT` (`/readyz` still asks the
+//!   database itself);
 //! - a request still running after `REQUEST_TIMEOUT`: 503 `unavailable`. The handler is dropped,
 //!   which is safe for money: grouped movements run in tasks of their own and answer only after
 //!   they commit, and every transaction path ends its transaction explicitly.
@@ -19,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use crate::service::ServiceError;
+use crate::service::{BankService, ServiceError};
 
 /// The limits of `guard`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,20 +46,30 @@ impl Default for Limits {
 /// (a PASETO token is a few hundred bytes), far below what it takes to tie up memory.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// The state of `guard`: the limits and the permits of requests in progress.
-#[derive(Debug, Clone)]
+/// The state of `guard`: the limits, the permits of requests in progress, and the service (for
+/// whether the database is up).
+#[derive(Clone)]
 pub struct Guard {
     limits: Limits,
     in_progress: Arc<Semaphore>,
+    service: BankService,
 }
 
 impl Guard {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, service: BankService) -> Self {
         Self {
             limits,
             in_progress: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
+            service,
         }
     }
+}
+
+/// Routes that work without the database (or, like `/readyz`, find out about it themselves).
+fn needs_database(path: &str) -> bool {
+    !(matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || path.starts_with("/swagger-ui")
+        || path.starts_with("/api-docs"))
 }
 
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
@@ -76,6 +89,15 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
             )
             .into_response(),
         );
+    }
+    if needs_database(request.uri().path())
+        && let Err(down) = guard.service.check_database()
+    {
+        let mut response = ApiError::from(down).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return with_security_headers(response);
     }
     let Ok(_permit) = guard.in_progress.clone().try_acquire_owned() else {
         let mut response = ApiError::from(ServiceError::Unavailable(

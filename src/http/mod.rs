@@ -206,7 +206,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
     }
     router
         .layer(middleware::from_fn_with_state(
-            guard::Guard::new(options.limits),
+            guard::Guard::new(options.limits, state.service.clone()),
             guard::guard,
         ))
         .layer(middleware::from_fn_with_state(

@@ -56,6 +56,8 @@ pub struct BankService {
     metrics: Arc<Metrics>,
     /// Login attempts per client address and failures per username (`rate_limit.rs`).
     login_limiter: Arc<LoginLimiter>,
+    /// Whether the database answered the last health check; see `check_database`.
+    database_reachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -74,6 +76,29 @@ impl BankService {
             verification_ttl: DEFAULT_VERIFICATION_TTL,
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
+            database_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    /// What the health checker found: the database answers, or not.
+    pub fn set_database_reachable(&self, reachable: bool) {
+        self.database_reachable
+            .store(reachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Fails fast while the health checker finds the database down: without it every request
+    /// would wait `DB_ACQUIRE_TIMEOUT` for a connection that cannot be made before giving the
+    /// same answer. The adapters call it before any operation that needs the database.
+    pub fn check_database(&self) -> Result<(), ServiceError> {
+        if self
+            .database_reachable
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::Unavailable(
+                "the last health check found the database down".into(),
+            ))
         }
     }
 

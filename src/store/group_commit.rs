@@ -20,8 +20,9 @@
 //! window measured from the first queued request's arrival, for more to join.
 //!
 //! Failures: a batch that fails before `COMMIT` was sent has rolled back; a deadlock or
-//! serialization failure retries it, anything else runs its movements again one by one through the
-//! one-statement path, so one bad movement cannot fail its neighbours. If `COMMIT` itself fails
+//! serialization failure retries it, anything else (including waiting more than 250 ms for a row
+//! lock) runs its movements again one by one, each in its own task through the one-statement
+//! path, so one bad or blocked movement cannot fail or hold up its neighbours. If `COMMIT` itself fails
 //! the outcome is unknown (as for any commit whose answer is lost) and every caller gets the
 //! error; nothing is re-run, so nothing can be applied twice.
 //!
@@ -229,13 +230,24 @@ async fn run_batch(single: &Store, batch: Vec<Job>) {
     };
     match failure {
         Failure::BeforeCommit(err) => {
-            // Rolled back: nothing of the batch happened. One at a time, each gets its own answer.
+            // Rolled back: nothing of the batch happened. Each movement runs alone, in a task of
+            // its own, and gets its own answer; the lane is free at once, so a movement that has
+            // to wait (for a row lock held elsewhere) holds up nobody but itself.
             tracing::warn!(error = %err, size = batch.len(), "group commit failed; running the batch one by one");
             for job in batch {
-                let outcome = single
-                    .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
-                    .await;
-                let _ = job.reply.send(outcome);
+                let single = single.clone();
+                tokio::spawn(async move {
+                    let outcome = single
+                        .move_money_alone(
+                            job.from,
+                            job.to,
+                            job.amount,
+                            job.currency,
+                            job.movement(),
+                        )
+                        .await;
+                    let _ = job.reply.send(outcome);
+                });
             }
         }
         Failure::AtCommit(err) => {
@@ -261,6 +273,13 @@ enum Failure {
     /// `COMMIT` was sent and failed or went unanswered: it may or may not have happened.
     AtCommit(StoreError),
 }
+
+/// A batch waits at most this long for its row locks (sent with `BEGIN`, one round trip). Other
+/// batches and single movements hold them for milliseconds; a lock held far longer (a stuck
+/// transaction, a long manual one) would otherwise stall the whole lane and everything queued
+/// behind it. On `lock_not_available` the batch rolls back and its movements run alone, so only
+/// those touching the held row wait.
+const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
 
 /// Locks every account of the batch, ascending. The immutable columns come back for the receipts.
 const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, created_at \
@@ -347,7 +366,7 @@ async fn apply(
     batch: &[Job],
 ) -> Result<Vec<Result<TransferReceipt, StoreError>>, Failure> {
     let mut tx = pool
-        .begin()
+        .begin_with(BEGIN_BATCH)
         .await
         .map_err(|e| Failure::BeforeCommit(e.into()))?;
     match judge_and_write(&mut tx, batch).await {

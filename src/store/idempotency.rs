@@ -165,7 +165,30 @@ enum Step {
 
 impl Store {
     /// Runs `movement` once per (`caller`, `key`); see the module comment.
+    ///
+    /// The transaction runs in a task of its own. If the caller stops waiting — the client hung
+    /// up, or the request ran past its timeout — a future dropped mid-transaction would leave its
+    /// advisory and row locks on a pooled connection until that connection is next used; as a
+    /// task it finishes and ends its transaction, and the client's retry with the same key finds
+    /// the outcome.
     pub async fn move_money_once(
+        &self,
+        movement: &MoneyMove,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome, StoreError> {
+        let (store, movement, caller, key) =
+            (self.clone(), movement.clone(), caller.clone(), key.clone());
+        tokio::spawn(async move { store.run_keyed(&movement, &caller, &key).await })
+            .await
+            .unwrap_or_else(|failed| {
+                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
+                    "keyed movement task failed: {failed}"
+                ))))
+            })
+    }
+
+    async fn run_keyed(
         &self,
         movement: &MoneyMove,
         caller: &Username,

@@ -201,7 +201,53 @@ async fn a_batch_that_fails_runs_again_one_by_one_so_only_the_bad_movement_fails
     let fourteen = outcome(fourteen).await.expect("14 is fine");
     // They ran as separate transactions after the batch rolled back.
     assert_ne!(twelve.transfer.created_at, fourteen.transfer.created_at);
-    assert_eq!(fourteen.from_account.balance, 1_000 - 10 - 12 - 14);
+    assert_eq!(
+        db.store.get_account(a).await.unwrap().balance,
+        1_000 - 10 - 12 - 14
+    );
+    assert_ledger_consistent(db.pool()).await;
+}
+
+#[tokio::test]
+async fn a_row_held_elsewhere_holds_up_only_the_movements_that_touch_it() {
+    let db = TestDb::with_pool_size(8).await;
+    let store = one_lane(&db);
+    let a = funded_account(&db.store, "alice", Currency::Usd, 1_000)
+        .await
+        .id;
+    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await.id;
+    let c = funded_account(&db.store, "carol", Currency::Usd, 0)
+        .await
+        .id;
+    let d = funded_account(&db.store, "dave", Currency::Usd, 0).await.id;
+    // Carol's row is held by a long transaction of somebody else's.
+    let mut stuck = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(c.get())
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+
+    let (blocker, first) = occupy_the_lane(&db, &store, b, (a, b, "alice")).await;
+    let to_carol = transfer(&store, a, c, 5, "alice");
+    // Bob's 10 (from the first transfer) to dave: no account in common with the one that waits
+    // (which, waiting for carol's row, holds alice's: rows are locked in id order).
+    let to_dave = transfer(&store, b, d, 7, "bob");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    blocker.rollback().await.unwrap();
+    outcome(first).await.unwrap();
+
+    // The batch {to carol, bob to dave} gives up on carol's lock after 250 ms and runs each alone:
+    // dave's arrives while carol's row is still held.
+    let to_dave = tokio::time::timeout(Duration::from_secs(5), to_dave)
+        .await
+        .expect("the movement not touching the held row was not held up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_dave.to_account.balance, 7);
+    assert!(!to_carol.is_finished(), "carol's row is still held");
+    stuck.rollback().await.unwrap();
+    assert_eq!(outcome(to_carol).await.unwrap().to_account.balance, 5);
     assert_ledger_consistent(db.pool()).await;
 }
 

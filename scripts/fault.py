@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""`make fault`: the server under transfer load while things break, on loopback, bounded in time.
+
+Against the project's PostgreSQL (DB_SOURCE, PG_PORT) and the debug server, with unique usernames
+per run. Load is eight clients, one per funded customer, each sending transfers to the others with
+an Idempotency-Key and retrying that key on every failure (connection refused, 503, 409) until
+it has an answer — what a careful client does — plus four clients sending transfers without a
+key (group commit) that never retry. Scenarios, in order:
+
+1. kill:      SIGKILL the server under load, start a new one (same key, same database).
+2. database:  stop PostgreSQL under load for a few seconds, start it again; the server must answer
+              503 `unavailable` meanwhile, report not ready on /readyz and gRPC health, and
+              recover by itself.
+3. slow:      a transaction holds one customer's row lock; requests touching it must end with 503
+              at REQUEST_TIMEOUT while /healthz stays fast and other customers' transfers go on.
+4. shutdown:  SIGTERM under load; in-flight requests are answered, the exit code is 0.
+
+After all four: every transfer a client saw acknowledged is in the database with its entries,
+every key moved money at most once and answered the same transfer every time, and the ledger
+invariants hold. Exits non-zero on any violation; prints the figures doc/reliability.md quotes.
+"""
+
+import glob
+import json
+import os
+import pathlib
+import random
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "debug" / "simplebank"
+TOKEN_KEY = "fault-key-of-exactly-32-bytes..."
+CUSTOMERS = 8
+FUNDS = 1_000_000
+FAILURES = []
+
+
+def fail(message):
+    print(f"fault: FAIL {message}", flush=True)
+    FAILURES.append(message)
+
+
+def psql(sql):
+    psql_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    return subprocess.run([psql_bin, os.environ["DB_SOURCE"], "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Server:
+    """The server on free ports; `base` and `grpc` change with every start."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+        self.process = None
+        self.base = self.grpc = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        log_path = ROOT / "target" / f"fault-server-{self.starts}.log"
+        env = dict(os.environ, HTTP_SERVER_ADDRESS="127.0.0.1:0", GRPC_SERVER_ADDRESS="127.0.0.1:0",
+                   TOKEN_SYMMETRIC_KEY=TOKEN_KEY, LOG_FORMAT="json", NO_COLOR="1",
+                   LOGIN_ATTEMPTS_PER_IP="0", **self.settings)
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([BINARY, "serve"], env=env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = log_path.read_text()
+            http = re.search(r'"message":"HTTP API listening","address":"([^"]+)"', text)
+            grpc_address = re.search(r'"message":"gRPC API listening","address":"([^"]+)"', text)
+            if http and grpc_address:
+                self.base = f"http://{http.group(1)}"
+                self.grpc = grpc_address.group(1)
+                return
+            time.sleep(0.1)
+        sys.exit(f"fault: the server did not start; see {log_path}")
+
+
+def request(method, url, body=None, token=None, key=None, timeout=30):
+    """(status, body, headers); status 0 when there was no HTTP answer at all."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if key:
+        headers["Idempotency-Key"] = key
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null"), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null"), error.headers
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0, None, {}
+
+
+class Load:
+    """The clients. Keyed ones keep each key until it has a definite answer."""
+
+    def __init__(self, server, customers):
+        self.server = server
+        self.customers = customers
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.keyed = {}       # key -> transfer id (or "refused: code")
+        self.unkeyed_acked = []
+        self.unkeyed_in_doubt = 0
+        self.statuses = {}    # status -> count, every answer
+        self.slow_503 = []    # seconds a 503 took
+        self.threads = []
+
+    def count(self, status, took):
+        with self.lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status == 503:
+                self.slow_503.append(took)
+
+    def keyed_client(self, me):
+        rng = random.Random(me["name"])
+        while not self.stop.is_set():
+            key, to = str(uuid.uuid4()), rng.choice([c for c in self.customers if c is not me])
+            body = {"from_account_id": me["account"], "to_account_id": to["account"],
+                    "amount": rng.randint(1, 100), "currency": "USD"}
+            seen = None
+            while True:  # the same key until a definite answer, even after stop is set
+                started = time.monotonic()
+                status, answer, _ = request("POST", f"{self.server.base}/v1/transfers", body,
+                                            me["token"], key, timeout=10)
+                self.count(status, time.monotonic() - started)
+                if status == 201:
+                    transfer = answer["transfer"]["id"]
+                    if seen is not None and seen != transfer:
+                        fail(f"key {key} answered transfer {seen}, then {transfer}")
+                    seen = transfer
+                    with self.lock:
+                        self.keyed[key] = transfer
+                    break
+                if status == 422:
+                    with self.lock:
+                        self.keyed[key] = f"refused: {answer['error']['code']}"
+                    break
+                if status in (0, 409, 503):
+                    time.sleep(0.1)
+                    continue
+                fail(f"keyed transfer got {status}: {answer}")
+                break
+
+    def unkeyed_client(self, n):
+        rng = random.Random(100 + n)
+        while not self.stop.is_set():
+            a, b = rng.sample(self.customers, 2)
+            started = time.monotonic()
+            status, answer, _ = request("POST", f"{self.server.base}/v1/transfers",
+                                        {"from_account_id": a["account"], "to_account_id": b["account"],
+                                         "amount": rng.randint(1, 50), "currency": "USD"},
+                                        a["token"], timeout=10)
+            self.count(status, time.monotonic() - started)
+            with self.lock:
+                if status == 201:
+                    self.unkeyed_acked.append(answer["transfer"]["id"])
+                elif status in (0, 503):
+                    self.unkeyed_in_doubt += 1  # may or may not have happened: why keys exist
+            if status in (0, 503):
+                time.sleep(0.1)
+
+    def begin(self):
+        self.stop.clear()
+        self.threads = [threading.Thread(target=self.keyed_client, args=(c,)) for c in self.customers]
+        self.threads += [threading.Thread(target=self.unkeyed_client, args=(n,)) for n in range(4)]
+        for thread in self.threads:
+            thread.start()
+
+    def end(self):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+            if thread.is_alive():
+                fail("a client never got a definite answer for its key")
+
+    def answered(self):
+        with self.lock:
+            return sum(self.statuses.values())
+
+
+def wait_for(what, predicate, seconds):
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    fail(f"{what} did not happen within {seconds} s")
+    return None
+
+
+def grpc_health(server):
+    try:
+        with grpc.insecure_channel(server.grpc) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="simplebank.v1.SimpleBank"), timeout=2)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.RpcError as error:
+        return error.code().name
+
+
+def set_up(server, run):
+    banker = f"fb_{run}"
+    request("POST", f"{server.base}/v1/users", {"username": banker, "full_name": "Fault Banker",
+                                                "email": f"{banker}@example.com", "password": "password123"})
+    subprocess.run([BINARY, "user", "set-role", banker, "banker"], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, NO_COLOR="1"))
+    _, login, _ = request("POST", f"{server.base}/v1/users/login", {"username": banker, "password": "password123"})
+    banker_token = login["access_token"]
+    customers = []
+    for i in range(CUSTOMERS):
+        name = f"fc_{run}_{i}"
+        request("POST", f"{server.base}/v1/users", {"username": name, "full_name": "Fault Customer",
+                                                    "email": f"{name}@example.com", "password": "password123"})
+        _, login, _ = request("POST", f"{server.base}/v1/users/login", {"username": name, "password": "password123"})
+        _, account, _ = request("POST", f"{server.base}/v1/accounts", {"currency": "USD"}, login["access_token"])
+        status, _, _ = request("POST", f"{server.base}/v1/accounts/{account['account']['id']}/deposits",
+                               {"amount": FUNDS, "currency": "USD"}, banker_token)
+        assert status == 201, status
+        customers.append({"name": name, "token": login["access_token"], "account": account["account"]["id"]})
+    return customers
+
+
+def kill_scenario(server, load):
+    load.begin()
+    time.sleep(3)
+    before = load.answered()
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    time.sleep(1)
+    server.start()
+    time.sleep(3)
+    load.end()
+    print(f"fault: kill: {before} answers before SIGKILL, {load.answered()} by the end; restarted, "
+          f"clients carried on with their keys", flush=True)
+
+
+def database_scenario(server, load, db_sh):
+    load.begin()
+    time.sleep(2)
+    answered_before = load.answered()
+    subprocess.run([db_sh, "stop"], check=True, capture_output=True)
+    stopped = time.monotonic()
+    wait_for("/readyz reporting 503", lambda: request("GET", f"{server.base}/readyz")[0] == 503, 10)
+    went_not_serving = wait_for("gRPC health NOT_SERVING", lambda: grpc_health(server) == "NOT_SERVING", 15)
+    started = time.monotonic()
+    status, answer, _ = request("POST", f"{server.base}/v1/transfers",
+                                {"from_account_id": load.customers[0]["account"],
+                                 "to_account_id": load.customers[1]["account"], "amount": 1,
+                                 "currency": "USD"}, load.customers[0]["token"])
+    took = time.monotonic() - started
+    if status != 503 or answer["error"]["code"] != "unavailable":
+        fail(f"a transfer with the database down got {status} {answer}")
+    time.sleep(max(0, 5 - (time.monotonic() - stopped)))
+    subprocess.run([db_sh, "start"], check=True, capture_output=True)
+    back = time.monotonic()
+    ready = wait_for("/readyz back to 200", lambda: request("GET", f"{server.base}/readyz")[0] == 200, 30)
+    serving = wait_for("gRPC health SERVING again", lambda: grpc_health(server) == "SERVING", 30)
+    time.sleep(2)
+    load.end()
+    print(f"fault: database: down {back - stopped:.1f} s; a transfer meanwhile got 503 unavailable in "
+          f"{took * 1000:.0f} ms; gRPC health NOT_SERVING after {went_not_serving or -1:.1f} s; "
+          f"ready again {ready or -1:.1f} s and SERVING {serving or -1:.1f} s after the database "
+          f"came back, same process; {answered_before} answers before, {load.answered()} by the end",
+          flush=True)
+
+
+def slow_scenario(load, customers, run):
+    server = Server(REQUEST_TIMEOUT="2s")
+    server.start()
+    load.server = server
+    victim = customers[0]
+    psql_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    holder = subprocess.Popen([psql_bin, os.environ["DB_SOURCE"], "-qAt", "-c",
+                               f"BEGIN; SELECT 1 FROM accounts WHERE id = {victim['account']} FOR UPDATE; "
+                               "SELECT pg_sleep(6); COMMIT;"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    results = {}
+
+    def touch_victim(n):
+        started = time.monotonic()
+        status, _, _ = request("POST", f"{server.base}/v1/transfers",
+                               {"from_account_id": customers[1 + n % 3]["account"],
+                                "to_account_id": victim["account"], "amount": 1, "currency": "USD"},
+                               customers[1 + n % 3]["token"], key=f"slow-{run}-{n}")
+        results[n] = (status, time.monotonic() - started)
+
+    def others(n):
+        started = time.monotonic()
+        status, _, _ = request("POST", f"{server.base}/v1/transfers",
+                               {"from_account_id": customers[4 + n % 2]["account"],
+                                "to_account_id": customers[6 + n % 2]["account"], "amount": 1,
+                                "currency": "USD"}, customers[4 + n % 2]["token"])
+        results[100 + n] = (status, time.monotonic() - started)
+
+    threads = [threading.Thread(target=touch_victim, args=(n,)) for n in range(10)]
+    threads += [threading.Thread(target=others, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    health = []
+    for _ in range(10):
+        started = time.monotonic()
+        status, _, _ = request("GET", f"{server.base}/healthz")
+        health.append((status, time.monotonic() - started))
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    holder.wait()
+    victims = [results[n] for n in range(10)]
+    bystanders = [results[100 + n] for n in range(10)]
+    if any(status != 503 for status, _ in victims):
+        fail(f"requests waiting on the held lock: {victims}")
+    if any(took > 4 for _, took in victims):
+        fail(f"a request waited past REQUEST_TIMEOUT=2s by far: {victims}")
+    if any(status != 200 or took > 0.5 for status, took in health):
+        fail(f"/healthz while requests waited: {health}")
+    print(f"fault: slow: 10 requests on a locked account answered 503 after "
+          f"{min(t for _, t in victims):.1f}-{max(t for _, t in victims):.1f} s (REQUEST_TIMEOUT=2s); "
+          f"/healthz meanwhile in at most {max(t for _, t in health) * 1000:.0f} ms; transfers between "
+          f"other customers: {sorted(s for s, _ in bystanders)} in at most "
+          f"{max(t for _, t in bystanders):.1f} s", flush=True)
+    # The keyed requests that timed out still ran once the lock was released; their retries
+    # must find that outcome.
+    # Until the lock goes they are still running, so a retry hears 409 "in progress" first.
+    replayed = 0
+    for n in range(10):
+        payer = customers[1 + n % 3]
+        deadline = time.monotonic() + 20
+        while True:
+            status, answer, headers = request("POST", f"{server.base}/v1/transfers",
+                                              {"from_account_id": payer["account"],
+                                               "to_account_id": victim["account"], "amount": 1,
+                                               "currency": "USD"}, payer["token"], key=f"slow-{run}-{n}")
+            if status == 409 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            break
+        if status != 201:
+            fail(f"retry of a timed-out keyed request got {status} {answer}")
+        elif headers.get("Idempotent-Replayed") == "true":
+            replayed += 1
+    print(f"fault: slow: their retries with the same keys: {replayed} of 10 replayed the transfer "
+          f"that ran once the lock was released", flush=True)
+    return server
+
+
+def shutdown_scenario(server, load):
+    load.server = server
+    load.begin()
+    time.sleep(2)
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=60)
+    if code != 0:
+        fail(f"SIGTERM: exit code {code}")
+    server.start()
+    time.sleep(1)
+    load.end()
+    print(f"fault: shutdown: SIGTERM under load, exit code {code}", flush=True)
+    return server
+
+
+def check(load, run):
+    # Every acknowledged transfer exists, with its two entries.
+    acked = [t for t in load.keyed.values() if isinstance(t, int)] + load.unkeyed_acked
+    found = int(psql(f"SELECT count(*) FROM transfers WHERE id IN ({','.join(map(str, acked))})"))
+    if found != len(acked):
+        fail(f"{len(acked) - found} acknowledged transfers are missing")
+    # Each key moved money at most once: its record names the one transfer its client saw.
+    rows = psql(f"SELECT key, coalesce(transfer_id::text, refusal) FROM idempotency_keys "
+                f"WHERE username LIKE 'fc\\_{run}\\_%'")
+    records = dict(line.split("|") for line in rows.splitlines())
+    for key, outcome in load.keyed.items():
+        recorded = records.get(key)
+        expected = str(outcome) if isinstance(outcome, int) else outcome.split(": ")[1]
+        if recorded != expected:
+            fail(f"key {key}: client saw {outcome}, record says {recorded}")
+    invariants = {
+        "balance = sum of entries": "SELECT count(*) FROM accounts a WHERE balance <> "
+                                    "(SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)",
+        "two entries summing to zero": "SELECT count(*) FROM (SELECT t.id FROM transfers t LEFT JOIN entries e "
+                                       "ON e.transfer_id = t.id GROUP BY t.id "
+                                       "HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0) s",
+        "each currency sums to zero": "SELECT count(*) FROM (SELECT currency FROM accounts GROUP BY currency "
+                                      "HAVING sum(balance) <> 0) s",
+        "no negative customer balance": "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < 0",
+    }
+    for name, sql in invariants.items():
+        if psql(sql) != "0":
+            fail(f"invariant broken: {name}")
+    total = int(psql(f"SELECT sum(balance) FROM accounts WHERE owner LIKE 'fc\\_{run}\\_%'"))
+    if total != CUSTOMERS * FUNDS:
+        fail(f"the customers' money changed: {total}")
+    keyed_moved = sum(1 for t in load.keyed.values() if isinstance(t, int))
+    print(f"fault: checked: {len(load.keyed)} keys ({keyed_moved} transfers, "
+          f"{len(load.keyed) - keyed_moved} refused), {len(load.unkeyed_acked)} acknowledged unkeyed "
+          f"transfers all present, {load.unkeyed_in_doubt} unkeyed requests left in doubt by the faults "
+          f"(no key, no retry); answers by status {dict(sorted(load.statuses.items()))}; "
+          f"slowest 503 {max(load.slow_503, default=0) * 1000:.0f} ms; invariants hold"
+          + (" — NOT" if FAILURES else ""), flush=True)
+
+
+def main():
+    if "DB_SOURCE" not in os.environ:
+        sys.exit("DB_SOURCE must be set (make fault sets it)")
+    db_sh = ROOT / "scripts" / "db.sh"
+    run = secrets.token_hex(3)
+    server = Server()
+    server.start()
+    customers = set_up(server, run)
+    load = Load(server, customers)
+    started = time.monotonic()
+    try:
+        kill_scenario(server, load)
+        if os.environ.get("FAULT_LOCAL_DB") == "1":
+            database_scenario(server, load, db_sh)
+        else:
+            print("fault: database: skipped — DB_SOURCE names a database this script may not restart",
+                  flush=True)
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+        server = slow_scenario(load, customers, run)
+        server = shutdown_scenario(server, load)
+        check(load, run)
+    finally:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=60)
+    print(f"fault: {len(FAILURES)} failures in {time.monotonic() - started:.0f} s")
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()
