@@ -1,6 +1,7 @@
 //! The gRPC API, black-box: the same `Application` (see `api::harness`), driven by a tonic client.
 
 mod authorization;
+mod boundaries;
 mod parity;
 mod reflection;
 pub mod rpcs;
