@@ -38,7 +38,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::transfers::Movement;
-use super::{Store, StoreError, decode};
+use super::{Store, StoreError, decode, retrying_when};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, Transfer, TransferId,
     TransferReceipt, Username,
@@ -93,6 +93,19 @@ struct Job {
 }
 
 impl Job {
+    /// This movement in a transaction of its own, through the one-statement path.
+    async fn run_alone(&self, single: &Store) -> Result<TransferReceipt, StoreError> {
+        single
+            .move_money_alone(
+                self.from,
+                self.to,
+                self.amount,
+                self.currency,
+                self.movement(),
+            )
+            .await
+    }
+
     fn movement(&self) -> Movement<'_> {
         match self.kind {
             Kind::Transfer => Movement::Transfer {
@@ -153,10 +166,7 @@ impl GroupCommit {
         };
         if let Err(refused) = self.queue.send(job).await {
             // The collector is gone (the runtime is shutting down): do it alone.
-            let job = refused.0;
-            return single
-                .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
-                .await;
+            return refused.0.run_alone(single).await;
         }
         answer.await.unwrap_or_else(|_| {
             // The lane died without answering (a panic): whether the batch committed is unknown.
@@ -204,29 +214,22 @@ async fn collect(mut jobs: mpsc::Receiver<Job>, single: Store, settings: GroupCo
 async fn run_batch(single: &Store, batch: Vec<Job>) {
     if batch.len() == 1 {
         let job = batch.into_iter().next().expect("one job");
-        let outcome = single
-            .move_money_alone(job.from, job.to, job.amount, job.currency, job.movement())
-            .await;
+        let outcome = job.run_alone(single).await;
         let _ = job.reply.send(outcome);
         return;
     }
 
-    let mut tries = 0;
-    let failure = loop {
-        tries += 1;
-        match apply(single.pool(), &batch).await {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    // A caller that went away no longer needs its answer; the money moved anyway.
-                    let _ = job.reply.send(outcome);
-                }
-                return;
+    let conflicted =
+        |failure: &Failure| matches!(failure, Failure::BeforeCommit(StoreError::Contended));
+    let failure = match retrying_when(conflicted, || apply(single.pool(), &batch)).await {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                // A caller that went away no longer needs its answer; the money moved anyway.
+                let _ = job.reply.send(outcome);
             }
-            Err(Failure::BeforeCommit(StoreError::Contended)) if tries < super::MAX_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(2u64 << tries)).await;
-            }
-            Err(failure) => break failure,
+            return;
         }
+        Err(failure) => failure,
     };
     match failure {
         Failure::BeforeCommit(err) => {
@@ -237,15 +240,7 @@ async fn run_batch(single: &Store, batch: Vec<Job>) {
             for job in batch {
                 let single = single.clone();
                 tokio::spawn(async move {
-                    let outcome = single
-                        .move_money_alone(
-                            job.from,
-                            job.to,
-                            job.amount,
-                            job.currency,
-                            job.movement(),
-                        )
-                        .await;
+                    let outcome = job.run_alone(&single).await;
                     let _ = job.reply.send(outcome);
                 });
             }

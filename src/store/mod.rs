@@ -96,11 +96,6 @@ impl Store {
         }
     }
 
-    /// Whether money movements are grouped.
-    pub fn groups_commits(&self) -> bool {
-        self.group_commit.is_some()
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -147,20 +142,35 @@ impl Store {
 ///
 /// Only for work that is one transaction (or one statement): a failed attempt has rolled back
 /// completely, so trying again cannot apply anything twice.
-async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+async fn retrying<T, F, Fut>(attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    retrying_when(error::is_retryable, attempt)
+        .await
+        .map_err(StoreError::from)
+}
+
+/// `retrying` for attempts with an error of their own: `conflicted` says which errors are a
+/// deadlock or serialization failure of a transaction that rolled back completely.
+async fn retrying_when<T, E, F, Fut>(
+    conflicted: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut tries = 0;
     loop {
         tries += 1;
         match attempt().await {
-            Err(err) if error::is_retryable(&err) && tries < MAX_ATTEMPTS => {
+            Err(err) if conflicted(&err) && tries < MAX_ATTEMPTS => {
                 tracing::debug!(tries, "transaction conflicted; retrying");
                 tokio::time::sleep(Duration::from_millis(2u64 << tries)).await;
             }
-            other => return other.map_err(StoreError::from),
+            other => return other,
         }
     }
 }
