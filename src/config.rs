@@ -285,9 +285,12 @@ impl Settings {
         let url = get("DB_SOURCE").ok_or(ConfigError::Missing("DB_SOURCE"))?;
         let mut database = DatabaseSettings::new(SecretString::from(url));
         database.connect_options()?;
-        if let Some(n) = get("DB_MAX_CONNECTIONS") {
-            database.max_connections = parse_number("DB_MAX_CONNECTIONS", &n, 1..=1000)?;
-        }
+        database.max_connections = number_setting(
+            &get,
+            "DB_MAX_CONNECTIONS",
+            database.max_connections,
+            1..=1000,
+        )?;
         if let Some(raw) = get("DB_ACQUIRE_TIMEOUT") {
             database.acquire_timeout = parse_duration(&raw).ok_or(ConfigError::Invalid {
                 key: "DB_ACQUIRE_TIMEOUT",
@@ -362,21 +365,28 @@ impl Settings {
         let simple_bank_compat = parse_flag(&get, "SIMPLE_BANK_COMPAT", false)?;
         let http_defaults = crate::http::Limits::default();
         let http_limits = crate::http::Limits {
-            max_concurrent_requests: get("MAX_CONCURRENT_REQUESTS")
-                .map_or(Ok(http_defaults.max_concurrent_requests), |raw| {
-                    parse_number("MAX_CONCURRENT_REQUESTS", &raw, 1..=1_000_000)
-                })?,
+            max_concurrent_requests: number_setting(
+                &get,
+                "MAX_CONCURRENT_REQUESTS",
+                http_defaults.max_concurrent_requests,
+                1..=1_000_000,
+            )?,
             request_timeout: lifetime("REQUEST_TIMEOUT", http_defaults.request_timeout)?,
         };
         let defaults = LoginLimits::default();
         let login_limits = LoginLimits {
-            per_ip: get("LOGIN_ATTEMPTS_PER_IP").map_or(Ok(defaults.per_ip), |raw| {
-                parse_number("LOGIN_ATTEMPTS_PER_IP", &raw, 0..=1_000_000)
-            })?,
-            per_username: get("LOGIN_FAILURES_PER_USERNAME")
-                .map_or(Ok(defaults.per_username), |raw| {
-                    parse_number("LOGIN_FAILURES_PER_USERNAME", &raw, 0..=1_000_000)
-                })?,
+            per_ip: number_setting(
+                &get,
+                "LOGIN_ATTEMPTS_PER_IP",
+                defaults.per_ip,
+                0..=1_000_000,
+            )?,
+            per_username: number_setting(
+                &get,
+                "LOGIN_FAILURES_PER_USERNAME",
+                defaults.per_username,
+                0..=1_000_000,
+            )?,
         };
         let group_commit = if parse_flag(&get, "GROUP_COMMIT", true)? {
             let defaults = GroupCommitSettings::default();
@@ -396,10 +406,8 @@ impl Settings {
         } else {
             None
         };
-        let body_limit = match get("HTTP_BODY_LIMIT") {
-            Some(raw) => parse_number("HTTP_BODY_LIMIT", &raw, 1024..=16 * 1024 * 1024)?,
-            None => 64 * 1024,
-        };
+        let body_limit =
+            number_setting(&get, "HTTP_BODY_LIMIT", 64 * 1024, 1024..=16 * 1024 * 1024)?;
         Ok(Settings {
             environment,
             database,
@@ -467,10 +475,7 @@ fn mail_sender(
                     });
                 }
             };
-            let port = match get("SMTP_PORT") {
-                Some(raw) => parse_number("SMTP_PORT", &raw, 1..=65535)?,
-                None => tls.default_port(),
-            };
+            let port = number_setting(get, "SMTP_PORT", tls.default_port(), 1..=65535)?;
             let from = get("SMTP_FROM")
                 .ok_or(ConfigError::Missing("SMTP_FROM"))?
                 .parse()
@@ -538,6 +543,19 @@ fn link_base(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigErro
         });
     }
     Ok(base.trim_end_matches('/').to_owned())
+}
+
+/// A number setting: `default` when unset, otherwise parsed and within `range`.
+fn number_setting<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+{
+    get(key).map_or(Ok(default), |raw| parse_number(key, &raw, range))
 }
 
 fn parse_number<T>(
