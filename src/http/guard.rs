@@ -73,44 +73,38 @@ fn needs_database(path: &str) -> bool {
 }
 
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    with_security_headers(admit(&guard, request, next).await)
+}
+
+/// The limits, in order: header size, database up, a free slot, then the request under its
+/// deadline.
+async fn admit(guard: &Guard, request: Request, next: Next) -> Response {
     let header_bytes: usize = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return with_security_headers(
-            ApiError::with_status(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                ServiceError::invalid(
-                    "headers",
-                    format!("must total at most {MAX_HEADER_BYTES} bytes"),
-                ),
-            )
-            .into_response(),
-        );
+        return ApiError::with_status(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ServiceError::invalid(
+                "headers",
+                format!("must total at most {MAX_HEADER_BYTES} bytes"),
+            ),
+        )
+        .into_response();
     }
     if needs_database(request.uri().path())
         && let Err(down) = guard.service.check_database()
     {
-        let mut response = ApiError::from(down).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return with_security_headers(response);
+        return retry_soon(down);
     }
     let Ok(_permit) = guard.in_progress.clone().try_acquire_owned() else {
-        let mut response = ApiError::from(ServiceError::Unavailable(
+        return retry_soon(ServiceError::Unavailable(
             "too many requests in progress".into(),
-        ))
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return with_security_headers(response);
+        ));
     };
-    let response = match tokio::time::timeout(guard.limits.request_timeout, next.run(request)).await
-    {
+    match tokio::time::timeout(guard.limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::from(ServiceError::Unavailable(
             format!(
@@ -120,8 +114,16 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
             .into(),
         ))
         .into_response(),
-    };
-    with_security_headers(response)
+    }
+}
+
+/// A refusal whose cause should pass within seconds: `Retry-After: 1`.
+fn retry_soon(error: ServiceError) -> Response {
+    let mut response = ApiError::from(error).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Headers that make a browser treat our answers as data only: never sniffed into something

@@ -38,14 +38,6 @@ impl Default for LoginLimits {
     }
 }
 
-impl LoginLimits {
-    /// No limits (tests and benchmarks that log thousands of users in from one address).
-    pub const OFF: Self = Self {
-        per_ip: 0,
-        per_username: 0,
-    };
-}
-
 /// How many keys a bucket set tracks before it forgets the idle ones.
 const SWEEP_AT: usize = 10_000;
 /// The most keys tracked at all: beyond, new keys go unlimited until the set shrinks, rather than
@@ -226,7 +218,10 @@ mod tests {
 
     #[test]
     fn zero_turns_a_limit_off() {
-        let limiter = LoginLimiter::new(LoginLimits::OFF);
+        let limiter = LoginLimiter::new(LoginLimits {
+            per_ip: 0,
+            per_username: 0,
+        });
         for _ in 0..1_000 {
             limiter.admit("10.0.0.1", "alice").unwrap();
             limiter.failed("alice");
