@@ -26,7 +26,6 @@ import argparse
 import datetime
 import json
 import signal
-import time
 import urllib.request
 import os
 import pathlib
@@ -38,6 +37,8 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import served  # noqa: E402  (scripts/served.py, shared with the other scripts that run a server)
 BINARY = ROOT / "target/release/simplebank"
 LOADGEN = ROOT / "target/release/simplebank-loadgen"
 TOKEN_KEY = "bench-key-of-exactly-32-bytes..."
@@ -212,27 +213,13 @@ class Server:
     """The release server on free ports over the bench database."""
 
     def __init__(self, url, log_path, **settings):
-        env = dict(os.environ, DB_SOURCE=url, HTTP_SERVER_ADDRESS="127.0.0.1:0",
-                   GRPC_SERVER_ADDRESS="127.0.0.1:0", TOKEN_SYMMETRIC_KEY=TOKEN_KEY,
-                   ENVIRONMENT="production", MAIL_SENDER="log", LOG_FORMAT="json",
-                   DB_MAX_CONNECTIONS="32", NO_COLOR="1",
-                   # 10,000 logins from one address: the login limits would refuse most.
-                   LOGIN_ATTEMPTS_PER_IP="0", LOGIN_FAILURES_PER_USERNAME="0", **settings)
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen([BINARY, "serve", "--no-migrate"], env=env,
-                                        stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
-        self.http = self.grpc = None
-        while time.monotonic() < deadline and not (self.http and self.grpc):
-            text = pathlib.Path(log_path).read_text()
-            http = re.search(r'"message":"HTTP API listening","address":"([^"]+)"', text)
-            grpc = re.search(r'"message":"gRPC API listening","address":"([^"]+)"', text)
-            self.http = http and f"http://{http.group(1)}"
-            self.grpc = grpc and f"http://{grpc.group(1)}"
-            time.sleep(0.2)
-        if not (self.http and self.grpc):
-            self.stop()
-            sys.exit(f"bench: the server did not start; see {log_path}")
+        self.process, self.http, grpc = served.serve(
+            BINARY, log_path, args=("serve", "--no-migrate"), DB_SOURCE=url,
+            TOKEN_SYMMETRIC_KEY=TOKEN_KEY, ENVIRONMENT="production", MAIL_SENDER="log",
+            DB_MAX_CONNECTIONS="32",
+            # 10,000 logins from one address: the login limits would refuse most.
+            LOGIN_ATTEMPTS_PER_IP="0", LOGIN_FAILURES_PER_USERNAME="0", **settings)
+        self.grpc = f"http://{grpc}"
 
     def peak_rss_mib(self):
         status = pathlib.Path(f"/proc/{self.process.pid}/status").read_text()

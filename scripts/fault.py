@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import random
-import re
 import secrets
 import signal
 import subprocess
@@ -38,6 +37,8 @@ import uuid
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import served
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY = ROOT / "target" / "debug" / "simplebank"
@@ -69,23 +70,9 @@ class Server:
 
     def start(self):
         self.starts += 1
-        log_path = ROOT / "target" / f"fault-server-{self.starts}.log"
-        env = dict(os.environ, HTTP_SERVER_ADDRESS="127.0.0.1:0", GRPC_SERVER_ADDRESS="127.0.0.1:0",
-                   TOKEN_SYMMETRIC_KEY=TOKEN_KEY, LOG_FORMAT="json", NO_COLOR="1",
-                   LOGIN_ATTEMPTS_PER_IP="0", **self.settings)
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen([BINARY, "serve"], env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = log_path.read_text()
-            http = re.search(r'"message":"HTTP API listening","address":"([^"]+)"', text)
-            grpc_address = re.search(r'"message":"gRPC API listening","address":"([^"]+)"', text)
-            if http and grpc_address:
-                self.base = f"http://{http.group(1)}"
-                self.grpc = grpc_address.group(1)
-                return
-            time.sleep(0.1)
-        sys.exit(f"fault: the server did not start; see {log_path}")
+        self.process, self.base, self.grpc = served.serve(
+            BINARY, ROOT / "target" / f"fault-server-{self.starts}.log",
+            TOKEN_SYMMETRIC_KEY=TOKEN_KEY, LOGIN_ATTEMPTS_PER_IP="0", **self.settings)
 
 
 def request(method, url, body=None, token=None, key=None, timeout=30):

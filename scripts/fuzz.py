@@ -16,13 +16,13 @@ error ("AST constructor recursion depth mismatch") that has nothing to do with t
 import json
 import os
 import pathlib
-import re
 import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+
+import served
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHECKS = ",".join([
@@ -32,24 +32,6 @@ CHECKS = ",".join([
     "response_schema_conformance",
     "response_headers_conformance",
 ])
-
-
-def start_server(binary, db_source):
-    log_path = ROOT / "target" / "fuzz-server.log"
-    env = dict(os.environ, DB_SOURCE=db_source, HTTP_SERVER_ADDRESS="127.0.0.1:0",
-               GRPC_SERVER_ADDRESS="127.0.0.1:0", NO_COLOR="1", LOG_FORMAT="json")
-    log = open(log_path, "w")
-    process = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = re.search(r'"message":"HTTP API listening","address":"([^"]+)"', log_path.read_text())
-        if match:
-            return process, f"http://{match.group(1)}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    process.kill()
-    sys.exit(f"fuzz: the server did not start; see {log_path}")
 
 
 def call(url, body, token=None):
@@ -69,7 +51,8 @@ def main():
     schemathesis = pathlib.Path(python).parent / "schemathesis"
     binary = ROOT / "target" / "debug" / "simplebank"
     user = f"fuzz_{secrets.token_hex(3)}"
-    server, base = start_server(binary, db_source)
+    log_path = ROOT / "target" / "fuzz-server.log"
+    server, base, _ = served.serve(binary, log_path, DB_SOURCE=db_source)
     try:
         call(f"{base}/v1/users", {"username": user, "full_name": "Fuzz Er",
                                   "email": f"{user}@example.com", "password": "password123"})
@@ -85,7 +68,7 @@ def main():
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    errors = [line for line in (ROOT / "target" / "fuzz-server.log").read_text().splitlines()
+    errors = [line for line in log_path.read_text().splitlines()
               if '"level":"ERROR"' in line]
     if errors:
         print(f"fuzz: the server logged {len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
