@@ -163,3 +163,18 @@ async fn swagger_ui_is_served_from_the_binary() {
             .contains("/api-docs/openapi.json")
     );
 }
+
+#[test]
+fn every_login_route_documents_throttling_and_only_login_routes_do() {
+    let document = serde_json::to_value(simplebank::http::openapi(true)).unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let throttled = operation["responses"].get("429").is_some();
+            let login = matches!(
+                path.as_str(),
+                "/v1/users/login" | "/users/login" | "/v1/login_user"
+            );
+            assert_eq!(throttled, login, "{method} {path}");
+        }
+    }
+}
