@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::auth::TokenMaker;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
-use crate::service::{DEFAULT_VERIFICATION_TTL, LoginLimits, TokenLifetimes};
+use crate::service::{DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes};
 use crate::store::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 
 /// Where verification emails go.
@@ -258,8 +258,9 @@ pub struct Settings {
     /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
     /// minute; 0 turns one off.
     pub login_limits: LoginLimits,
-    /// `MAX_CONCURRENT_REQUESTS` (default 1024) and `REQUEST_TIMEOUT` (default 30s), HTTP.
-    pub http_limits: crate::http::Limits,
+    /// `MAX_CONCURRENT_REQUESTS` (default 1024) and `REQUEST_TIMEOUT` (default 30s), both APIs
+    /// together.
+    pub request_limits: RequestLimits,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -363,15 +364,15 @@ impl Settings {
         };
         let allowed_origins = allowed_origins(get("ALLOWED_ORIGINS").as_deref())?;
         let simple_bank_compat = parse_flag(&get, "SIMPLE_BANK_COMPAT", false)?;
-        let http_defaults = crate::http::Limits::default();
-        let http_limits = crate::http::Limits {
+        let request_defaults = RequestLimits::default();
+        let request_limits = RequestLimits {
             max_concurrent_requests: number_setting(
                 &get,
                 "MAX_CONCURRENT_REQUESTS",
-                http_defaults.max_concurrent_requests,
+                request_defaults.max_concurrent_requests,
                 1..=1_000_000,
             )?,
-            request_timeout: lifetime("REQUEST_TIMEOUT", http_defaults.request_timeout)?,
+            request_timeout: lifetime("REQUEST_TIMEOUT", request_defaults.request_timeout)?,
         };
         let defaults = LoginLimits::default();
         let login_limits = LoginLimits {
@@ -422,7 +423,7 @@ impl Settings {
             simple_bank_compat,
             group_commit,
             login_limits,
-            http_limits,
+            request_limits,
             run_migrations: true,
         })
     }

@@ -41,6 +41,8 @@ pub struct Application {
     service: BankService,
     store: Store,
     idempotency_retention: Duration,
+    /// `HTTP_BODY_LIMIT`, which bounds a gRPC request message too.
+    message_limit: usize,
     outbox: OutboxWorker,
     metrics: Arc<Metrics>,
 }
@@ -82,6 +84,7 @@ impl Application {
         )
         .with_verification_ttl(settings.mail.verification_ttl)
         .with_login_limits(settings.login_limits)
+        .with_request_limits(settings.request_limits)
         .with_metrics(Arc::clone(&metrics));
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone());
         let state = AppState {
@@ -95,7 +98,6 @@ impl Application {
                 body_limit: settings.body_limit,
                 allowed_origins: settings.allowed_origins.clone(),
                 simple_bank_compat: settings.simple_bank_compat,
-                limits: settings.http_limits,
             },
         );
         let http_listener = TcpListener::bind(settings.http_address)
@@ -111,6 +113,7 @@ impl Application {
             service,
             store,
             idempotency_retention: settings.idempotency_retention,
+            message_limit: settings.body_limit,
             outbox,
             metrics,
         })
@@ -155,8 +158,7 @@ impl Application {
             .await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let bank =
-            grpc::pb::simple_bank_server::SimpleBankServer::new(GrpcApi::new(self.service.clone()));
+        let bank = GrpcApi::server(self.service.clone(), self.message_limit);
 
         tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
         tracing::info!(address = %self.grpc_listener.local_addr()?, "gRPC API listening");
@@ -217,8 +219,8 @@ async fn check_health(
 ) {
     loop {
         let reachable = store.ping().await.is_ok();
-        // Requests fail fast while this says down (`BankService::check_database`).
-        service.set_database_reachable(reachable);
+        // Requests fail fast while this says down (`Admission::check_database`).
+        service.admission().set_database_reachable(reachable);
         let status = if reachable {
             ServingStatus::Serving
         } else {

@@ -5,6 +5,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::error::{invalid, to_status};
+use super::guard::Guarded;
 use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
 use crate::domain::{
@@ -27,10 +28,16 @@ impl GrpcApi {
         Self { service }
     }
 
-    /// The service, unless the database is known to be down: then UNAVAILABLE at once.
-    fn service(&self) -> Result<&BankService, Status> {
-        self.service.check_database().map_err(to_status)?;
-        Ok(&self.service)
+    /// The bank's server: every RPC behind the service's `Admission` (see `guard.rs`), requests
+    /// over `message_limit` bytes refused.
+    pub fn server(
+        service: BankService,
+        message_limit: usize,
+    ) -> Guarded<pb::simple_bank_server::SimpleBankServer<GrpcApi>> {
+        let admission = service.admission().clone();
+        let server = pb::simple_bank_server::SimpleBankServer::new(Self::new(service))
+            .max_decoding_message_size(message_limit);
+        Guarded::new(server, admission, message_limit)
     }
 
     /// The caller, from `authorization: Bearer <access token>` metadata.
@@ -52,7 +59,7 @@ impl GrpcApi {
                     "the authorization metadata must be: Bearer <access token>",
                 ))
             })?;
-        self.service()?.authenticate(token).map_err(to_status)
+        self.service.authenticate(token).map_err(to_status)
     }
 }
 
@@ -143,7 +150,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let new = NewUserRequest::parse(&r.username, &r.full_name, &r.email, &r.password)
             .map_err(invalid)?;
-        let user = self.service()?.create_user(new).await.map_err(to_status)?;
+        let user = self.service.create_user(new).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user.into()),
         }))
@@ -157,7 +164,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let (username, password) = parse_credentials(&r.username, &r.password).map_err(invalid)?;
         let login = self
-            .service()?
+            .service
             .login(username, password, client)
             .await
             .map_err(to_status)?;
@@ -169,7 +176,7 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::RenewAccessTokenRequest>,
     ) -> RpcResult<pb::RenewAccessTokenResponse> {
         let token = self
-            .service()?
+            .service
             .renew_access_token(&request.into_inner().refresh_token)
             .await
             .map_err(to_status)?;
@@ -180,7 +187,7 @@ impl SimpleBank for GrpcApi {
         &self,
         request: Request<pb::LogoutUserRequest>,
     ) -> RpcResult<pb::LogoutUserResponse> {
-        self.service()?
+        self.service
             .logout(&request.into_inner().refresh_token)
             .await
             .map_err(to_status)?;
@@ -194,7 +201,7 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let name = username(&request.into_inner().username)?;
         let user = self
-            .service()?
+            .service
             .get_user(&caller, &name)
             .await
             .map_err(to_status)?;
@@ -217,7 +224,7 @@ impl SimpleBank for GrpcApi {
         )
         .map_err(invalid)?;
         let user = self
-            .service()?
+            .service
             .update_user(&caller, &name, update)
             .await
             .map_err(to_status)?;
@@ -232,7 +239,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::VerifyEmailResponse> {
         let r = request.into_inner();
         let (email_id, code) = parse_verification(r.email_id, &r.secret_code).map_err(invalid)?;
-        self.service()?
+        self.service
             .verify_email(email_id, code)
             .await
             .map_err(to_status)?;
@@ -248,7 +255,7 @@ impl SimpleBank for GrpcApi {
         let name = username(&r.username)?;
         let role: Role = r.role.parse().map_err(|e| invalid(vec![e]))?;
         let user = self
-            .service()?
+            .service
             .set_user_role(&caller, &name, role)
             .await
             .map_err(to_status)?;
@@ -268,7 +275,7 @@ impl SimpleBank for GrpcApi {
             .parse()
             .map_err(|e| invalid(vec![e]))?;
         let account = self
-            .service()?
+            .service
             .create_account(&caller, currency)
             .await
             .map_err(to_status)?;
@@ -284,7 +291,7 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let id = account_id(request.into_inner().id, "id")?;
         let account = self
-            .service()?
+            .service
             .get_account(&caller, id)
             .await
             .map_err(to_status)?;
@@ -305,7 +312,7 @@ impl SimpleBank for GrpcApi {
         };
         let page = page(r.page_size, &r.page_token, PageKind::Accounts)?;
         let found = self
-            .service()?
+            .service
             .list_accounts(&caller, owner, page)
             .await
             .map_err(to_status)?;
@@ -324,7 +331,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let page = page(r.page_size, &r.page_token, PageKind::Entries)?;
         let found = self
-            .service()?
+            .service
             .list_entries(&caller, account, page)
             .await
             .map_err(to_status)?;
@@ -343,10 +350,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency)
             .map_err(invalid)?;
-        let answer = self
-            .service()?
-            .create_transfer(&caller, transfer, key)
-            .await;
+        let answer = self.service.create_transfer(&caller, transfer, key).await;
         money_response(answer, Into::into)
     }
 
@@ -358,7 +362,7 @@ impl SimpleBank for GrpcApi {
         let id = TransferId::new(request.into_inner().id)
             .map_err(|e| invalid(vec![e.for_field("id")]))?;
         let transfer = self
-            .service()?
+            .service
             .get_transfer(&caller, id)
             .await
             .map_err(to_status)?;
@@ -377,7 +381,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
         let answer = self
-            .service()?
+            .service
             .deposit(&caller, account, amount, currency, key)
             .await;
         money_response(answer, |receipt| pb::DepositResponse {
@@ -397,7 +401,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
         let answer = self
-            .service()?
+            .service
             .withdraw(&caller, account, amount, currency, key)
             .await;
         money_response(answer, |receipt| pb::WithdrawResponse {

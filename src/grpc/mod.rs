@@ -4,10 +4,12 @@
 mod api;
 mod convert;
 mod error;
+mod guard;
 mod rpc_log;
 
 pub use api::GrpcApi;
 pub use error::{ERROR_DOMAIN, code_of, to_status};
+pub use guard::Guarded;
 pub use rpc_log::{REQUEST_ID, RpcLogLayer};
 
 /// The code generated from `proto/simplebank/v1/simplebank.proto` by `build.rs`.

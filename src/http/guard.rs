@@ -3,82 +3,42 @@
 //!
 //! Each refusal is in SPEC §4's shape, with the status that names the problem:
 //! - headers over `MAX_HEADER_BYTES` in all: 431 `invalid_argument`;
-//! - more than `MAX_CONCURRENT_REQUESTS` requests in progress: 503 `unavailable` at once, with
-//!   `Retry-After: 1` — shedding load beats queueing it until everything times out;
-//! - while the health checker finds the database down, every route that needs it: 503
-//!   `unavailable` at once instead of after `DB_ACQUIRE_TIMEOUT` (`/readyz` still asks the
-//!   database itself);
-//! - a request still running after `REQUEST_TIMEOUT`: 503 `unavailable`. The handler is dropped,
-//!   which is safe for money: grouped movements run in tasks of their own and answer only after
-//!   they commit, and every transaction path ends its transaction explicitly.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! - while the health checker finds the database down: 503 `unavailable` at once instead of after
+//!   `DB_ACQUIRE_TIMEOUT`, with `Retry-After: 1`;
+//! - more than `MAX_CONCURRENT_REQUESTS` requests in progress on both APIs together: 503
+//!   `unavailable` at once, with `Retry-After: 1`;
+//! - a request still running after `REQUEST_TIMEOUT`: 503 `unavailable`.
+//!
+//! The last three are the service's `Admission`, which the gRPC side applies too. Health,
+//! metrics and the API documents skip it (`/readyz` asks the database itself).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use crate::service::{BankService, ServiceError};
-
-/// The limits of `guard`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// `MAX_CONCURRENT_REQUESTS`, default 1,024.
-    pub max_concurrent_requests: usize,
-    /// `REQUEST_TIMEOUT`, default 30 s.
-    pub request_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_concurrent_requests: 1024,
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
+use crate::service::{Admission, ServiceError};
 
 /// The most header bytes (names and values) a request may carry: far above any real client's
 /// (a PASETO token is a few hundred bytes), far below what it takes to tie up memory.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// The state of `guard`: the limits, the permits of requests in progress, and the service (for
-/// whether the database is up).
-#[derive(Clone)]
-pub struct Guard {
-    limits: Limits,
-    in_progress: Arc<Semaphore>,
-    service: BankService,
-}
-
-impl Guard {
-    pub fn new(limits: Limits, service: BankService) -> Self {
-        Self {
-            limits,
-            in_progress: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
-            service,
-        }
-    }
-}
-
-/// Routes that work without the database (or, like `/readyz`, find out about it themselves).
-fn needs_database(path: &str) -> bool {
-    !(matches!(path, "/healthz" | "/readyz" | "/metrics")
+/// Routes that are not the bank: probes, metrics and documents. They need no database (or, like
+/// `/readyz`, ask it themselves), are cheap, and must answer while the bank is saturated.
+fn is_infrastructure(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
         || path.starts_with("/swagger-ui")
-        || path.starts_with("/api-docs"))
+        || path.starts_with("/api-docs")
 }
 
-pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    with_security_headers(admit(&guard, request, next).await)
+pub async fn guard(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    with_security_headers(admit(&admission, request, next).await)
 }
 
-/// The limits, in order: header size, database up, a free slot, then the request under its
-/// deadline.
-async fn admit(guard: &Guard, request: Request, next: Next) -> Response {
+/// The limits, in order: header size, then for the bank's routes the admission (database up, a
+/// free slot) and the deadline.
+async fn admit(admission: &Admission, request: Request, next: Next) -> Response {
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -94,26 +54,16 @@ async fn admit(guard: &Guard, request: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    if needs_database(request.uri().path())
-        && let Err(down) = guard.service.check_database()
-    {
-        return retry_soon(down);
+    if is_infrastructure(request.uri().path()) {
+        return next.run(request).await;
     }
-    let Ok(_permit) = guard.in_progress.clone().try_acquire_owned() else {
-        return retry_soon(ServiceError::Unavailable(
-            "too many requests in progress".into(),
-        ));
+    let _slot = match admission.admit() {
+        Ok(slot) => slot,
+        Err(refused) => return retry_soon(refused),
     };
-    match tokio::time::timeout(guard.limits.request_timeout, next.run(request)).await {
+    match admission.within_deadline(next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::from(ServiceError::Unavailable(
-            format!(
-                "the request did not finish within {:?}",
-                guard.limits.request_timeout
-            )
-            .into(),
-        ))
-        .into_response(),
+        Err(late) => ApiError::from(late).into_response(),
     }
 }
 

@@ -9,7 +9,7 @@ mod guard;
 mod handlers;
 mod request_log;
 
-pub use guard::{Limits, MAX_HEADER_BYTES};
+pub use guard::MAX_HEADER_BYTES;
 
 use std::sync::Arc;
 
@@ -104,8 +104,6 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<HeaderValue>,
     /// Also serve simple_bank's routes and shapes (`SIMPLE_BANK_COMPAT`).
     pub simple_bank_compat: bool,
-    /// Requests in progress and how long one may run (`guard.rs`).
-    pub limits: guard::Limits,
 }
 
 /// The routes of `options` and their OpenAPI document: the compatibility routes appear in the
@@ -210,7 +208,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
     }
     router
         .layer(middleware::from_fn_with_state(
-            guard::Guard::new(options.limits, state.service.clone()),
+            state.service.admission().clone(),
             guard::guard,
         ))
         .layer(middleware::from_fn_with_state(

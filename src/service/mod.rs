@@ -5,6 +5,7 @@
 //! owner/banker rules live in these methods, so both transports enforce exactly the same ones.
 
 mod accounts;
+mod admission;
 mod error;
 mod port;
 mod rate_limit;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use accounts::{ListPage, PageRequest};
+pub use admission::{Admission, RequestLimits, Slot};
 pub use error::{ErrorCode, ServiceError};
 pub use port::BankStore;
 #[cfg(test)]
@@ -56,8 +58,8 @@ pub struct BankService {
     metrics: Arc<Metrics>,
     /// Login attempts per client address and failures per username (`rate_limit.rs`).
     login_limiter: Arc<LoginLimiter>,
-    /// Whether the database answered the last health check; see `check_database`.
-    database_reachable: Arc<std::sync::atomic::AtomicBool>,
+    /// The database check, the request slots and the deadline both adapters apply.
+    admission: Admission,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -76,30 +78,20 @@ impl BankService {
             verification_ttl: DEFAULT_VERIFICATION_TTL,
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
-            database_reachable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            admission: Admission::new(RequestLimits::default()),
         }
     }
 
-    /// What the health checker found: the database answers, or not.
-    pub fn set_database_reachable(&self, reachable: bool) {
-        self.database_reachable
-            .store(reachable, std::sync::atomic::Ordering::Relaxed);
+    /// What every request of either API must get before its operation runs (`admission.rs`).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
-    /// Fails fast while the health checker finds the database down: without it every request
-    /// would wait `DB_ACQUIRE_TIMEOUT` for a connection that cannot be made before giving the
-    /// same answer. The adapters call it before any operation that needs the database.
-    pub fn check_database(&self) -> Result<(), ServiceError> {
-        if self
-            .database_reachable
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            Ok(())
-        } else {
-            Err(ServiceError::Unavailable(
-                "the last health check found the database down".into(),
-            ))
-        }
+    /// Call while building, before the service is cloned: clones made earlier keep the old
+    /// limits.
+    pub fn with_request_limits(mut self, limits: RequestLimits) -> Self {
+        self.admission = Admission::new(limits);
+        self
     }
 
     pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {

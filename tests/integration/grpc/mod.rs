@@ -2,6 +2,7 @@
 
 mod authorization;
 mod boundaries;
+mod limits;
 mod parity;
 mod reflection;
 pub mod rpcs;
