@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check e2e fault fuzz bench db-docs lint fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check e2e fault fuzz bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -63,9 +63,27 @@ db-docs: ## render doc/db.dbml to SQL (doc/schema.sql) with the DBML CLI from np
 	.tools/npm/node_modules/.bin/dbml2sql doc/db.dbml --postgres -o doc/schema.sql
 	@echo "doc/schema.sql written from doc/db.dbml"
 
-lint: toolchain ## formatting check and clippy with warnings as errors
+lint: toolchain ## formatting check, clippy with warnings as errors, then `make deny`
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	@$(MAKE) --no-print-directory deny
+
+# cargo-deny is built from crates.io once per machine (about 4 minutes on 2 cores) into cargo's
+# own bin directory, so later clones find it. The advisory database lives in a git repository
+# that cargo-deny clones; where a copy is present (CARGO_HOME/advisory-dbs, e.g. after
+# `cargo deny fetch` on a networked machine) advisories are checked from it, offline.
+CARGO_DENY_VERSION := 0.20.2
+ADVISORY_DBS := $(or $(CARGO_HOME),$(HOME)/.cargo)/advisory-dbs
+
+deny: ## dependency licenses, bans (OpenSSL, duplicates) and sources per deny.toml; advisories where a database is present
+	@$(CARGO) deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
+	  $(CARGO) install --locked --quiet cargo-deny@$(CARGO_DENY_VERSION)
+	$(CARGO) deny --offline check bans licenses sources
+	@if ls -d $(ADVISORY_DBS)/*/crates >/dev/null 2>&1; then \
+	  $(CARGO) deny --offline check advisories; \
+	else \
+	  echo "advisories: skipped - no advisory database under $(ADVISORY_DBS); 'cargo deny fetch db' clones one where the network reaches it"; \
+	fi
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all
