@@ -48,6 +48,11 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `lock_timeout` for every connection: the longest any statement waits for a
+    /// row lock. The server sets it to `REQUEST_TIMEOUT`, so the database work of a request
+    /// answered `unavailable` at its deadline ends then too, instead of holding a connection
+    /// for as long as some other session holds the row.
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +185,7 @@ impl DatabaseSettings {
             url,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            lock_timeout: RequestLimits::default().request_timeout,
         }
     }
 
@@ -189,7 +195,10 @@ impl DatabaseSettings {
         if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
             return Err(ConfigError::InvalidDatabaseUrl("DB_SOURCE"));
         }
-        PgConnectOptions::from_str(url).map_err(|_| ConfigError::InvalidDatabaseUrl("DB_SOURCE"))
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| ConfigError::InvalidDatabaseUrl("DB_SOURCE"))?;
+        let lock_timeout = format!("{}ms", self.lock_timeout.as_millis().max(1));
+        Ok(options.options([("lock_timeout", lock_timeout.as_str())]))
     }
 
     /// How every pool of the process is configured (the tests use it too).
@@ -374,6 +383,7 @@ impl Settings {
             )?,
             request_timeout: lifetime("REQUEST_TIMEOUT", request_defaults.request_timeout)?,
         };
+        database.lock_timeout = request_limits.request_timeout;
         let defaults = LoginLimits::default();
         let login_limits = LoginLimits {
             per_ip: number_setting(
@@ -659,6 +669,21 @@ mod tests {
             fn drop(&mut self) {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
+        }
+    }
+
+    #[test]
+    fn no_statement_waits_for_a_row_lock_longer_than_a_request_may_run() {
+        for (vars, expected) in [
+            (vec![DB], "-c lock_timeout=30000ms"),
+            (
+                vec![DB, ("REQUEST_TIMEOUT", "2s")],
+                "-c lock_timeout=2000ms",
+            ),
+        ] {
+            let settings = settings(&vars).unwrap();
+            let options = settings.database.connect_options().unwrap();
+            assert_eq!(options.get_options(), Some(expected), "{vars:?}");
         }
     }
 

@@ -117,6 +117,9 @@ impl From<sqlx::Error> for StoreError {
                     return StoreError::SameAccount;
                 }
                 "40P01" | "40001" => return StoreError::Contended,
+                // lock_not_available: a row stayed locked past `lock_timeout` (REQUEST_TIMEOUT,
+                // see `DatabaseSettings`) — someone else holds it; not worth retrying at once.
+                "55P03" => return StoreError::Unavailable(err),
                 // connection_exception class, admin/crash shutdown, cannot_connect_now,
                 // too_many_connections: the database is not there for us right now.
                 c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300") => {

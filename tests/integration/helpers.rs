@@ -187,6 +187,15 @@ pub async fn funded_account(
 /// Waits (up to 5 s) until `n` sessions of this database are blocked on a row lock: the
 /// deterministic way to know that a request has reached the point where it waits.
 pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
+    wait_for_lock_waiters_where(pool, |waiting| waiting >= n, &format!("at least {n}")).await;
+}
+
+/// Until no session of the test database waits for a row lock (at most 5 s).
+pub async fn wait_for_no_lock_waiters(pool: &PgPool) {
+    wait_for_lock_waiters_where(pool, |waiting| waiting == 0, "zero").await;
+}
+
+async fn wait_for_lock_waiters_where(pool: &PgPool, done: impl Fn(i64) -> bool, what: &str) {
     for _ in 0..500 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -195,12 +204,12 @@ pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
         .fetch_one(pool)
         .await
         .unwrap();
-        if waiting >= n {
+        if done(waiting) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("fewer than {n} sessions ever blocked on a lock");
+    panic!("the number of sessions blocked on a lock never became {what}");
 }
 
 /// Counts of ledger rows, to show that a refused operation changed nothing.

@@ -12,7 +12,9 @@ use tonic_types::StatusExt;
 
 use super::rpcs::{authed, client, table_code};
 use crate::api::harness::TestApp;
-use crate::helpers::{assert_ledger_consistent, wait_for_lock_waiters};
+use crate::helpers::{
+    assert_ledger_consistent, snapshot, wait_for_lock_waiters, wait_for_no_lock_waiters,
+};
 
 /// Puts its bytes on the wire as the request message, whatever they are, as a broken or hostile
 /// client would; reads an answer as bytes.
@@ -165,7 +167,9 @@ async fn a_message_over_the_body_limit_is_refused_before_decoding() {
 
 /// One slot for both APIs and a one-second deadline: a gRPC transfer stuck behind a row lock
 /// holds the slot, so HTTP and gRPC requests alike are shed at once while the probes still
-/// answer; at the deadline the transfer is answered `unavailable` and the slot is free again.
+/// answer; at the deadline the transfer is answered `unavailable`, the slot is free again, and
+/// its database work has given up too (`lock_timeout` follows `REQUEST_TIMEOUT`), so it holds
+/// no connection and moves no money when the lock goes.
 #[tokio::test]
 async fn both_apis_share_the_request_slots_and_the_deadline() {
     let app =
@@ -176,6 +180,7 @@ async fn both_apis_share_the_request_slots_and_the_deadline() {
     let from = app.open_account(&alice, "USD").await;
     let to = app.open_account(&bob, "USD").await;
     app.deposit(&banker, from, 10_000, "USD").await;
+    let before = snapshot(app.db.pool()).await;
 
     let mut holder = app.db.pool().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
@@ -222,7 +227,14 @@ async fn both_apis_share_the_request_slots_and_the_deadline() {
     c.get_account(authed(&alice, pb::GetAccountRequest { id: from }))
         .await
         .expect("served again");
+    // While the lock is still held, nothing waits for it any more.
+    wait_for_no_lock_waiters(app.db.pool()).await;
 
     holder.rollback().await.unwrap();
+    assert_eq!(
+        snapshot(app.db.pool()).await,
+        before,
+        "the abandoned transfer left nothing"
+    );
     assert_ledger_consistent(app.db.pool()).await;
 }
