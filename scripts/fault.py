@@ -53,9 +53,13 @@ def fail(message):
     FAILURES.append(message)
 
 
+def psql_command():
+    """Debian's psql (scripts/db.sh installed it), newest major version first."""
+    return [sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1], os.environ["DB_SOURCE"]]
+
+
 def psql(sql):
-    psql_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
-    return subprocess.run([psql_bin, os.environ["DB_SOURCE"], "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+    return subprocess.run([*psql_command(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -272,8 +276,7 @@ def slow_scenario(load, customers, run):
     server.start()
     load.server = server
     victim = customers[0]
-    psql_bin = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
-    holder = subprocess.Popen([psql_bin, os.environ["DB_SOURCE"], "-qAt", "-c",
+    holder = subprocess.Popen([*psql_command(), "-qAt", "-c",
                                f"BEGIN; SELECT 1 FROM accounts WHERE id = {victim['account']} FOR UPDATE; "
                                "SELECT pg_sleep(6); COMMIT;"], stdout=subprocess.DEVNULL)
     time.sleep(0.5)

@@ -140,7 +140,7 @@ async fn beyond_the_concurrent_request_limit_the_server_sheds_load_at_once() {
     app.signup("alice").await;
     let mut shed = 0;
     let mut ok = 0;
-    let replies = futures_like_join(&app, 8).await;
+    let replies = burst_of_logins(&app, 8).await;
     for status in replies {
         match status {
             StatusCode::OK => ok += 1,
@@ -154,7 +154,7 @@ async fn beyond_the_concurrent_request_limit_the_server_sheds_load_at_once() {
 }
 
 /// `n` logins at once; their statuses.
-async fn futures_like_join(app: &TestApp, n: usize) -> Vec<StatusCode> {
+async fn burst_of_logins(app: &TestApp, n: usize) -> Vec<StatusCode> {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
         let client = reqwest::Client::new();

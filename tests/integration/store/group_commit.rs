@@ -37,6 +37,18 @@ fn transfer(store: &Store, from: AccountId, to: AccountId, units: i64, owner: &s
     })
 }
 
+/// One funded account per (owner, currency, balance), in order.
+async fn funded_accounts<const N: usize>(
+    db: &TestDb,
+    specs: [(&str, Currency, i64); N],
+) -> [AccountId; N] {
+    let mut ids = Vec::with_capacity(N);
+    for (owner, currency, balance) in specs {
+        ids.push(funded_account(&db.store, owner, currency, balance).await.id);
+    }
+    ids.try_into().expect("one id per spec")
+}
+
 async fn outcome(pending: Pending) -> Result<TransferReceipt, StoreError> {
     pending.await.expect("task panicked")
 }
@@ -64,14 +76,16 @@ async fn occupy_the_lane(
 async fn a_batch_judges_each_movement_alone_in_arrival_order() {
     let db = TestDb::with_pool_size(6).await;
     let store = one_lane(&db);
-    let a = funded_account(&db.store, "alice", Currency::Usd, 100)
-        .await
-        .id;
-    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await.id;
-    let c = funded_account(&db.store, "carol", Currency::Usd, 0)
-        .await
-        .id;
-    let d = funded_account(&db.store, "dave", Currency::Eur, 0).await.id;
+    let [a, b, c, d] = funded_accounts(
+        &db,
+        [
+            ("alice", Currency::Usd, 100),
+            ("bob", Currency::Usd, 0),
+            ("carol", Currency::Usd, 0),
+            ("dave", Currency::Eur, 0),
+        ],
+    )
+    .await;
     let nowhere = AccountId::new(999_999).unwrap();
     let total_before = customer_total(db.pool(), Currency::Usd).await;
 
@@ -176,10 +190,11 @@ async fn a_batch_judges_each_movement_alone_in_arrival_order() {
 async fn a_batch_that_fails_runs_again_one_by_one_so_only_the_bad_movement_fails() {
     let db = TestDb::with_pool_size(6).await;
     let store = one_lane(&db);
-    let a = funded_account(&db.store, "alice", Currency::Usd, 1_000)
-        .await
-        .id;
-    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await.id;
+    let [a, b] = funded_accounts(
+        &db,
+        [("alice", Currency::Usd, 1_000), ("bob", Currency::Usd, 0)],
+    )
+    .await;
     // A rule the store does not know about, so only the database refuses the amount 13: the
     // whole batch statement fails, as an unexpected error would make it.
     sqlx::query("ALTER TABLE transfers ADD CONSTRAINT unlucky CHECK (amount <> 13)")
@@ -212,14 +227,16 @@ async fn a_batch_that_fails_runs_again_one_by_one_so_only_the_bad_movement_fails
 async fn a_row_held_elsewhere_holds_up_only_the_movements_that_touch_it() {
     let db = TestDb::with_pool_size(8).await;
     let store = one_lane(&db);
-    let a = funded_account(&db.store, "alice", Currency::Usd, 1_000)
-        .await
-        .id;
-    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await.id;
-    let c = funded_account(&db.store, "carol", Currency::Usd, 0)
-        .await
-        .id;
-    let d = funded_account(&db.store, "dave", Currency::Usd, 0).await.id;
+    let [a, b, c, d] = funded_accounts(
+        &db,
+        [
+            ("alice", Currency::Usd, 1_000),
+            ("bob", Currency::Usd, 0),
+            ("carol", Currency::Usd, 0),
+            ("dave", Currency::Usd, 0),
+        ],
+    )
+    .await;
     // Carol's row is held by a long transaction of somebody else's.
     let mut stuck = db.pool().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
@@ -255,10 +272,11 @@ async fn a_row_held_elsewhere_holds_up_only_the_movements_that_touch_it() {
 async fn refused_movements_of_a_batch_write_nothing() {
     let db = TestDb::with_pool_size(6).await;
     let store = one_lane(&db);
-    let a = funded_account(&db.store, "alice", Currency::Usd, 10)
-        .await
-        .id;
-    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await.id;
+    let [a, b] = funded_accounts(
+        &db,
+        [("alice", Currency::Usd, 10), ("bob", Currency::Usd, 0)],
+    )
+    .await;
 
     let before = snapshot(db.pool()).await;
 
