@@ -4,20 +4,15 @@
 
 use simplebank::grpc::pb;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
-use super::rpcs::{authed, client, sign_up_and_log_in};
+use super::rpcs::{authed, client, sign_up_and_log_in, violated_fields};
 use crate::api::harness::TestApp;
 use crate::helpers::{assert_ledger_consistent, snapshot};
 
 fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str, what: &str) {
     let status = result.expect_err(what);
     assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
-    let details = status.get_error_details();
-    let fields: Vec<String> = details
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default();
+    let fields = violated_fields(&status);
     assert!(fields.iter().any(|f| f == field), "{what}: {fields:?}");
 }
 

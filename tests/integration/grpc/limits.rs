@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::rpcs::{authed, client, table_code};
+use super::rpcs::{authed, client, table_code, violated_fields};
 use crate::api::harness::TestApp;
 use crate::helpers::{
     assert_ledger_consistent, snapshot, wait_for_lock_waiters, wait_for_no_lock_waiters,
@@ -119,14 +119,7 @@ async fn bytes_that_are_not_the_request_message_are_invalid_argument() {
     // judges the fields (an empty message: every field missing).
     let empty = send_raw(&app, "CreateUser", Vec::new()).await.unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
-    let fields: Vec<String> = empty
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
+    let fields = violated_fields(&empty);
     assert!(fields.iter().any(|f| f == "username"), "{fields:?}");
 }
 
@@ -134,35 +127,21 @@ async fn bytes_that_are_not_the_request_message_are_invalid_argument() {
 async fn a_message_over_the_body_limit_is_refused_before_decoding() {
     let app = TestApp::spawn_with(&[("HTTP_BODY_LIMIT", "1024")]).await;
     let mut c = client(&app).await;
-    let refused = c
-        .create_user(pb::CreateUserRequest {
-            username: "alice".into(),
-            full_name: "A".repeat(2000),
-            email: "alice@example.com".into(),
-            password: "password123".into(),
-        })
-        .await;
+    let signing_up_with_a_name_of = |length: usize| pb::CreateUserRequest {
+        username: "alice".into(),
+        full_name: "A".repeat(length),
+        email: "alice@example.com".into(),
+        password: "password123".into(),
+    };
+    let refused = c.create_user(signing_up_with_a_name_of(2000)).await;
     assert_bad_request_message(refused, "at most 1024 bytes");
     // Just under the limit is decoded and judged on its fields as usual.
     let judged = c
-        .create_user(pb::CreateUserRequest {
-            username: "alice".into(),
-            full_name: "A".repeat(900),
-            email: "alice@example.com".into(),
-            password: "password123".into(),
-        })
+        .create_user(signing_up_with_a_name_of(900))
         .await
         .unwrap_err();
     assert_eq!(judged.code(), Code::InvalidArgument);
-    assert_eq!(
-        judged
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations[0]
-            .field,
-        "full_name"
-    );
+    assert_eq!(violated_fields(&judged), ["full_name"]);
 }
 
 /// One slot for both APIs and a one-second deadline: a gRPC transfer stuck behind a row lock

@@ -33,6 +33,15 @@ pub fn table_code(status: &Status) -> String {
         .unwrap_or_default()
 }
 
+/// The fields named by the status's `BadRequest` violations, in order (none: empty).
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 pub async fn sign_up_and_log_in(client: &mut Client, username: &str) -> String {
     client
         .create_user(pb::CreateUserRequest {
@@ -313,15 +322,10 @@ async fn errors_carry_the_table_code_and_field_violations() {
         (bad.code(), table_code(&bad).as_str()),
         (Code::InvalidArgument, "invalid_argument")
     );
-    let fields: Vec<String> = bad
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
-    assert_eq!(fields, ["username", "full_name", "email", "password"]);
+    assert_eq!(
+        violated_fields(&bad),
+        ["username", "full_name", "email", "password"]
+    );
 
     let none = c
         .get_account(pb::GetAccountRequest { id: a.id })
@@ -553,13 +557,7 @@ async fn a_keyed_transfer_over_grpc_replays_with_metadata_and_refuses_a_reused_k
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let violations = bad
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .clone();
-    assert_eq!(violations[0].field, "idempotency-key");
+    assert_eq!(violated_fields(&bad)[0], "idempotency-key");
 
     let account = c
         .get_account(authed(&alice, pb::GetAccountRequest { id: from }))
@@ -599,13 +597,5 @@ async fn verify_email_over_grpc_uses_the_emailed_code_once() {
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
-    let fields: Vec<String> = malformed
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
-    assert_eq!(fields, ["email_id", "secret_code"]);
+    assert_eq!(violated_fields(&malformed), ["email_id", "secret_code"]);
 }
