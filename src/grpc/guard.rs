@@ -99,9 +99,14 @@ fn in_error_table(response: http::Response<Body>, message_limit: usize) -> http:
     if headers.contains_key("grpc-status-details-bin") {
         return response;
     }
-    let description = match headers.get("grpc-status").map(|v| v.as_bytes()) {
-        Some(b"13") => "is not this method's request message in protobuf encoding".to_owned(),
-        Some(b"11") => format!("must be at most {message_limit} bytes"),
+    let code = headers
+        .get("grpc-status")
+        .map(|v| tonic::Code::from_bytes(v.as_bytes()));
+    let description = match code {
+        Some(tonic::Code::Internal) => {
+            "is not this method's request message in protobuf encoding".to_owned()
+        }
+        Some(tonic::Code::OutOfRange) => format!("must be at most {message_limit} bytes"),
         _ => return response,
     };
     to_status(ServiceError::invalid("request", description)).into_http()

@@ -58,10 +58,6 @@ impl Admission {
         }
     }
 
-    pub fn limits(&self) -> RequestLimits {
-        self.limits
-    }
-
     /// What the health checker found: the database answers, or not.
     pub fn set_database_reachable(&self, reachable: bool) {
         self.database_reachable.store(reachable, Ordering::Relaxed);
@@ -70,7 +66,7 @@ impl Admission {
     /// Fails fast while the health checker finds the database down: without it every request
     /// would wait `DB_ACQUIRE_TIMEOUT` for a connection that cannot be made before giving the
     /// same answer.
-    pub fn check_database(&self) -> Result<(), ServiceError> {
+    fn check_database(&self) -> Result<(), ServiceError> {
         if self.database_reachable.load(Ordering::Relaxed) {
             Ok(())
         } else {
