@@ -5,7 +5,7 @@
 use simplebank::grpc::pb;
 use tonic::{Code, Status};
 
-use super::rpcs::{authed, client, sign_up_and_log_in, violated_fields};
+use super::rpcs::{authed, client, open_account, sign_up_and_log_in, violated_fields};
 use crate::api::harness::TestApp;
 use crate::helpers::{assert_ledger_consistent, snapshot};
 
@@ -22,25 +22,8 @@ async fn boundary_values_are_refused_by_field_and_change_nothing() {
     let mut c = client(&app).await;
     let alice = sign_up_and_log_in(&mut c, "alice").await;
     let bob = sign_up_and_log_in(&mut c, "bob").await;
-    let open = |token: String| {
-        let mut c = c.clone();
-        async move {
-            c.create_account(authed(
-                &token,
-                pb::CreateAccountRequest {
-                    currency: "USD".into(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .account
-            .unwrap()
-            .id
-        }
-    };
-    let a = open(alice.clone()).await;
-    let b = open(bob.clone()).await;
+    let a = open_account(&mut c, &alice, "USD").await.id;
+    let b = open_account(&mut c, &bob, "USD").await.id;
     let before = snapshot(app.db.pool()).await;
 
     let transfer = |from: i64, to: i64, amount: i64, currency: &str| {

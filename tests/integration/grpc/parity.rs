@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use simplebank::grpc::pb;
 
-use super::rpcs::{authed, client, sign_up_and_log_in, table_code};
+use super::rpcs::{authed, client, open_account, sign_up_and_log_in, table_code};
 use crate::api::harness::TestApp;
 
 /// What a scenario leaves behind: (owner, balance) per account, each statement's amounts, and the
@@ -90,32 +90,8 @@ async fn over_grpc() -> Outcome {
         .unwrap()
         .into_inner()
         .access_token;
-    let a = c
-        .create_account(authed(
-            &alice,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap()
-        .id;
-    let b = c
-        .create_account(authed(
-            &bob,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap()
-        .id;
+    let a = open_account(&mut c, &alice, "USD").await.id;
+    let b = open_account(&mut c, &bob, "USD").await.id;
     c.deposit(authed(
         &clerk,
         pb::DepositRequest {

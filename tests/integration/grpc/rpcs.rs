@@ -33,6 +33,22 @@ pub fn table_code(status: &Status) -> String {
         .unwrap_or_default()
 }
 
+/// Opens an account of `currency` for the holder of `token`.
+pub async fn open_account(client: &mut Client, token: &str, currency: &str) -> pb::Account {
+    client
+        .create_account(authed(
+            token,
+            pb::CreateAccountRequest {
+                currency: currency.into(),
+            },
+        ))
+        .await
+        .expect("the account is opened")
+        .into_inner()
+        .account
+        .expect("the response carries the account")
+}
+
 /// The fields named by the status's `BadRequest` violations, in order (none: empty).
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status
@@ -89,30 +105,8 @@ async fn every_rpc_works_for_the_caller_it_is_meant_for() {
     let clerk = login.access_token.clone();
     assert_eq!(login.user.unwrap().role, "banker");
 
-    let a = c
-        .create_account(authed(
-            &alice,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
-    let b = c
-        .create_account(authed(
-            &bob,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
+    let a = open_account(&mut c, &alice, "USD").await;
+    let b = open_account(&mut c, &bob, "USD").await;
     let deposit = c
         .deposit(authed(
             &clerk,
@@ -284,30 +278,8 @@ async fn errors_carry_the_table_code_and_field_violations() {
     let mut c = client(&app).await;
     let alice = sign_up_and_log_in(&mut c, "alice").await;
     let bob = sign_up_and_log_in(&mut c, "bob").await;
-    let a = c
-        .create_account(authed(
-            &alice,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
-    let b = c
-        .create_account(authed(
-            &bob,
-            pb::CreateAccountRequest {
-                currency: "EUR".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
+    let a = open_account(&mut c, &alice, "USD").await;
+    let b = open_account(&mut c, &bob, "EUR").await;
 
     let bad = c
         .create_user(pb::CreateUserRequest {
@@ -386,18 +358,7 @@ async fn errors_carry_the_table_code_and_field_violations() {
         (short.code(), table_code(&short).as_str()),
         (Code::FailedPrecondition, "currency_mismatch")
     );
-    let c_usd = c
-        .create_account(authed(
-            &bob,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
+    let c_usd = open_account(&mut c, &bob, "USD").await;
     let short = c
         .create_transfer(authed(
             &alice,
