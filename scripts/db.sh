@@ -98,13 +98,15 @@ start() {
   if is_running; then
     say "already running on 127.0.0.1:$PG_PORT"
   elif "$bindir/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
-    # Another checkout's cluster (or any server with these development credentials): share it.
-    "${psql[@]}" -d postgres -c 'SELECT 1' >/dev/null 2>&1 || {
-      say "port $PG_PORT is taken by a PostgreSQL that refuses $PG_USER/$PG_PASSWORD;"
-      say "choose another with PG_PORT=..., or set DB_SOURCE to use that server"
-      exit 1
-    }
-    say "a PostgreSQL already answers on 127.0.0.1:$PG_PORT with the development credentials; using it"
+    # Someone else's server holds the port: another checkout's cluster, or a system one. Using
+    # it silently would make `make db-stop` (and `make fault`'s restarts) act on a cluster that
+    # is not the one answering; say whose it is instead.
+    local theirs
+    theirs="$("${psql[@]}" -d postgres -c 'SHOW data_directory' 2>/dev/null)" || theirs="(one that refuses $PG_USER/$PG_PASSWORD)"
+    say "port $PG_PORT is taken by another PostgreSQL: its data directory is $theirs, not $data."
+    say "Stop it (from its checkout: make db-stop), run this one on another port (PG_PORT=54330 make ...),"
+    say "or point DB_SOURCE at that server to use it on purpose."
+    exit 1
   else
     say "starting on 127.0.0.1:$PG_PORT (log: $log)"
     # No Unix socket: its directory may not exist or be writable here, and TCP is all we use.
@@ -115,6 +117,15 @@ start() {
       tail -n 20 "$log" >&2 || true
       exit 1
     fi
+  fi
+  # Whatever answered, it must be this checkout's cluster (ours may be running on another port
+  # while something else holds PG_PORT).
+  local serving
+  serving="$("${psql[@]}" -d postgres -c 'SHOW data_directory' 2>/dev/null)" || serving="(unknown)"
+  if [ "$(readlink -f "$serving" 2>/dev/null || echo "$serving")" != "$(readlink -f "$data")" ]; then
+    say "the PostgreSQL on port $PG_PORT serves $serving, not this checkout's $data"
+    say "(this one is running on another port: stop it with scripts/db.sh stop, then try again)"
+    exit 1
   fi
   if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]; then
     say "creating database $PG_DB"
