@@ -10,15 +10,15 @@ HTTP, then `simplebank user set-role`), runs doc/postman with newman (installed 
 import json
 import os
 import pathlib
-import re
 import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import served  # noqa: E402  (scripts/served.py: start the server, read its ready file)
 NEWMAN = "newman@6.2.2"
 TOOLS = ROOT / ".tools" / "npm"
 
@@ -41,21 +41,9 @@ def newman():
 
 
 def start_server(binary, db_source):
-    env = dict(os.environ, DB_SOURCE=db_source, HTTP_SERVER_ADDRESS="127.0.0.1:0",
-               GRPC_SERVER_ADDRESS="127.0.0.1:0", NO_COLOR="1", LOG_FORMAT="pretty")
-    log = open(ROOT / "target" / "e2e-server.log", "w")
-    process = subprocess.Popen([binary, "serve"], env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = (ROOT / "target" / "e2e-server.log").read_text()
-        match = re.search(r"HTTP API listening.*address=(\S+)", text)
-        if match:
-            return process, f"http://{match.group(1)}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    process.kill()
-    sys.exit("e2e: the server did not start; see target/e2e-server.log")
+    process, base, _ = served.serve(binary, ROOT / "target" / "e2e-server.log", log_format="pretty",
+                                    DB_SOURCE=db_source)
+    return process, base
 
 
 def post(url, body):

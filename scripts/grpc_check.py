@@ -13,6 +13,7 @@ Run it through `make grpc-check` (which installs the Python packages into .venv/
 
 import argparse
 import os
+import pathlib
 import queue
 import re
 import secrets
@@ -29,33 +30,25 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import served  # noqa: E402  (scripts/served.py: start the server, read its ready file)
+
 SERVICE = "simplebank.v1.SimpleBank"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class Server:
-    """`simplebank serve` on port 0, its bound addresses read from its log."""
+    """`simplebank serve` on port 0, its bound addresses read from its ready file; its log
+    (stderr) is read line by line, to check the request log at the end."""
 
     def __init__(self, binary, db_source):
-        env = dict(
-            os.environ,
-            DB_SOURCE=db_source,
-            HTTP_SERVER_ADDRESS="127.0.0.1:0",
-            GRPC_SERVER_ADDRESS="127.0.0.1:0",
-            RUST_LOG="info",
-            NO_COLOR="1",
-        )
-        self.process = subprocess.Popen(
-            [binary, "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        log_path = pathlib.Path(binary).resolve().parent / "grpc-check-server.log"
+        self.process, _, self.grpc_address = served.serve(
+            binary, log_path, log_format="pretty", stderr_pipe=True, DB_SOURCE=db_source,
+            RUST_LOG="info")
         self.lines = []
         self._pending = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.grpc_address = self._wait_for(r"gRPC API listening.*address=(\S+)")
 
     def _read(self):
         for line in self.process.stderr:
@@ -63,21 +56,6 @@ class Server:
             self.lines.append(line)
             self._pending.put(line)
         self._pending.put(None)
-
-    def _wait_for(self, pattern, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._pending.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            match = re.search(pattern, line)
-            if match:
-                return match.group(1)
-        self.stop()
-        sys.exit("server never logged its gRPC address:\n" + "\n".join(self.lines))
 
     def stop(self):
         """SIGTERM, as Kubernetes sends it; the server must finish and exit 0."""

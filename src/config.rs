@@ -24,15 +24,18 @@ use crate::store::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 /// Where verification emails go.
 #[derive(Debug)]
 pub enum MailSenderChoice {
-    /// Logged, not sent (the development default).
+    /// Logged, not sent.
     Log,
+    /// Logged and written to a file in this directory (`MAIL_DIR`), not sent (the development
+    /// default).
+    File(std::path::PathBuf),
     Smtp(SmtpSettings),
 }
 
 /// Email verification and its delivery.
 #[derive(Debug)]
 pub struct MailSettings {
-    /// `MAIL_SENDER`: `log` (default in development) or `smtp` (default in production).
+    /// `MAIL_SENDER`: `file` (default in development), `log`, or `smtp` (default in production).
     pub sender: MailSenderChoice,
     /// The outbox worker; `link_base` from `VERIFY_EMAIL_BASE_URL`.
     pub outbox: OutboxSettings,
@@ -84,6 +87,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HTTP_BODY_LIMIT",
     "IDEMPOTENCY_KEY_RETENTION",
     "MAIL_SENDER",
+    "MAIL_DIR",
     "SMTP_HOST",
     "SMTP_PORT",
     "SMTP_TLS",
@@ -462,10 +466,20 @@ fn mail_sender(
     environment: Environment,
 ) -> Result<MailSenderChoice, ConfigError> {
     let choice = get("MAIL_SENDER").unwrap_or_else(|| match environment {
-        Environment::Development => "log".into(),
+        Environment::Development => "file".into(),
         Environment::Production => "smtp".into(),
     });
     match choice.as_str() {
+        "file" => {
+            if environment == Environment::Production {
+                tracing::warn!(
+                    "MAIL_SENDER=file in production: verification links (secrets) go to the log and to MAIL_DIR"
+                );
+            }
+            Ok(MailSenderChoice::File(
+                get("MAIL_DIR").unwrap_or_else(|| ".mail".into()).into(),
+            ))
+        }
         "log" => {
             if environment == Environment::Production {
                 tracing::warn!(
@@ -513,7 +527,7 @@ fn mail_sender(
         }
         _ => Err(ConfigError::Invalid {
             key: "MAIL_SENDER",
-            reason: "must be log or smtp".into(),
+            reason: "must be file, log or smtp".into(),
         }),
     }
 }
@@ -838,17 +852,22 @@ mod tests {
         assert_eq!((config.port, config.tls), (587, SmtpTls::StartTls));
         assert!(!format!("{config:?}").contains("hunter2"));
 
-        // Development logs emails; the link base and code lifetime are configurable.
+        // Development logs emails and keeps them in .mail/; the link base and code lifetime
+        // are configurable.
         let s = settings(&[
             DB,
             ("VERIFY_EMAIL_BASE_URL", "https://bank.example/"),
             ("VERIFY_EMAIL_TTL", "1h"),
         ])
         .unwrap();
-        assert!(matches!(s.mail.sender, MailSenderChoice::Log));
+        assert!(
+            matches!(&s.mail.sender, MailSenderChoice::File(dir) if dir == std::path::Path::new(".mail"))
+        );
         assert_eq!(s.mail.outbox.link_base, "https://bank.example");
         assert_eq!(s.mail.verification_ttl, Duration::from_secs(3600));
         assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));
+        let s = settings(&[DB, ("MAIL_SENDER", "log")]).unwrap();
+        assert!(matches!(s.mail.sender, MailSenderChoice::Log));
     }
 
     #[test]

@@ -36,6 +36,10 @@ enum Command {
         /// Do not apply pending migrations at start (when a separate job runs them).
         #[arg(long)]
         no_migrate: bool,
+        /// Once both listeners are bound and the database answers, write the bound addresses
+        /// and the pid here as JSON ({"http", "grpc", "pid"}); removed at shutdown.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Apply or revert database migrations.
     Migrate {
@@ -96,7 +100,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let db_source = sources.get("DB_SOURCE");
     match cli.command {
-        Command::Serve { no_migrate } => serve(&sources, no_migrate).await,
+        Command::Serve {
+            no_migrate,
+            ready_file,
+        } => serve(&sources, no_migrate, ready_file).await,
         Command::Migrate { direction } => migrate(&connect(db_source).await?, direction).await,
         Command::User {
             action: UserAction::SetRole { username, role },
@@ -114,13 +121,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(sources: &Sources, no_migrate: bool) -> anyhow::Result<()> {
+async fn serve(
+    sources: &Sources,
+    no_migrate: bool,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut settings = Settings::from_sources(sources)?;
     settings.run_migrations = !no_migrate;
-    Application::build(settings)
-        .await?
-        .run_until_stopped(shutdown_signal())
-        .await
+    let mut app = Application::build(settings).await?;
+    if let Some(path) = ready_file {
+        app = app.with_ready_file(path);
+    }
+    app.run_until_stopped(shutdown_signal()).await
 }
 
 /// The store for a one-off command, connected eagerly so a bad address fails clearly.

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::background;
 use crate::config::{MailSenderChoice, Settings};
 use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
-use crate::mail::{LogSender, MailSender, OutboxWorker, SmtpSender};
+use crate::mail::{FileSender, LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::metrics::Metrics;
 use crate::service::BankService;
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub struct Application {
     message_limit: usize,
     outbox: OutboxWorker,
     metrics: Arc<Metrics>,
+    /// `serve --ready-file`: where to say, in JSON, that the server is ready and where it is.
+    ready_file: Option<PathBuf>,
 }
 
 impl Application {
@@ -53,6 +56,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mailer: Arc<dyn MailSender> = match &settings.mail.sender {
             MailSenderChoice::Log => Arc::new(LogSender),
+            MailSenderChoice::File(dir) => Arc::new(FileSender::new(dir.clone())),
             MailSenderChoice::Smtp(smtp) => {
                 Arc::new(SmtpSender::new(smtp).context("configuring SMTP")?)
             }
@@ -86,7 +90,8 @@ impl Application {
         .with_login_limits(settings.login_limits)
         .with_request_limits(settings.request_limits)
         .with_metrics(Arc::clone(&metrics));
-        let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone());
+        let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone())
+            .with_wakeup(service.mail_queued());
         let state = AppState {
             service: service.clone(),
             store: store.clone(),
@@ -116,7 +121,17 @@ impl Application {
             message_limit: settings.body_limit,
             outbox,
             metrics,
+            ready_file: None,
         })
+    }
+
+    /// Once both listeners are bound and the database has answered, write
+    /// `{"http": "127.0.0.1:8080", "grpc": "127.0.0.1:9090", "pid": 1234}` to `path` (written
+    /// whole, then renamed into place, so a reader never sees half of it); removed at shutdown.
+    /// Scripts that start the server read its ports from here instead of from its log.
+    pub fn with_ready_file(mut self, path: PathBuf) -> Self {
+        self.ready_file = Some(path);
+        self
     }
 
     pub fn http_port(&self) -> u16 {
@@ -160,6 +175,14 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let bank = GrpcApi::server(self.service.clone(), self.message_limit);
 
+        let ready = match &self.ready_file {
+            Some(path) => Some(ReadyFile {
+                path: path.clone(),
+                http: self.http_listener.local_addr()?,
+                grpc: self.grpc_listener.local_addr()?,
+            }),
+            None => None,
+        };
         tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
         tracing::info!(address = %self.grpc_listener.local_addr()?, "gRPC API listening");
         let http = axum::serve(
@@ -182,6 +205,7 @@ impl Application {
             self.store.clone(),
             self.service.clone(),
             health,
+            ready.as_ref(),
             stopped.clone(),
         );
         let purger = background::purge_idempotency_keys(
@@ -195,9 +219,47 @@ impl Application {
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;
+        if let Some(ready) = &ready {
+            ready.remove();
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The `--ready-file` and what goes into it.
+struct ReadyFile {
+    path: PathBuf,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+impl ReadyFile {
+    fn write(&self) -> std::io::Result<()> {
+        let body = serde_json::json!({
+            "http": self.http.to_string(),
+            "grpc": self.grpc.to_string(),
+            "pid": std::process::id(),
+        });
+        let partial = partial_path(&self.path);
+        std::fs::write(&partial, format!("{body}\n"))?;
+        std::fs::rename(&partial, &self.path)
+    }
+
+    fn remove(&self) {
+        if let Err(err) = std::fs::remove_file(&self.path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot remove the ready file");
+        }
+    }
+}
+
+/// `ready.json` -> `ready.json.partial`, beside it (a rename within one directory is atomic).
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// Server reflection over everything a client may meet: the bank, health, and the
@@ -215,10 +277,19 @@ async fn check_health(
     store: Store,
     service: BankService,
     health: HealthReporter,
+    mut ready: Option<&ReadyFile>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         let reachable = store.ping().await.is_ok();
+        if reachable && let Some(file) = ready.take() {
+            match file.write() {
+                Ok(()) => tracing::info!(path = %file.path.display(), "ready file written"),
+                Err(err) => {
+                    tracing::error!(path = %file.path.display(), error = %err, "cannot write the ready file")
+                }
+            }
+        }
         // Requests fail fast while this says down (`Admission::check_database`).
         service.admission().set_database_reachable(reachable);
         let status = if reachable {

@@ -1,6 +1,8 @@
-//! Sending email: the `MailSender` trait, its two implementations (SMTP, and a log sender for
-//! development), and the outbox worker that delivers verification emails.
+//! Sending email: the `MailSender` trait, its implementations (SMTP; for development a log
+//! sender and a file sender that also keeps each email on disk), and the outbox worker that
+//! delivers verification emails.
 
+mod file;
 mod log;
 mod outbox;
 mod smtp;
@@ -10,6 +12,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use self::log::LogSender;
+pub use file::FileSender;
 pub use outbox::{OutboxSettings, OutboxWorker, Round, verification_email};
 pub use smtp::{SmtpSender, SmtpSettings, SmtpTls};
 

@@ -104,6 +104,8 @@ pub struct OutboxWorker {
     store: Store,
     sender: Arc<dyn MailSender>,
     settings: OutboxSettings,
+    /// Rung when this process queues an email: a round starts at once instead of at the poll.
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl OutboxWorker {
@@ -112,7 +114,15 @@ impl OutboxWorker {
             store,
             sender,
             settings,
+            wakeup: Arc::default(),
         }
+    }
+
+    /// Start a round as soon as `wakeup` is notified (`BankService::mail_queued`). Polling
+    /// stays: other replicas' emails, and retries that come due, are found that way.
+    pub fn with_wakeup(mut self, wakeup: Arc<tokio::sync::Notify>) -> Self {
+        self.wakeup = wakeup;
+        self
     }
 
     /// Delivers until `stopped`; a round in progress is finished first (it is bounded by the
@@ -129,6 +139,7 @@ impl OutboxWorker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = self.wakeup.notified() => {}
                 _ = stopped.wait_for(|stop| *stop) => return,
             }
         }

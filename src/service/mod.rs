@@ -60,6 +60,9 @@ pub struct BankService {
     login_limiter: Arc<LoginLimiter>,
     /// The database check, the request slots and the deadline both adapters apply.
     admission: Admission,
+    /// Rung after a commit that queued an email, so this replica's outbox worker sends it at
+    /// once instead of at its next poll (other replicas still find it by polling).
+    mail_queued: Arc<tokio::sync::Notify>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -79,7 +82,13 @@ impl BankService {
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),
+            mail_queued: Arc::default(),
         }
+    }
+
+    /// Notified whenever an email has been queued in the outbox (`OutboxWorker::with_wakeup`).
+    pub fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.mail_queued)
     }
 
     /// What every request of either API must get before its operation runs (`admission.rs`).

@@ -150,6 +150,7 @@ impl BankService {
                 &self.new_verification(),
             )
             .await?;
+        self.mail_queued.notify_one();
         Ok(user)
     }
 
@@ -307,6 +308,7 @@ impl BankService {
             ),
             None => None,
         };
+        let queues_email = request.email.is_some();
         let user = self
             .store
             .update_user(
@@ -319,6 +321,9 @@ impl BankService {
                 &self.new_verification(),
             )
             .await?;
+        if queues_email {
+            self.mail_queued.notify_one();
+        }
         if password_changes {
             let keep = (&principal.username == username).then_some(principal.session_id);
             self.store.block_user_sessions(username, keep).await?;

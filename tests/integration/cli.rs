@@ -89,3 +89,57 @@ fn a_bad_setting_stops_the_start_and_is_named() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn serve_writes_its_ready_file_once_listening_and_removes_it_when_stopped() {
+    let db = TestDb::new().await;
+    let dir = scratch();
+    let ready = dir.join("ready.json");
+    let mut server = simplebank()
+        .current_dir(&dir)
+        .env("DB_SOURCE", &db.url)
+        .env("HTTP_SERVER_ADDRESS", "127.0.0.1:0")
+        .env("GRPC_SERVER_ADDRESS", "127.0.0.1:0")
+        .env("MAIL_SENDER", "log")
+        .args(["serve", "--no-migrate", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Waits on the file itself (the state the scripts wait on), bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(server.try_wait().unwrap().is_none(), "the server exited");
+        assert!(std::time::Instant::now() < deadline, "no ready file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(file["pid"], server.id(), "{file}");
+    // The addresses are the bound ones, not port 0: the HTTP one answers /readyz.
+    let http = file["http"].as_str().unwrap();
+    assert!(!http.ends_with(":0"), "{file}");
+    let answer = reqwest::get(format!("http://{http}/readyz")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let grpc: std::net::SocketAddr = file["grpc"].as_str().unwrap().parse().unwrap();
+    tokio::net::TcpStream::connect(grpc).await.unwrap();
+
+    // SIGTERM, as Kubernetes stops it: a clean exit, and the file is gone.
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!ready.exists());
+    assert!(
+        !dir.join("ready.json.partial").exists(),
+        "nothing left beside it"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
