@@ -114,22 +114,29 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Lock the key, look it up, or move the money and record the outcome. Does not commit.
-    async fn run(&self, tx: &mut sqlx::PgConnection) -> Result<Step, sqlx::Error> {
+    /// Lock the key and look it up: `Some` when the key answers by itself (in flight elsewhere,
+    /// or already recorded), `None` when this transaction holds it and nothing is recorded.
+    /// Takes no row lock, so it never waits.
+    async fn claim(&self, tx: &mut sqlx::PgConnection) -> Result<Option<Step>, sqlx::Error> {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(self.lock)
             .fetch_one(&mut *tx)
             .await?;
         if !locked {
-            return Ok(Step::InFlight);
+            return Ok(Some(Step::InFlight));
         }
-        if let Some(found) = sqlx::query(FIND_KEY)
+        Ok(sqlx::query(FIND_KEY)
             .bind(self.caller.as_str())
             .bind(self.key.as_str())
             .fetch_optional(&mut *tx)
             .await?
-        {
-            return Ok(Step::Found(found));
+            .map(Step::Found))
+    }
+
+    /// Lock the key, look it up, or move the money and record the outcome. Does not commit.
+    async fn run(&self, tx: &mut sqlx::PgConnection) -> Result<Step, sqlx::Error> {
+        if let Some(answered) = self.claim(tx).await? {
+            return Ok(answered);
         }
         let row = move_money_query(self.from, self.to, self.amount, self.currency, self.how)
             .fetch_one(&mut *tx)
@@ -222,6 +229,27 @@ impl Store {
             currency,
             how,
         };
+        // Each account's share of the pool, before a connection is held for the movement
+        // (`account_gate.rs`). When the share is in use, first answer what needs no money moved
+        // — a key in flight (409) or already recorded (replay) — with a short look that takes
+        // no row lock, so a retry is never kept waiting behind its own first attempt.
+        let accounts = attempt.how.customer_accounts(from, to);
+        let pass = match self.gate.try_enter(&accounts) {
+            Some(pass) => Some(pass),
+            None => {
+                let mut tx = self.pool.begin().await?;
+                let answered = attempt.claim(&mut tx).await;
+                let _ = tx.rollback().await;
+                match answered? {
+                    Some(step) => return self.keyed_outcome(step, &attempt),
+                    None => None,
+                }
+            }
+        };
+        let _pass = match pass {
+            Some(pass) => pass,
+            None => self.gate.enter(&accounts).await?,
+        };
         let step = retrying(|| async {
             // Every path ends the transaction explicitly, errors included. A dropped sqlx
             // transaction is rolled back only when its connection is next used; until then the
@@ -244,7 +272,18 @@ impl Store {
             }
         })
         .await?;
+        self.keyed_outcome(step, &attempt)
+    }
 
+    fn keyed_outcome(&self, step: Step, attempt: &Attempt<'_>) -> Result<KeyedOutcome, StoreError> {
+        let Attempt {
+            from,
+            to,
+            amount,
+            currency,
+            fingerprint,
+            ..
+        } = *attempt;
         Ok(match step {
             Step::InFlight => KeyedOutcome::InFlight,
             Step::Ran(row) => {

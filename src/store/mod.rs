@@ -4,6 +4,7 @@
 //! PostgreSQL by `tests/store`; rows are parsed into domain types on the way out, so a value that
 //! leaves the store is as trustworthy as one that came through an adapter.
 
+mod account_gate;
 mod accounts;
 mod entries;
 mod error;
@@ -47,6 +48,8 @@ pub struct Store {
     settlement: std::sync::Arc<OnceCell<HashMap<Currency, AccountId>>>,
     /// Set by `with_group_commit`: unkeyed money movements then queue for a shared transaction.
     group_commit: Option<std::sync::Arc<group_commit::GroupCommit>>,
+    /// Each customer account's share of the pool, for single-movement transactions.
+    gate: std::sync::Arc<account_gate::AccountGate>,
 }
 
 /// One page of a keyset-paginated list. `next` is the key to continue after; `None` on the last
@@ -73,10 +76,16 @@ impl<T, K> Page<T, K> {
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
+        let options = pool.options();
+        let gate = account_gate::AccountGate::for_pool(
+            options.get_max_connections(),
+            options.get_acquire_timeout(),
+        );
         Self {
             pool,
             settlement: Default::default(),
             group_commit: None,
+            gate: std::sync::Arc::new(gate),
         }
     }
 

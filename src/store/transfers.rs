@@ -32,6 +32,16 @@ impl<'a> Movement<'a> {
         }
     }
 
+    /// The customer accounts of a movement from `from` to `to`: the settlement side of a deposit
+    /// or withdrawal is the bank's and is left out.
+    pub(super) fn customer_accounts(self, from: AccountId, to: AccountId) -> Vec<AccountId> {
+        match self {
+            Movement::Transfer { .. } => vec![from, to],
+            Movement::Deposit => vec![to],
+            Movement::Withdrawal => vec![from],
+        }
+    }
+
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Movement::Transfer { .. } => "transfer",
@@ -238,6 +248,11 @@ impl Store {
         currency: Currency,
         movement: Movement<'_>,
     ) -> Result<TransferReceipt, StoreError> {
+        // Each account's share of the pool first (`account_gate.rs`).
+        let _pass = self
+            .gate
+            .enter(&movement.customer_accounts(from, to))
+            .await?;
         let row = retrying(|| {
             move_money_query(from, to, amount, currency, movement).fetch_one(&self.pool)
         })

@@ -176,3 +176,78 @@ async fn records_older_than_the_retention_are_purged_and_the_key_is_free_again()
     assert!(matches!(again, KeyedOutcome::Done(Ok(_))), "{again:?}");
     assert_eq!(db.store.get_account(alice.id).await.unwrap().balance, 997);
 }
+
+#[tokio::test]
+async fn requests_stuck_on_one_account_hold_only_its_share_of_the_pool() {
+    // Eight connections: a quarter of them (two) for any one account.
+    let db = TestDb::with_pool_size(8).await;
+    let victim = funded_account(&db.store, "victim", Currency::Usd, 0).await;
+    let mut payers = Vec::new();
+    for n in 0..8 {
+        payers.push(funded_account(&db.store, &format!("payer{n}"), Currency::Usd, 100).await);
+    }
+    let dave = funded_account(&db.store, "dave", Currency::Usd, 1_000).await;
+    let erin = funded_account(&db.store, "erin", Currency::Usd, 0).await;
+
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(victim.id.get())
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // Eight keyed payments into the stuck account: without a bound they would hold seven
+    // connections, and with the blocker's, the whole pool.
+    let stuck: Vec<_> = payers
+        .iter()
+        .enumerate()
+        .map(|(n, payer)| {
+            let store = db.store.clone();
+            let movement = MoneyMove::Transfer {
+                transfer: new_transfer(payer.id, victim.id, 10, Currency::Usd),
+                owner: Some(username(&format!("payer{n}"))),
+            };
+            tokio::spawn(async move {
+                store
+                    .move_money_once(&movement, &username(&format!("payer{n}")), &key("pay"))
+                    .await
+            })
+        })
+        .collect();
+    // Two of them wait on the row (the first on the holder, the next on the row's queue).
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert!(waiting <= 2, "{waiting} sessions wait on the stuck account");
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Other customers' transfers go on meanwhile, several at once.
+    let bystanders: Vec<_> = (0..4)
+        .map(|_| {
+            let store = db.store.clone();
+            let transfer = new_transfer(dave.id, erin.id, 1, Currency::Usd);
+            tokio::spawn(async move { store.transfer(&transfer, None).await })
+        })
+        .collect();
+    for bystander in bystanders {
+        bystander
+            .await
+            .unwrap()
+            .expect("a bystander's transfer goes through");
+    }
+    blocker.rollback().await.unwrap();
+    for payment in stuck {
+        let outcome = payment.await.unwrap().unwrap();
+        assert!(matches!(outcome, KeyedOutcome::Done(Ok(_))), "{outcome:?}");
+    }
+    assert_eq!(db.store.get_account(victim.id).await.unwrap().balance, 80);
+    assert_eq!(db.store.get_account(erin.id).await.unwrap().balance, 4);
+    assert_ledger_consistent(db.pool()).await;
+}
