@@ -16,9 +16,12 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::auth::HashLimits;
 use crate::auth::TokenMaker;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
-use crate::service::{DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes};
+use crate::service::{
+    DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
+};
 use crate::store::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 
 /// Where verification emails go.
@@ -103,6 +106,9 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT",
     "LOGIN_ATTEMPTS_PER_IP",
     "LOGIN_FAILURES_PER_USERNAME",
+    "PASSWORD_HASH_CONCURRENCY",
+    "PASSWORD_HASH_QUEUE",
+    "TRUSTED_PROXIES",
 ];
 
 /// The merged layers, as raw strings by setting name.
@@ -274,6 +280,12 @@ pub struct Settings {
     /// `MAX_CONCURRENT_REQUESTS` (default 1024) and `REQUEST_TIMEOUT` (default 30s), both APIs
     /// together.
     pub request_limits: RequestLimits,
+    /// `PASSWORD_HASH_CONCURRENCY` (default: the number of cores) and `PASSWORD_HASH_QUEUE`
+    /// (default: four per thread): password hashes at once, and how many may wait.
+    pub password_limits: HashLimits,
+    /// `TRUSTED_PROXIES`: CIDR blocks whose `X-Forwarded-For` / `Forwarded` name the client
+    /// (default: none, so the TCP peer is the client).
+    pub trusted_proxies: TrustedProxies,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -343,10 +355,13 @@ impl Settings {
                 tracing::warn!(
                     "TOKEN_SYMMETRIC_KEY is not set: using a random key; tokens will not survive a restart"
                 );
+                // The OS CSPRNG, as for verification codes (a UUID v4 is random too, but not
+                // promised to come from a cryptographic source, and 6 of its bits are fixed).
                 let mut bytes = [0u8; TokenMaker::KEY_LEN];
-                for chunk in bytes.chunks_mut(16) {
-                    chunk.copy_from_slice(&uuid::Uuid::new_v4().into_bytes()[..chunk.len()]);
-                }
+                getrandom::fill(&mut bytes).map_err(|_| ConfigError::Invalid {
+                    key: "TOKEN_SYMMETRIC_KEY",
+                    reason: "is not set, and the OS random source failed to make one".into(),
+                })?;
                 SecretBox::new(Box::new(bytes))
             }
         };
@@ -423,6 +438,22 @@ impl Settings {
         };
         let body_limit =
             number_setting(&get, "HTTP_BODY_LIMIT", 64 * 1024, 1024..=16 * 1024 * 1024)?;
+        let hash_defaults = HashLimits::default();
+        let concurrency = number_setting(
+            &get,
+            "PASSWORD_HASH_CONCURRENCY",
+            hash_defaults.concurrency,
+            1..=256,
+        )?;
+        let password_limits = HashLimits {
+            concurrency,
+            queue: number_setting(&get, "PASSWORD_HASH_QUEUE", 4 * concurrency, 0..=100_000)?,
+        };
+        let trusted_proxies = TrustedProxies::parse(&get("TRUSTED_PROXIES").unwrap_or_default())
+            .map_err(|reason| ConfigError::Invalid {
+                key: "TRUSTED_PROXIES",
+                reason,
+            })?;
         Ok(Settings {
             environment,
             database,
@@ -438,6 +469,8 @@ impl Settings {
             group_commit,
             login_limits,
             request_limits,
+            password_limits,
+            trusted_proxies,
             run_migrations: true,
         })
     }
@@ -470,24 +503,16 @@ fn mail_sender(
         Environment::Production => "smtp".into(),
     });
     match choice.as_str() {
-        "file" => {
-            if environment == Environment::Production {
-                tracing::warn!(
-                    "MAIL_SENDER=file in production: verification links (secrets) go to the log and to MAIL_DIR"
-                );
-            }
-            Ok(MailSenderChoice::File(
-                get("MAIL_DIR").unwrap_or_else(|| ".mail".into()).into(),
-            ))
-        }
-        "log" => {
-            if environment == Environment::Production {
-                tracing::warn!(
-                    "MAIL_SENDER=log in production: verification links (secrets) go to the log"
-                );
-            }
-            Ok(MailSenderChoice::Log)
-        }
+        // Both write verification links, which are secrets, where operators and log
+        // pipelines can read them: development only.
+        "file" | "log" if environment == Environment::Production => Err(ConfigError::Invalid {
+            key: "MAIL_SENDER",
+            reason: "must be smtp in production: file and log expose verification links".into(),
+        }),
+        "file" => Ok(MailSenderChoice::File(
+            get("MAIL_DIR").unwrap_or_else(|| ".mail".into()).into(),
+        )),
+        "log" => Ok(MailSenderChoice::Log),
         "smtp" => {
             let tls = match get("SMTP_TLS").as_deref() {
                 None | Some("starttls") => SmtpTls::StartTls,
@@ -823,7 +848,8 @@ mod tests {
             DB,
             ("ENVIRONMENT", "production"),
             ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
-            ("MAIL_SENDER", "log"),
+            ("SMTP_HOST", "smtp.example.com"),
+            ("SMTP_FROM", "simplebank <no-reply@example.com>"),
         ]);
         assert!(ok.is_ok());
     }
@@ -871,6 +897,43 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_mail_senders_that_expose_verification_links() {
+        for sender in ["log", "file"] {
+            let err = settings(&[
+                DB,
+                ("ENVIRONMENT", "production"),
+                ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+                ("MAIL_SENDER", sender),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("MAIL_SENDER") && err.contains("smtp"), "{err}");
+        }
+    }
+
+    #[test]
+    fn password_hashing_and_trusted_proxies_have_bounds_and_defaults() {
+        let s = settings(&[DB]).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.password_limits.concurrency, cores);
+        assert_eq!(s.password_limits.queue, 4 * cores);
+        assert!(s.trusted_proxies.is_empty());
+        let s = settings(&[
+            DB,
+            ("PASSWORD_HASH_CONCURRENCY", "3"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7"),
+        ])
+        .unwrap();
+        assert_eq!(s.password_limits.concurrency, 3);
+        assert_eq!(s.password_limits.queue, 12, "four per thread unless set");
+        assert!(!s.trusted_proxies.is_empty());
+        let err = settings(&[DB, ("TRUSTED_PROXIES", "10.0.0.0/8,the ingress")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable_and_hides_secrets() {
         for (key, value) in [
             ("TOKEN_SYMMETRIC_KEY", "too short"),
@@ -884,6 +947,8 @@ mod tests {
             ("MAIL_SENDER", "pigeon"),
             ("VERIFY_EMAIL_BASE_URL", "ftp://bank"),
             ("VERIFY_EMAIL_TTL", "brief"),
+            ("PASSWORD_HASH_CONCURRENCY", "0"),
+            ("PASSWORD_HASH_QUEUE", "many"),
             (
                 "ALLOWED_ORIGINS",
                 "https://ok.example,https://bad.example/path",

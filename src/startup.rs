@@ -89,6 +89,8 @@ impl Application {
         .with_verification_ttl(settings.mail.verification_ttl)
         .with_login_limits(settings.login_limits)
         .with_request_limits(settings.request_limits)
+        .with_password_limits(settings.password_limits)
+        .with_trusted_proxies(settings.trusted_proxies.clone())
         .with_metrics(Arc::clone(&metrics));
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone())
             .with_wakeup(service.mail_queued());
@@ -192,7 +194,10 @@ impl Application {
         )
         .with_graceful_shutdown(until_stopped(stopped.clone()));
         let grpc = tonic::transport::Server::builder()
-            .layer(grpc::RpcLogLayer::new(Arc::clone(&self.metrics)))
+            .layer(grpc::RpcLogLayer::new(
+                Arc::clone(&self.metrics),
+                self.service.trusted_proxies(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -213,9 +218,11 @@ impl Application {
             self.idempotency_retention,
             stopped.clone(),
         );
-        let mailer = self.outbox.run(stopped);
+        let mailer = self.outbox.run(stopped.clone());
 
-        let (http, grpc, (), (), ()) = tokio::join!(http, grpc, checker, purger, mailer);
+        let trimmer = background::release_free_memory(stopped.clone());
+        let (http, grpc, (), (), (), ()) =
+            tokio::join!(http, grpc, checker, purger, mailer, trimmer);
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;

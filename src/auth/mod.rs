@@ -7,7 +7,7 @@
 mod password;
 mod token;
 
-pub use password::{PasswordError, hash_password, verify_password};
+pub use password::{HashLimits, HashPlace, PasswordError, Passwords};
 pub use token::{Claims, IssuedToken, TokenError, TokenMaker, TokenType};
 
 use crate::domain::{Role, Username};

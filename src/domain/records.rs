@@ -69,8 +69,12 @@ pub struct UserUpdate {
     pub full_name: Option<FullName>,
     /// A new address resets `is_email_verified` unless it differs only in letter case.
     pub email: Option<Email>,
-    /// Also sets `password_changed_at`.
+    /// Also sets `password_changed_at`, and revokes every session of the user but
+    /// `keep_session`, in the same statement.
     pub hashed_password: Option<SecretString>,
+    /// With a new password: the one session that stays (the caller's own, when users change
+    /// their own password); `None` revokes them all.
+    pub keep_session: Option<uuid::Uuid>,
 }
 
 /// An email verification to start with a new or changed address: the code to send and how long

@@ -13,7 +13,7 @@ use crate::domain::{
     ValidationError,
 };
 use crate::service::{
-    BankService, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest, ServiceError,
+    BankService, ClientAddress, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest, ServiceError,
     UpdateUserRequest, parse_credentials, parse_money, parse_transfer, parse_verification,
 };
 
@@ -73,9 +73,12 @@ fn client<T>(request: &Request<T>) -> ClientInfo {
             .chars()
             .take(256)
             .collect(),
+        // `rpc_log` found it (TRUSTED_PROXIES and the forwarding metadata); else the peer.
         client_ip: request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| ip.to_string())
+            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
             .unwrap_or_default(),
     }
 }
@@ -221,6 +224,7 @@ impl SimpleBank for GrpcApi {
             r.full_name.as_deref(),
             r.email.as_deref(),
             r.password.as_deref(),
+            r.current_password.as_deref(),
         )
         .map_err(invalid)?;
         let user = self

@@ -22,6 +22,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::metrics::Metrics;
+use crate::service::{ClientAddress, TrustedProxies};
 pub use crate::telemetry::REQUEST_ID;
 use crate::telemetry::request_id;
 
@@ -29,11 +30,13 @@ use crate::telemetry::request_id;
 #[derive(Clone, Debug, Default)]
 pub struct RpcLogLayer {
     metrics: Arc<Metrics>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl RpcLogLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// `proxies`: whose forwarding metadata names the client (`TRUSTED_PROXIES`).
+    pub fn new(metrics: Arc<Metrics>, proxies: Arc<TrustedProxies>) -> Self {
+        Self { metrics, proxies }
     }
 }
 
@@ -44,6 +47,7 @@ impl<S> Layer<S> for RpcLogLayer {
         RpcLog {
             inner,
             metrics: Arc::clone(&self.metrics),
+            proxies: Arc::clone(&self.proxies),
         }
     }
 }
@@ -52,6 +56,7 @@ impl<S> Layer<S> for RpcLogLayer {
 pub struct RpcLog<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RpcLog<S>
@@ -71,8 +76,24 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let id = request_id(request.headers());
         request.headers_mut().insert(REQUEST_ID, id.clone());
+        // Found once here, for the log line and for the handlers (sessions, login throttling).
+        let client = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|peer| {
+                ClientAddress(crate::service::client_from_headers(
+                    &self.proxies,
+                    peer.ip(),
+                    request.headers(),
+                ))
+            });
+        if let Some(client) = client {
+            request.extensions_mut().insert(client);
+        }
         let mut record = Pending(Some(Rpc {
             method: request.uri().path().to_owned(),
+            client,
             request_id: id.clone(),
             started: Instant::now(),
             metrics: Arc::clone(&self.metrics),
@@ -140,6 +161,7 @@ fn is_server_fault(code: &str) -> bool {
 
 struct Rpc {
     method: String,
+    client: Option<ClientAddress>,
     request_id: HeaderValue,
     started: Instant,
     metrics: Arc<Metrics>,
@@ -153,14 +175,26 @@ impl Pending {
     fn finish(&mut self, code: &'static str) {
         let Some(rpc) = self.0.take() else { return };
         let took = rpc.started.elapsed();
-        rpc.metrics.rpc(&rpc.method, code, took);
+        // tonic answers any method it does not serve with UNIMPLEMENTED (ours never do): one
+        // series for all of them, as HTTP's `unmatched`, so invented names cannot grow the
+        // metrics without bound. The log line keeps the raw path.
+        let label = if code == "UNIMPLEMENTED" {
+            "unmatched"
+        } else {
+            rpc.method.as_str()
+        };
+        rpc.metrics.rpc(label, code, took);
         let duration_ms = took.as_secs_f64() * 1000.0;
         let request_id = rpc.request_id.to_str().unwrap_or("-");
+        let client = rpc
+            .client
+            .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
         if is_server_fault(code) {
             tracing::warn!(
                 target: "simplebank::grpc",
                 method = %rpc.method,
                 code,
+                client,
                 duration_ms,
                 request_id,
                 "rpc"
@@ -170,6 +204,7 @@ impl Pending {
                 target: "simplebank::grpc",
                 method = %rpc.method,
                 code,
+                client,
                 duration_ms,
                 request_id,
                 "rpc"

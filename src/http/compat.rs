@@ -220,6 +220,8 @@ pub struct SbUpdateUser {
     pub full_name: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Not in simple_bank: required here to change the email or the password.
+    pub current_password: Option<String>,
 }
 
 // ---- handlers ---------------------------------------------------------------------------------
@@ -519,6 +521,7 @@ pub async fn gateway_update_user(
         body.full_name.as_deref(),
         body.email.as_deref(),
         body.password.as_deref(),
+        body.current_password.as_deref(),
     )?;
     let user = app.service.update_user(&caller, &username, request).await?;
     Ok(Json(SbUserResponse { user: user.into() }))

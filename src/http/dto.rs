@@ -69,6 +69,8 @@ pub struct UpdateUserBody {
     pub full_name: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// The caller's own password: required with `email` or `password`.
+    pub current_password: Option<String>,
 }
 
 impl TryFrom<UpdateUserBody> for UpdateUserRequest {
@@ -79,6 +81,7 @@ impl TryFrom<UpdateUserBody> for UpdateUserRequest {
             body.full_name.as_deref(),
             body.email.as_deref(),
             body.password.as_deref(),
+            body.current_password.as_deref(),
         )
     }
 }

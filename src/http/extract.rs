@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::Principal;
 use crate::domain::{IdempotencyKey, ValidationError};
-use crate::service::{ClientInfo, ServiceError};
+use crate::service::{ClientAddress, ClientInfo, ServiceError};
 
 /// A JSON body. Malformed JSON, a wrong or missing content type, an unknown field (every request
 /// DTO denies them) and a body over the limit are all `invalid_argument`, with the status that
@@ -123,10 +123,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
             .chars()
             .take(256)
             .collect();
+        // `request_log` found it (TRUSTED_PROXIES and the forwarding headers); without that
+        // layer (a bare router), the TCP peer.
         let client_ip = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| ip.to_string())
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(addr)| addr.ip().to_string())
+            })
             .unwrap_or_default();
         Ok(Client(ClientInfo {
             user_agent,

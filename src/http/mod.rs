@@ -203,16 +203,21 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit));
+    router = router.layer(middleware::from_fn_with_state(
+        state.service.admission().clone(),
+        guard::guard,
+    ));
+    // Outside the guard: its refusals (503 busy, 413, 431) carry CORS headers too, or a browser
+    // would report a CORS failure instead of the answer; preflights take no request slot.
     if !options.allowed_origins.is_empty() {
         router = router.layer(cors(options.allowed_origins));
     }
     router
         .layer(middleware::from_fn_with_state(
-            state.service.admission().clone(),
-            guard::guard,
-        ))
-        .layer(middleware::from_fn_with_state(
-            metrics,
+            request_log::LogState {
+                metrics,
+                proxies: state.service.trusted_proxies(),
+            },
             request_log::log_request,
         ))
         .with_state(state)

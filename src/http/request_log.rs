@@ -7,15 +7,24 @@
 //! Requests no route matched are counted under `unmatched`, so a scan of random paths cannot
 //! create a metrics series per path.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::metrics::Metrics;
+use crate::service::{ClientAddress, TrustedProxies, client_from_headers};
 use crate::telemetry::{REQUEST_ID, request_id};
+
+/// What the request log needs: where to count, and whose forwarding headers to believe.
+#[derive(Clone)]
+pub struct LogState {
+    pub metrics: Arc<Metrics>,
+    pub proxies: Arc<TrustedProxies>,
+}
 
 /// The route template of a matched request, carried on its response.
 #[derive(Clone)]
@@ -34,13 +43,24 @@ pub async fn tag_route(request: Request, next: Next) -> Response {
 }
 
 pub async fn log_request(
-    State(metrics): State<Arc<Metrics>>,
+    State(LogState { metrics, proxies }): State<LogState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     request.headers_mut().insert(REQUEST_ID, id.clone());
+    // Found once here, for the log line and for the handlers (sessions, login throttling).
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| {
+            ClientAddress(client_from_headers(&proxies, peer.ip(), request.headers()))
+        });
+    if let Some(client) = client {
+        request.extensions_mut().insert(client);
+    }
+    let client = client.map_or_else(|| "-".to_owned(), |c| c.0.to_string());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
 
@@ -58,9 +78,9 @@ pub async fn log_request(
     let request_id = id.to_str().unwrap_or("-");
     // The raw path is logged (it helps to read a 404), the template is what metrics group by.
     if status.is_server_error() {
-        tracing::warn!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), duration_ms, request_id, "request");
+        tracing::warn!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
     } else {
-        tracing::info!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), duration_ms, request_id, "request");
+        tracing::info!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
     }
     response.headers_mut().insert(REQUEST_ID, id);
     response

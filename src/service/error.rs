@@ -119,13 +119,15 @@ impl ServiceError {
         }
     }
 
-    /// For `rate_limited`: whole seconds until a retry can succeed (at least 1), the value of an
-    /// HTTP `Retry-After` header.
+    /// Whole seconds until a retry can succeed (at least 1), the value of an HTTP `Retry-After`
+    /// header: for `rate_limited` when the bucket refills, for `unavailable` one second (what
+    /// refuses now — a full queue, the database seen down — passes within seconds).
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ServiceError::RateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
+            ServiceError::Unavailable(_) => Some(1),
             _ => None,
         }
     }

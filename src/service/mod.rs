@@ -6,6 +6,7 @@
 
 mod accounts;
 mod admission;
+mod client_address;
 mod error;
 mod port;
 mod rate_limit;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use accounts::{ListPage, PageRequest};
 pub use admission::{Admission, RequestLimits, Slot};
+pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
 pub use port::BankStore;
 #[cfg(test)]
@@ -28,7 +30,7 @@ pub use users::{
     parse_verification,
 };
 
-use crate::auth::{Principal, TokenMaker};
+use crate::auth::{HashLimits, Passwords, Principal, TokenMaker};
 use crate::metrics::Metrics;
 
 /// How long tokens live (simple_bank's defaults: 15 minutes and 24 hours).
@@ -63,6 +65,10 @@ pub struct BankService {
     /// Rung after a commit that queued an email, so this replica's outbox worker sends it at
     /// once instead of at its next poll (other replicas still find it by polling).
     mail_queued: Arc<tokio::sync::Notify>,
+    /// Password hashing: a few threads and a bounded queue (`auth::Passwords`).
+    passwords: Passwords,
+    /// `TRUSTED_PROXIES`: whose forwarding headers name the client (`client_address.rs`).
+    trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -83,7 +89,25 @@ impl BankService {
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),
             mail_queued: Arc::default(),
+            passwords: Passwords::default(),
+            trusted_proxies: Arc::default(),
         }
+    }
+
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
+    }
+
+    /// The proxies both adapters believe about the client's address.
+    pub fn trusted_proxies(&self) -> Arc<TrustedProxies> {
+        Arc::clone(&self.trusted_proxies)
+    }
+
+    /// `PASSWORD_HASH_CONCURRENCY` and `PASSWORD_HASH_QUEUE`. Call while building.
+    pub fn with_password_limits(mut self, limits: HashLimits) -> Self {
+        self.passwords = Passwords::new(limits);
+        self
     }
 
     /// Notified whenever an email has been queued in the outbox (`OutboxWorker::with_wakeup`).

@@ -145,6 +145,18 @@ impl LoginLimiter {
         }
     }
 
+    /// Before re-authenticating a logged-in caller (changing its password or email): only the
+    /// username's failures count, since a request with a token is not a stranger's login.
+    pub fn admit_username(&self, username: &str) -> Result<(), Duration> {
+        match &self.per_username {
+            Some(buckets) => match buckets.wait(&username.to_ascii_lowercase(), Instant::now()) {
+                Some(wait) => Err(wait),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
     /// After a failed attempt: the username pays for it.
     pub fn failed(&self, username: &str) {
         if let Some(buckets) = &self.per_username {

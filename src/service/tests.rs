@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::*;
-use crate::auth::{Principal, TokenMaker, TokenType, hash_password};
+use crate::auth::{Passwords, Principal, TokenMaker, TokenType};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Email, FullName, IdempotencyKey,
     NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties, User, Username,
@@ -389,7 +389,8 @@ fn every_store_refusal_maps_to_its_row_of_the_table() {
 // --- sessions ----------------------------------------------------------------------------------
 
 async fn stored_user(username: &str, password: &str, role: Role) -> User {
-    let hash = hash_password(Password::parse(password).unwrap())
+    let hash = Passwords::default()
+        .hash(Password::parse(password).unwrap())
         .await
         .unwrap();
     user(username, role, hash.expose_secret())
@@ -565,42 +566,106 @@ async fn renewal_needs_a_live_session_and_picks_up_the_current_role() {
 }
 
 #[tokio::test]
-async fn a_new_password_revokes_the_users_other_sessions() {
+async fn a_new_password_revokes_the_users_other_sessions_in_the_same_statement() {
     let me = principal("alice", Role::Depositor);
     let my_session = me.session_id;
+    let alice = stored_user("alice", "old password", Role::Depositor).await;
     let mut store = MockBankStore::new();
     store
-        .expect_update_user()
-        .withf(|_, update, _| update.hashed_password.is_some())
-        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+        .expect_get_user()
+        .returning(move |_| Ok(alice.clone()));
     store
-        .expect_block_user_sessions()
-        .withf(move |u, keep| u.as_str() == "alice" && *keep == Some(my_session))
+        .expect_update_user()
+        .withf(move |_, update, _| {
+            update.hashed_password.is_some() && update.keep_session == Some(my_session)
+        })
         .times(1)
-        .returning(|_, _| Ok(2));
+        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
     let request = UpdateUserRequest {
         password: Some(Password::parse("a new password").unwrap()),
+        current_password: Some(Password::parse("old password").unwrap()),
         ..Default::default()
     };
     service(store)
-        .update_user(&me, &name("alice"), request.clone())
+        .update_user(&me, &name("alice"), request)
         .await
         .unwrap();
 
-    // A banker resetting someone's password revokes all of that user's sessions.
+    // A banker resetting someone's password proves the banker's own password, and every
+    // session of that user is revoked.
+    let clerk = stored_user("clerk", "clerk password", Role::Banker).await;
     let mut store = MockBankStore::new();
     store
-        .expect_update_user()
-        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+        .expect_get_user()
+        .withf(|u| u.as_str() == "clerk")
+        .returning(move |_| Ok(clerk.clone()));
     store
-        .expect_block_user_sessions()
-        .withf(|_, keep| keep.is_none())
+        .expect_update_user()
+        .withf(|_, update, _| update.keep_session.is_none())
         .times(1)
-        .returning(|_, _| Ok(1));
+        .returning(|u, _, _| Ok(user(u.as_str(), Role::Depositor, "h")));
+    let request = UpdateUserRequest {
+        password: Some(Password::parse("a new password").unwrap()),
+        current_password: Some(Password::parse("clerk password").unwrap()),
+        ..Default::default()
+    };
     service(store)
         .update_user(&principal("clerk", Role::Banker), &name("alice"), request)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_password_or_email_change_needs_the_callers_current_password() {
+    let me = principal("alice", Role::Depositor);
+    // Missing: a field error, and nothing is looked up or changed.
+    for request in [
+        UpdateUserRequest {
+            password: Some(Password::parse("a new password").unwrap()),
+            ..Default::default()
+        },
+        UpdateUserRequest {
+            email: Some(Email::parse("mallory@example.com").unwrap()),
+            ..Default::default()
+        },
+    ] {
+        let err = service(MockBankStore::new())
+            .update_user(&me, &name("alice"), request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert_eq!(err.details()[0].field, "current_password");
+    }
+
+    // Wrong: unauthenticated, nothing changed, and each counts as a failed login: after the
+    // username's failures run out, even the right password is throttled.
+    let alice = stored_user("alice", "old password", Role::Depositor).await;
+    let mut store = MockBankStore::new();
+    store
+        .expect_get_user()
+        .returning(move |_| Ok(alice.clone()));
+    store.expect_update_user().never();
+    let svc = service(store).with_login_limits(LoginLimits {
+        per_ip: 0,
+        per_username: 2,
+    });
+    let attempt = |current: &str| UpdateUserRequest {
+        email: Some(Email::parse("mallory@example.com").unwrap()),
+        current_password: Some(Password::parse(current).unwrap()),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let err = svc
+            .update_user(&me, &name("alice"), attempt("guess number"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    }
+    let err = svc
+        .update_user(&me, &name("alice"), attempt("old password"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RateLimited);
 }
 
 #[tokio::test]

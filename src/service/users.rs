@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{BankService, ServiceError, require_banker};
-use crate::auth::{IssuedToken, Principal, TokenType, hash_password, verify_password};
+use crate::auth::{IssuedToken, PasswordError, Principal, TokenType};
 use crate::domain::{
     Email, FullName, NewUser, NewVerification, Password, Role, User, UserUpdate, Username,
     ValidationError, VerificationCode, VerifyOutcome, Violations,
@@ -81,6 +81,8 @@ pub struct UpdateUserRequest {
     pub full_name: Option<FullName>,
     pub email: Option<Email>,
     pub password: Option<Password>,
+    /// The caller's own password, required with `email` or `password`.
+    pub current_password: Option<Password>,
 }
 
 impl UpdateUserRequest {
@@ -89,16 +91,25 @@ impl UpdateUserRequest {
         full_name: Option<&str>,
         email: Option<&str>,
         password: Option<&str>,
+        current_password: Option<&str>,
     ) -> Result<Self, Vec<ValidationError>> {
         let mut v = Violations::default();
         let full_name = full_name.map(|s| v.check(FullName::parse(s)));
         let email = email.map(|s| v.check(Email::parse(s)));
         let password = password.map(|s| v.check(Password::parse(s)));
+        // Any non-empty text: a wrong one is `unauthenticated`, not a field error, and a
+        // password set under older rules must still be accepted here.
+        let current_password = current_password.map(|s| {
+            v.check(Password::parse(s).map_err(|_| {
+                ValidationError::new("current_password", "is not a password this server accepts")
+            }))
+        });
         v.finish(|| {
             Some(UpdateUserRequest {
                 full_name: full_name.flatten(),
                 email: email.flatten(),
                 password: password.flatten(),
+                current_password: current_password.flatten(),
             })
         })
     }
@@ -120,6 +131,15 @@ pub struct LoginResult {
 }
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
+
+/// Hashing at capacity is `unavailable` (503 + `Retry-After`): the client should come back in a
+/// moment. Anything else went wrong inside.
+fn password_error(err: PasswordError) -> ServiceError {
+    match err {
+        PasswordError::Busy => ServiceError::Unavailable(Box::new(err)),
+        PasswordError::Hashing | PasswordError::Task => ServiceError::internal(err),
+    }
+}
 const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
 
 /// Sessions store this, never the refresh token itself: a leaked sessions table cannot be replayed.
@@ -134,9 +154,11 @@ fn same_hash(a: &[u8], b: &[u8]) -> bool {
 
 impl BankService {
     pub async fn create_user(&self, request: NewUserRequest) -> Result<User, ServiceError> {
-        let hashed_password = hash_password(request.password)
+        let hashed_password = self
+            .passwords
+            .hash(request.password)
             .await
-            .map_err(ServiceError::internal)?;
+            .map_err(password_error)?;
         let user = self
             .store
             .create_user(
@@ -166,15 +188,15 @@ impl BankService {
         self.login_limiter
             .admit(&client.client_ip, username.as_str())
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        // A hashing place before the look-up: under a flood the refusal costs no query.
+        let place = self.passwords.place().map_err(password_error)?;
         let user = match self.store.get_user(&username).await {
             Ok(user) => Some(user),
             Err(StoreError::NotFound(_)) => None,
             Err(err) => return Err(err.into()),
         };
         let hash = user.as_ref().map(|u| u.hashed_password.clone());
-        let matches = verify_password(password, hash)
-            .await
-            .map_err(ServiceError::internal)?;
+        let matches = place.verify(password, hash).await.map_err(password_error)?;
         let Some(user) = user.filter(|_| matches) else {
             self.login_limiter.failed(username.as_str());
             return Err(ServiceError::Unauthenticated(BAD_CREDENTIALS));
@@ -280,13 +302,16 @@ impl BankService {
         Ok(self.store.get_user(username).await?)
     }
 
-    /// Self or a banker. A new password revokes the user's other sessions (all of them when a
-    /// banker changes someone else's password).
+    /// Self or a banker. Changing the password or the email needs the caller's own
+    /// `current_password` (a stolen access token alone must not be enough to take an account
+    /// over for good); a wrong one is `unauthenticated` and counts as a failed login of the
+    /// caller. A new password revokes the user's other sessions (all of them when a banker
+    /// changes someone else's), in the same statement as the change.
     pub async fn update_user(
         &self,
         principal: &Principal,
         username: &Username,
-        request: UpdateUserRequest,
+        mut request: UpdateUserRequest,
     ) -> Result<User, ServiceError> {
         if !principal.may_act_for(username) {
             return Err(ServiceError::PermissionDenied(
@@ -299,16 +324,26 @@ impl BankService {
                 "give at least one of full_name, email or password",
             ));
         }
-        let password_changes = request.password.is_some();
+        if request.password.is_some() || request.email.is_some() {
+            let Some(current) = request.current_password.take() else {
+                return Err(ServiceError::invalid(
+                    "current_password",
+                    "is required to change the password or the email: your own current password",
+                ));
+            };
+            self.reauthenticate(principal, current).await?;
+        }
         let hashed_password = match request.password {
             Some(password) => Some(
-                hash_password(password)
+                self.passwords
+                    .hash(password)
                     .await
-                    .map_err(ServiceError::internal)?,
+                    .map_err(password_error)?,
             ),
             None => None,
         };
         let queues_email = request.email.is_some();
+        let keep_session = (&principal.username == username).then_some(principal.session_id);
         let user = self
             .store
             .update_user(
@@ -317,6 +352,7 @@ impl BankService {
                     full_name: request.full_name,
                     email: request.email,
                     hashed_password,
+                    keep_session,
                 },
                 &self.new_verification(),
             )
@@ -324,11 +360,34 @@ impl BankService {
         if queues_email {
             self.mail_queued.notify_one();
         }
-        if password_changes {
-            let keep = (&principal.username == username).then_some(principal.session_id);
-            self.store.block_user_sessions(username, keep).await?;
-        }
         Ok(user)
+    }
+
+    /// The caller proves it knows its own password, throttled like logins: a refused or wrong
+    /// attempt costs the caller's username a token of `LOGIN_FAILURES_PER_USERNAME`.
+    async fn reauthenticate(
+        &self,
+        principal: &Principal,
+        current: Password,
+    ) -> Result<(), ServiceError> {
+        let name = principal.username.as_str();
+        self.login_limiter
+            .admit_username(name)
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        let place = self.passwords.place().map_err(password_error)?;
+        let caller = self.store.get_user(&principal.username).await?;
+        let matches = place
+            .verify(current, Some(caller.hashed_password))
+            .await
+            .map_err(password_error)?;
+        if matches {
+            Ok(())
+        } else {
+            self.login_limiter.failed(name);
+            Err(ServiceError::Unauthenticated(
+                "current_password is not your password",
+            ))
+        }
     }
 
     /// Anyone holding the link: marks the address of verification `email_id` verified if `code`

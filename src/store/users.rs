@@ -90,7 +90,8 @@ impl Store {
     /// reads the address before the change; the UPDATE joins it so that it runs first (a row
     /// locked *after* this statement updated it would be skipped, and the change missed).
     /// A new password also stamps
-    /// `password_changed_at`. A new email (other than a change of letter case) clears
+    /// `password_changed_at` and revokes every session of the user but `keep_session`, in this
+    /// same statement: a password change never commits without the revocation. A new email (other than a change of letter case) clears
     /// `is_email_verified`, starts a new verification with its email queued, and abandons the
     /// emails still queued for the old address. Fails with `AlreadyExists(Email)` if the address
     /// is taken.
@@ -113,7 +114,11 @@ impl Store {
                      password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END \
                  FROM old WHERE username = $1 RETURNING ",
             user_columns!(),
-            "), changed AS ( \
+            "), revoked AS ( \
+                 UPDATE sessions s SET is_blocked = true FROM u \
+                 WHERE $4::text IS NOT NULL AND s.username = u.username \
+                   AND NOT s.is_blocked AND s.id IS DISTINCT FROM $9 \
+             ), changed AS ( \
                  SELECT u.username, u.email FROM u, old \
                  WHERE $3::text IS NOT NULL AND lower($3) <> lower(old.old_email) \
              ), superseded AS ( \
@@ -132,6 +137,7 @@ impl Store {
         .bind(update.hashed_password.as_ref().map(|h| h.expose_secret()))
         .bind(BANK_USERNAME);
         let row = bind_verification(query, verification)
+            .bind(update.keep_session)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound(Entity::User))?;

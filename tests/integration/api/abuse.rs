@@ -181,3 +181,165 @@ async fn burst_of_logins(app: &TestApp, n: usize) -> Vec<StatusCode> {
     }
     statuses
 }
+
+/// A login from `client` (claimed in `X-Forwarded-For`): its status.
+async fn login_as_forwarded(app: &TestApp, client: &str) -> StatusCode {
+    app.call_with(
+        reqwest::Method::POST,
+        "/v1/users/login",
+        None,
+        &[("x-forwarded-for", client)],
+        Some(json!({ "username": "alice", "password": "password123" })),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_login_bucket_on_both_apis() {
+    // The test connects from 127.0.0.1, standing in for the ingress.
+    let app = TestApp::spawn_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.0/8"),
+        ("LOGIN_ATTEMPTS_PER_IP", "2"),
+    ])
+    .await;
+    app.signup("alice").await;
+    // Two customers behind the one proxy: two each, then the first is refused, not the second.
+    for _ in 0..2 {
+        assert_eq!(
+            login_as_forwarded(&app, "198.51.100.1").await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        login_as_forwarded(&app, "198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login_as_forwarded(&app, "198.51.100.2").await,
+        StatusCode::OK
+    );
+    // A forged entry left of the proxy's own is not believed: the proxy appended .2.
+    assert_eq!(
+        login_as_forwarded(&app, "203.0.113.66, 198.51.100.2").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login_as_forwarded(&app, "203.0.113.66, 198.51.100.2").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The session records the customer's address, not the proxy's.
+    let ips: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT client_ip FROM sessions ORDER BY client_ip")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(ips, ["198.51.100.1", "198.51.100.2"]);
+
+    // gRPC reads the same metadata: a third customer has a full bucket there.
+    let mut grpc = client(&app).await;
+    let login = |client: &str| {
+        let mut request = tonic::Request::new(pb::LoginUserRequest {
+            username: "alice".into(),
+            password: "password123".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        request
+    };
+    grpc.login_user(login("198.51.100.3")).await.unwrap();
+    let status = grpc.login_user(login("198.51.100.1")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    // No TRUSTED_PROXIES: every peer is the client, whatever it claims.
+    let app = TestApp::spawn_with(&[("LOGIN_ATTEMPTS_PER_IP", "2")]).await;
+    app.signup("alice").await;
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(login_as_forwarded(&app, client).await, StatusCode::OK);
+    }
+    assert_eq!(
+        login_as_forwarded(&app, "198.51.100.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let ips: Vec<String> = sqlx::query_scalar("SELECT DISTINCT client_ip FROM sessions")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(ips, ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn password_hashing_beyond_its_threads_and_queue_is_refused_at_once_on_both_apis() {
+    // One hash at a time and no queue: of a burst, one at a time gets through and the rest
+    // are told to come back (503 + Retry-After 1, checked in burst_of_logins) at once.
+    let app = TestApp::spawn_with(&[
+        ("PASSWORD_HASH_CONCURRENCY", "1"),
+        ("PASSWORD_HASH_QUEUE", "0"),
+        ("LOGIN_ATTEMPTS_PER_IP", "0"),
+    ])
+    .await;
+    app.signup("alice").await;
+    let statuses = burst_of_logins(&app, 16).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let busy = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(ok + busy, 16, "{statuses:?}");
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+
+    // gRPC: UNAVAILABLE with retry-after metadata, from the same pool.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let mut grpc = client(&app).await;
+        tasks.spawn(async move {
+            grpc.login_user(pb::LoginUserRequest {
+                username: "alice".into(),
+                password: "password123".into(),
+            })
+            .await
+        });
+    }
+    let mut unavailable = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        if let Err(status) = outcome.unwrap() {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+            unavailable += 1;
+        }
+    }
+    assert!(unavailable >= 1);
+    // After the burst, a login works.
+    app.login("alice").await;
+}
+
+#[tokio::test]
+async fn refusals_of_the_guard_carry_cors_headers_for_allowed_origins() {
+    let app = TestApp::spawn_with(&[("ALLOWED_ORIGINS", "http://app.example")]).await;
+    let big = "x".repeat(simplebank::http::MAX_HEADER_BYTES);
+    let reply = app
+        .call_with(
+            reqwest::Method::GET,
+            "/v1/accounts",
+            None,
+            &[
+                ("origin", "http://app.example"),
+                ("x-padding", big.as_str()),
+            ],
+            None,
+        )
+        .await;
+    reply.assert_error(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "invalid_argument",
+    );
+    // Without this a browser would report a CORS failure instead of the answer.
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        "http://app.example"
+    );
+}

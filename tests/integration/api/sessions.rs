@@ -85,7 +85,7 @@ async fn a_password_change_revokes_the_other_sessions_and_the_new_password_works
         Method::PATCH,
         "/v1/users/alice",
         Some(&token(&here)),
-        Some(json!({ "password": "a brand new one" })),
+        Some(json!({ "password": "a brand new one", "current_password": "password123" })),
     )
     .await
     .assert(StatusCode::OK);
@@ -121,7 +121,11 @@ async fn an_email_change_resets_verification_and_an_empty_update_is_refused() {
             Method::PATCH,
             "/v1/users/alice",
             Some(&alice),
-            Some(json!({ "email": "alice@new.example.org", "full_name": "Alice N." })),
+            Some(json!({
+                "email": "alice@new.example.org",
+                "full_name": "Alice N.",
+                "current_password": "password123",
+            })),
         )
         .await
         .assert(StatusCode::OK);
@@ -136,4 +140,71 @@ async fn an_email_change_resets_verification_and_an_empty_update_is_refused() {
     )
     .await
     .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+}
+
+#[tokio::test]
+async fn a_stolen_access_token_cannot_change_the_password_or_email_on_either_api() {
+    use crate::grpc::rpcs::{authed, client, table_code, violated_fields};
+    use simplebank::grpc::pb;
+
+    let app = TestApp::spawn_with(&[("LOGIN_FAILURES_PER_USERNAME", "3")]).await;
+    let alice = app.user("alice").await;
+    let change = |body: serde_json::Value| {
+        app.call(Method::PATCH, "/v1/users/alice", Some(&alice), Some(body))
+    };
+    // Without current_password: refused by field, nothing changed.
+    let missing = change(json!({ "password": "a thief's choice" })).await;
+    missing.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    assert_eq!(
+        missing.body["error"]["details"][0]["field"],
+        "current_password"
+    );
+    // Wrong, over HTTP and over gRPC: unauthenticated.
+    change(json!({ "email": "thief@example.com", "current_password": "a wild guess" }))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let mut grpc = client(&app).await;
+    let attempt = |current: Option<&str>| {
+        authed(
+            &alice,
+            pb::UpdateUserRequest {
+                username: "alice".into(),
+                password: Some("a thief's choice".into()),
+                current_password: current.map(Into::into),
+                ..Default::default()
+            },
+        )
+    };
+    let status = grpc.update_user(attempt(None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["current_password"]);
+    let status = grpc
+        .update_user(attempt(Some("another guess")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // Each wrong one counted as a failed login of alice: the third fills the bucket, and then
+    // even a real login is throttled.
+    change(json!({ "email": "thief@example.com", "current_password": "third guess" }))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    app.post(
+        "/v1/users/login",
+        None,
+        json!({ "username": "alice", "password": "password123" }),
+    )
+    .await
+    .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let status = grpc
+        .update_user(attempt(Some("password123")))
+        .await
+        .unwrap_err();
+    assert_eq!(table_code(&status), "rate_limited");
+    // Nothing changed: the old password is still hers, the address too.
+    let me = app
+        .get("/v1/users/alice", &alice)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(me["user"]["email"], "alice@example.com");
+    assert_eq!(me["user"]["password_changed_at"], "0001-01-01T00:00:00Z");
 }

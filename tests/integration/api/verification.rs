@@ -99,7 +99,7 @@ async fn changing_the_email_unverifies_it_and_mails_the_new_address() {
             Method::PATCH,
             "/v1/users/alice",
             Some(&alice),
-            Some(json!({ "email": "alice@elsewhere.org" })),
+            Some(json!({ "email": "alice@elsewhere.org", "current_password": "password123" })),
         )
         .await
         .assert(StatusCode::OK);

@@ -59,6 +59,10 @@ impl Decoder for RawDecoder {
 }
 
 async fn send_raw(app: &TestApp, method: &str, message: Vec<u8>) -> Result<Vec<u8>, Status> {
+    send_raw_to(app, &format!("/simplebank.v1.SimpleBank/{method}"), message).await
+}
+
+async fn send_raw_to(app: &TestApp, path: &str, message: Vec<u8>) -> Result<Vec<u8>, Status> {
     let channel = Channel::from_shared(app.grpc_address.clone())
         .unwrap()
         .connect()
@@ -66,9 +70,7 @@ async fn send_raw(app: &TestApp, method: &str, message: Vec<u8>) -> Result<Vec<u
         .expect("the gRPC server answers");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let path = format!("/simplebank.v1.SimpleBank/{method}")
-        .parse()
-        .unwrap();
+    let path = path.parse().unwrap();
     grpc.unary(tonic::Request::new(message), path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
@@ -216,4 +218,28 @@ async fn both_apis_share_the_request_slots_and_the_deadline() {
         "the abandoned transfer left nothing"
     );
     assert_ledger_consistent(app.db.pool()).await;
+}
+
+#[tokio::test]
+async fn invented_method_names_share_one_metrics_series() {
+    let app = TestApp::spawn().await;
+    for n in 0..20 {
+        let path = format!("/simplebank.v1.SimpleBank/Invented{n}");
+        let status = send_raw_to(&app, &path, vec![]).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        let status = send_raw_to(&app, &format!("/made.up.Service{n}/Call"), vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+    }
+    let (status, text) = app.call_raw(reqwest::Method::GET, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(r#"grpc_requests_total{method="unmatched",code="UNIMPLEMENTED"} 40"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Invented") && !text.contains("made.up"),
+        "{text}"
+    );
 }

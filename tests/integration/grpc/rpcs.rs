@@ -228,8 +228,7 @@ async fn every_rpc_works_for_the_caller_it_is_meant_for() {
             pb::UpdateUserRequest {
                 username: "alice".into(),
                 full_name: Some("Alice L.".into()),
-                email: None,
-                password: None,
+                ..Default::default()
             },
         ))
         .await
