@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench build-bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -68,7 +68,7 @@ e2e: db-ready ## run the Postman collection (doc/postman) with newman against a 
 	$(CARGO) build --locked --quiet
 	@scripts/e2e.py
 
-fault: db-ready ## SIGKILL, database restart, a held lock and SIGTERM under transfer load (restarts the local PostgreSQL)
+fault: db-ready build-bench ## SIGKILL, database restart, a held lock, SIGTERM and a login flood under transfer load (restarts the local PostgreSQL)
 	$(CARGO) build --locked --quiet
 	FAULT_LOCAL_DB=$(LOCAL_DB) "$$(scripts/venv.sh)" scripts/fault.py
 
@@ -76,9 +76,11 @@ fuzz: db-ready ## schemathesis against the HTTP API from its OpenAPI document (F
 	$(CARGO) build --locked --quiet
 	@scripts/fuzz.py
 
-bench: db-ready ## transfers/s side by side: simple_bank's SQL, ours, our HTTP and gRPC APIs (not a test)
-	$(CARGO) build --locked --release --quiet --features bench --bins
+bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours, our HTTP and gRPC APIs (not a test)
 	@bench/bench.py
+
+build-bench: ## release server and load generator, for make bench and make fault's login flood
+	$(CARGO) build --locked --release --quiet --features bench --bins
 
 db-docs: ## render doc/db.dbml to SQL (doc/schema.sql) with the DBML CLI from npm
 	@mkdir -p .tools/npm

@@ -4,7 +4,9 @@
 //!
 //! `login` turns `username password` lines into `token account_id` lines (the bench names each
 //! user after its account id). `run` drives transfers for a fixed time after a warm-up and prints
-//! one JSON line: transfers done (2xx / OK only), transfers/s, p50, p99, errors by code.
+//! one JSON line: transfers done (2xx / OK only), transfers/s, p50, p99, errors by code. `flood`
+//! logs one user in from many clients at once, as fast as they can, for a fixed time (the
+//! memory and fairness check of `make fault`), and prints the answers by status.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +36,23 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+    },
+    /// `--concurrency` clients logging `--username` in back to back for `--seconds`; prints
+    /// `{"requests", "by_status"}`. A 503's Retry-After is ignored, as a flood does, unless
+    /// `--honor-retry-after` (as a well-behaved app retrying does).
+    Flood {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long)]
+        honor_retry_after: bool,
     },
     /// Transfers for `--seconds` after `--warmup`.
     Run {
@@ -89,6 +108,24 @@ async fn main() -> anyhow::Result<()> {
             out,
             concurrency,
         } => login(&http, &users, &out, concurrency).await,
+        Command::Flood {
+            http,
+            username,
+            password,
+            concurrency,
+            seconds,
+            honor_retry_after,
+        } => {
+            flood(
+                &http,
+                &username,
+                &password,
+                concurrency,
+                seconds,
+                honor_retry_after,
+            )
+            .await
+        }
         Command::Run {
             api,
             url,
@@ -125,14 +162,20 @@ async fn login(
                 let Some((username, password)) = pending.lock().await.pop() else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let reply: serde_json::Value = client
-                    .post(&url)
-                    .json(&serde_json::json!({ "username": username, "password": password }))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                // Password hashing admits a few at a time and answers the rest 503 at once:
+                // come back shortly, as a well-behaved client does.
+                let reply: serde_json::Value = loop {
+                    let response = client
+                        .post(&url)
+                        .json(&serde_json::json!({ "username": username, "password": password }))
+                        .send()
+                        .await?;
+                    if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    break response.error_for_status()?.json().await?;
+                };
                 let token = reply["access_token"]
                     .as_str()
                     .unwrap_or_default()
@@ -146,6 +189,63 @@ async fn login(
     }
     let lines = done.lock().await.join("\n");
     std::fs::write(out, lines + "\n")?;
+    Ok(())
+}
+
+async fn flood(
+    http: &str,
+    username: &str,
+    password: &str,
+    concurrency: usize,
+    seconds: u64,
+    honor_retry_after: bool,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{http}/v1/users/login");
+    let body = serde_json::json!({ "username": username, "password": password });
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+            while Instant::now() < stop_at {
+                let mut pause = None;
+                let status = match client.post(&url).json(&body).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16().to_string();
+                        if honor_retry_after {
+                            pause = response
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok())
+                                .map(Duration::from_secs);
+                        }
+                        let _ = response.bytes().await;
+                        status
+                    }
+                    Err(_) => "transport".to_owned(),
+                };
+                *by_status.entry(status).or_default() += 1;
+                if let Some(pause) = pause {
+                    let left = stop_at.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(pause.min(left)).await;
+                }
+            }
+            by_status
+        }));
+    }
+    let mut all: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        for (status, n) in task.await? {
+            *all.entry(status).or_default() += n;
+        }
+    }
+    let report = serde_json::json!({ "requests": all.values().sum::<u64>(), "by_status": all });
+    println!("{report}");
     Ok(())
 }
 

@@ -14,6 +14,12 @@ key (group commit) that never retry. Scenarios, in order:
 3. slow:      a transaction holds one customer's row lock; requests touching it must end with 503
               at REQUEST_TIMEOUT while /healthz stays fast and other customers' transfers go on.
 4. shutdown:  SIGTERM under load; in-flight requests are answered, the exit code is 0.
+5. login flood: the release server, 256 clients logging one user in back to back for 30 s
+              beside 64 transfer clients (the Rust load generator); the server's peak RSS must
+              stay within 96 MiB and come back near idle within 10 s, every login answer must
+              be 200 or 503 + Retry-After, and no transfer may fail. The transfers' p99 during
+              the flood against their p99 without it (target: at most 3x) is reported, not
+              asserted: it is a timing, and these machines are shared.
 
 After all four: every transfer a client saw acknowledged is in the database with its entries,
 every key moved money at most once and answered the same transfer every time, and the ledger
@@ -42,6 +48,9 @@ import served
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY = ROOT / "target" / "debug" / "simplebank"
+RELEASE = ROOT / "target" / "release" / "simplebank"
+LOADGEN = ROOT / "target" / "release" / "simplebank-loadgen"
+MIB = 1024 * 1024
 TOKEN_KEY = "fault-key-of-exactly-32-bytes..."
 CUSTOMERS = 8
 FUNDS = 1_000_000
@@ -66,7 +75,8 @@ def psql(sql):
 class Server:
     """The server on free ports; `base` and `grpc` change with every start."""
 
-    def __init__(self, **settings):
+    def __init__(self, binary=BINARY, **settings):
+        self.binary = binary
         self.settings = settings
         self.process = None
         self.base = self.grpc = None
@@ -75,7 +85,7 @@ class Server:
     def start(self):
         self.starts += 1
         self.process, self.base, self.grpc = served.serve(
-            BINARY, ROOT / "target" / f"fault-server-{self.starts}.log",
+            self.binary, ROOT / "target" / f"fault-server-{self.binary.parent.name}-{self.starts}.log",
             TOKEN_SYMMETRIC_KEY=TOKEN_KEY, LOGIN_ATTEMPTS_PER_IP="0", **self.settings)
 
 
@@ -320,6 +330,10 @@ def slow_scenario(load, customers, run):
         fail(f"a request waited past REQUEST_TIMEOUT=2s by far: {victims}")
     if any(status != 200 or took > 0.5 for status, took in health):
         fail(f"/healthz while requests waited: {health}")
+    # Each account gets a share of the pool: the ten waiters on one account cannot take every
+    # connection, so transfers between other customers go on.
+    if any(status != 201 for status, _ in bystanders):
+        fail(f"transfers between other customers while one account was stuck: {sorted(bystanders)}")
     print(f"fault: slow: 10 requests on a locked account answered 503 after "
           f"{min(t for _, t in victims):.1f}-{max(t for _, t in victims):.1f} s (REQUEST_TIMEOUT=2s); "
           f"/healthz meanwhile in at most {max(t for _, t in health) * 1000:.0f} ms; transfers between "
@@ -369,7 +383,7 @@ def shutdown_scenario(server, load):
 def check(load, run):
     # Every acknowledged transfer exists, with its two entries.
     acked = [t for t in load.keyed.values() if isinstance(t, int)] + load.unkeyed_acked
-    found = int(psql(f"SELECT count(*) FROM transfers WHERE id IN ({','.join(map(str, acked))})"))
+    found = int(psql(f"SELECT count(*) FROM transfers WHERE id IN ({','.join(map(str, acked))})")) if acked else 0
     if found != len(acked):
         fail(f"{len(acked) - found} acknowledged transfers are missing")
     # Each key moved money at most once: its record names the one transfer its client saw.
@@ -406,6 +420,98 @@ def check(load, run):
           + (" — NOT" if FAILURES else ""), flush=True)
 
 
+def rss(pid, field="VmRSS"):
+    """The process's resident set (or `VmHWM`, its peak) in bytes, from /proc."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def loadgen(*args):
+    return subprocess.Popen([LOADGEN, *map(str, args)], stdout=subprocess.PIPE, text=True)
+
+
+def loadgen_result(process):
+    """Its JSON line, with the CPU seconds it used itself (`cpu_s`)."""
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        fail(f"the load generator failed ({process.returncode}): {out}")
+        return {}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+def cpu_seconds(pid):
+    """User + system CPU the process has used so far (from /proc/PID/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def login_flood_scenario(customers, run):
+    """Logins cannot take the memory or the CPU from money movement (scenario 5)."""
+    tokens = ROOT / "target" / f"fault-flood-tokens-{run}"
+    tokens.write_text("".join(f"{c['token']} {c['account']}\n" for c in customers))
+    server = Server(RELEASE, LOGIN_FAILURES_PER_USERNAME="0", MAIL_SENDER="log")
+    server.start()
+    pid = server.process.pid
+    try:
+        idle = rss(pid)
+        transfers = ["run", "--api", "http", "--url", server.base, "--tokens", tokens,
+                     "--concurrency", 64, "--warmup", 2]
+        alone = loadgen_result(loadgen(*transfers, "--seconds", 10))
+        flood_args = ["flood", "--http", server.base, "--username", customers[0]["name"],
+                      "--password", "password123", "--concurrency", 256, "--seconds", 30]
+        runs = {}
+        # Two floods: apps that come back after Retry-After, and a flood that ignores it.
+        for name, extra in (("honoring Retry-After", ["--honor-retry-after"]), ("ignoring it", [])):
+            cpu_before = cpu_seconds(pid)
+            flood = loadgen(*flood_args, *extra)
+            beside = loadgen(*transfers, "--seconds", 26)
+            during = loadgen_result(beside)
+            logins = loadgen_result(flood)
+            runs[name] = (logins, during, cpu_seconds(pid) - cpu_before)
+        peak = rss(pid, "VmHWM")  # the kernel's own peak, over the whole life of the process
+        flood_ended = time.monotonic()
+        settled, after = None, rss(pid)
+        while time.monotonic() - flood_ended < 10:
+            after = rss(pid)
+            if after <= idle + 16 * MIB:
+                settled = time.monotonic() - flood_ended
+                break
+            time.sleep(0.2)
+        if peak > 96 * MIB:
+            fail(f"login flood: peak RSS {peak / MIB:.0f} MiB > 96 MiB")
+        if settled is None:
+            fail(f"login flood: RSS {after / MIB:.0f} MiB 10 s after, idle was {idle / MIB:.0f} MiB")
+        print(f"fault: login flood: server RSS idle {idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB over "
+              f"the whole run (target <= 96), "
+              + (f"back within {idle / MIB:.0f}+16 MiB {settled:.1f} s after (target 10 s); "
+                 if settled is not None else "not back near idle within 10 s; ")
+              + f"64 transfer clients alone: {alone.get('tps', 0):.0f}/s, p99 {alone.get('p99_ms', 0):.1f} ms",
+              flush=True)
+        for name, (logins, during, server_cpu) in runs.items():
+            statuses = logins.get("by_status", {})
+            if set(statuses) - {"200", "503"}:
+                fail(f"login flood ({name}): answers other than 200 and 503: {statuses}")
+            if during.get("errors"):
+                fail(f"login flood ({name}): transfers failed during it: {during['errors']}")
+            ratio = during.get("p99_ms", float("nan")) / alone.get("p99_ms", float("nan"))
+            print(f"fault: login flood, 256 clients {name}: {logins.get('requests', 0)} attempts in 30 s "
+                  f"({statuses.get('200', 0)} logged in, {statuses.get('503', 0)} refused 503 at once); "
+                  f"transfers beside it {during.get('tps', 0):.0f}/s, p99 {during.get('p99_ms', 0):.1f} ms = "
+                  f"{ratio:.2f}x alone (target <= 3x: {'met' if ratio <= 3 else 'missed'}); CPU over the 30 s: "
+                  f"server {server_cpu:.0f} s, flood client {logins.get('cpu_s', 0):.0f} s, "
+                  f"transfer client {during.get('cpu_s', 0):.0f} s", flush=True)
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+        tokens.unlink(missing_ok=True)
+
+
 def main():
     if "DB_SOURCE" not in os.environ:
         sys.exit("DB_SOURCE must be set (make fault sets it)")
@@ -428,6 +534,7 @@ def main():
         server = slow_scenario(load, customers, run)
         server = shutdown_scenario(server, load)
         check(load, run)
+        login_flood_scenario(customers, run)
     finally:
         if server.process.poll() is None:
             server.process.send_signal(signal.SIGTERM)
