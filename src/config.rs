@@ -625,33 +625,65 @@ where
         })
 }
 
-/// `90s`, `15m`, `24h`, `1h30m`, `500ms`: one or more number-unit pairs, never zero in total.
+/// A positive duration as Go's `time.ParseDuration` writes it, which simple_bank's users know:
+/// a sequence of decimal numbers, each with an optional fraction and a unit — `ns`, `us` (or
+/// `µs`), `ms`, `s`, `m`, `h` — such as `300ms`, `1.5h` or `2h45m30.5s`. Zero, a sign, spaces
+/// and units Go does not know (`d`) are refused, as is anything past `u64` nanoseconds.
 pub fn parse_duration(raw: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = raw.trim();
+    const UNITS: [(&str, u128); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("\u{b5}s", 1_000),
+        ("\u{3bc}s", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let mut rest = raw;
     if rest.is_empty() {
         return None;
     }
+    let mut total_nanos: u128 = 0;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let (number, tail) = rest.split_at(digits);
-        let number: u64 = number.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let part = match unit {
-            "us" => Duration::from_micros(number),
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.checked_mul(60)?),
-            "h" => Duration::from_secs(number.checked_mul(3600)?),
-            _ => return None,
+        let whole_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (whole, tail) = rest.split_at(whole_len);
+        let (fraction, tail) = match tail.strip_prefix('.') {
+            Some(after) => {
+                let len = after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len());
+                after.split_at(len)
+            }
+            None => ("", tail),
         };
-        total = total.checked_add(part)?;
-        rest = next;
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        // The longest unit that matches (`ms` before `m`).
+        let (unit, scale) = UNITS
+            .iter()
+            .filter(|(unit, _)| tail.starts_with(unit))
+            .max_by_key(|(unit, _)| unit.len())?;
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        let mut nanos = whole.checked_mul(*scale)?;
+        // Digits past nanosecond precision are dropped, as Go does.
+        let mut place = *scale;
+        for digit in fraction.bytes() {
+            place /= 10;
+            nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
+        }
+        total_nanos = total_nanos.checked_add(nanos)?;
+        rest = &tail[unit.len()..];
     }
-    (total > Duration::ZERO).then_some(total)
+    let total = u64::try_from(total_nanos).ok()?;
+    (total > 0).then(|| Duration::from_nanos(total))
 }
 
 #[cfg(test)]
@@ -674,11 +706,41 @@ mod tests {
 
     #[test]
     fn durations_parse_like_simple_banks() {
-        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5_400)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        for bad in ["", "15", "m", "0s", "1d", "-5m", "1.5h", "15 m"] {
+        // What Go's time.ParseDuration accepts.
+        for (raw, expected) in [
+            ("15m", Duration::from_secs(900)),
+            ("24h", Duration::from_secs(86_400)),
+            ("1h30m", Duration::from_secs(5_400)),
+            ("500ms", Duration::from_millis(500)),
+            ("300ms", Duration::from_millis(300)),
+            ("1.5h", Duration::from_secs(5_400)),
+            ("2h45m30.5s", Duration::from_millis(9_930_500)),
+            (".5s", Duration::from_millis(500)),
+            ("1.s", Duration::from_secs(1)),
+            ("250us", Duration::from_micros(250)),
+            ("250\u{b5}s", Duration::from_micros(250)),
+            ("1500ns", Duration::from_nanos(1_500)),
+            ("1m0.000000001s", Duration::from_nanos(60_000_000_001)),
+        ] {
+            assert_eq!(parse_duration(raw), Some(expected), "{raw:?}");
+        }
+        // Refused: no unit, no number, zero, units Go lacks, signs, spaces, overflow.
+        for bad in [
+            "",
+            "15",
+            "m",
+            ".s",
+            "0s",
+            "0",
+            "1d",
+            "-5m",
+            "+5m",
+            "15 m",
+            " 5m",
+            "1.5",
+            "1e3s",
+            "99999999999999999999h",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
