@@ -72,15 +72,7 @@ impl AccountGate {
             held: Vec::with_capacity(ids.len()),
         };
         for id in ids {
-            let slot = {
-                let mut map = self.accounts.lock().expect("account gate lock");
-                Arc::clone(map.entry(id).or_insert_with(|| {
-                    Arc::new(Slot {
-                        permits: Arc::new(Semaphore::new(self.per_account)),
-                        waiting: AtomicUsize::new(0),
-                    })
-                }))
-            };
+            let slot = self.slot(&mut self.accounts.lock().expect("account gate lock"), id);
             let permit = match Arc::clone(&slot.permits).try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -109,6 +101,16 @@ impl AccountGate {
         Ok(pass)
     }
 
+    /// `id`'s slot, made on first use (the caller holds the map's lock).
+    fn slot(&self, map: &mut HashMap<AccountId, Arc<Slot>>, id: AccountId) -> Arc<Slot> {
+        Arc::clone(map.entry(id).or_insert_with(|| {
+            Arc::new(Slot {
+                permits: Arc::new(Semaphore::new(self.per_account)),
+                waiting: AtomicUsize::new(0),
+            })
+        }))
+    }
+
     /// Passes for `accounts` only if every one is free right now; `None` otherwise (nothing
     /// held).
     pub(super) fn try_enter(&self, accounts: &[AccountId]) -> Option<Pass<'_>> {
@@ -121,12 +123,7 @@ impl AccountGate {
         };
         let mut map = self.accounts.lock().expect("account gate lock");
         for id in ids {
-            let slot = Arc::clone(map.entry(id).or_insert_with(|| {
-                Arc::new(Slot {
-                    permits: Arc::new(Semaphore::new(self.per_account)),
-                    waiting: AtomicUsize::new(0),
-                })
-            }));
+            let slot = self.slot(&mut map, id);
             match Arc::clone(&slot.permits).try_acquire_owned() {
                 Ok(permit) => pass.held.push((id, slot, permit)),
                 Err(_) => {
