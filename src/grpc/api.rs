@@ -10,10 +10,10 @@ use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
 use crate::domain::{
     AccountId, Currency, IdempotencyKey, PageKind, Role, TransferId, TransferReceipt, Username,
-    ValidationError,
 };
+use crate::service::edge;
 use crate::service::{
-    BankService, ClientAddress, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest, ServiceError,
+    BankService, ClientAddress, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest,
     UpdateUserRequest, parse_credentials, parse_money, parse_transfer, parse_verification,
 };
 
@@ -42,37 +42,20 @@ impl GrpcApi {
 
     /// The caller, from `authorization: Bearer <access token>` metadata.
     fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let value = request.metadata().get("authorization").ok_or_else(|| {
-            to_status(ServiceError::Unauthenticated(
-                "missing authorization metadata (Bearer <access token>)",
-            ))
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| {
-                to_status(ServiceError::Unauthenticated(
-                    "the authorization metadata must be: Bearer <access token>",
-                ))
-            })?;
-        self.service.authenticate(token).map_err(to_status)
+        let value = request.metadata().get(edge::AUTHORIZATION);
+        let token = edge::bearer_token(value.map(|v| v.as_bytes()))?;
+        Ok(self.service.authenticate(token)?)
     }
 }
 
 fn client<T>(request: &Request<T>) -> ClientInfo {
     ClientInfo {
-        user_agent: request
-            .metadata()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .chars()
-            .take(256)
-            .collect(),
+        user_agent: edge::user_agent(
+            request
+                .metadata()
+                .get(edge::USER_AGENT)
+                .map(|v| v.as_bytes()),
+        ),
         // `rpc_log` found it (TRUSTED_PROXIES and the forwarding metadata); else the peer.
         client_ip: request
             .extensions()
@@ -99,24 +82,16 @@ fn page(size: i32, token: &str, kind: PageKind) -> Result<PageRequest, Status> {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-/// The metadata key naming an idempotent money movement (HTTP's `Idempotency-Key`).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The response metadata that marks a replayed answer, on success and on failure alike.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub use crate::service::edge::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
 /// The optional `idempotency-key` metadata, parsed; a malformed one is refused before anything
 /// runs.
 fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, Status> {
-    let Some(value) = request.metadata().get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .map_err(|_| ValidationError::new("idempotency_key", "must be printable ASCII"))
-        .and_then(IdempotencyKey::parse)
-        .map(Some)
-        .map_err(|e| invalid(vec![e.for_field(IDEMPOTENCY_KEY)]))
+    let value = request.metadata().get(IDEMPOTENCY_KEY);
+    Ok(edge::idempotency_key(
+        value.map(|v| v.as_bytes()),
+        IDEMPOTENCY_KEY,
+    )?)
 }
 
 /// The rendered receipt or the error; with `idempotent-replayed: true` metadata when the answer
@@ -153,7 +128,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let new = NewUserRequest::parse(&r.username, &r.full_name, &r.email, &r.password)
             .map_err(invalid)?;
-        let user = self.service.create_user(new).await.map_err(to_status)?;
+        let user = self.service.create_user(new).await?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user.into()),
         }))
@@ -166,11 +141,7 @@ impl SimpleBank for GrpcApi {
         let client = client(&request);
         let r = request.into_inner();
         let (username, password) = parse_credentials(&r.username, &r.password).map_err(invalid)?;
-        let login = self
-            .service
-            .login(username, password, client)
-            .await
-            .map_err(to_status)?;
+        let login = self.service.login(username, password, client).await?;
         Ok(Response::new(login.into()))
     }
 
@@ -181,8 +152,7 @@ impl SimpleBank for GrpcApi {
         let token = self
             .service
             .renew_access_token(&request.into_inner().refresh_token)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(token.into()))
     }
 
@@ -192,8 +162,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::LogoutUserResponse> {
         self.service
             .logout(&request.into_inner().refresh_token)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::LogoutUserResponse {}))
     }
 
@@ -203,11 +172,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::GetUserResponse> {
         let caller = self.caller(&request)?;
         let name = username(&request.into_inner().username)?;
-        let user = self
-            .service
-            .get_user(&caller, &name)
-            .await
-            .map_err(to_status)?;
+        let user = self.service.get_user(&caller, &name).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user.into()),
         }))
@@ -227,11 +192,7 @@ impl SimpleBank for GrpcApi {
             r.current_password.as_deref(),
         )
         .map_err(invalid)?;
-        let user = self
-            .service
-            .update_user(&caller, &name, update)
-            .await
-            .map_err(to_status)?;
+        let user = self.service.update_user(&caller, &name, update).await?;
         Ok(Response::new(pb::UpdateUserResponse {
             user: Some(user.into()),
         }))
@@ -243,10 +204,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::VerifyEmailResponse> {
         let r = request.into_inner();
         let (email_id, code) = parse_verification(r.email_id, &r.secret_code).map_err(invalid)?;
-        self.service
-            .verify_email(email_id, code)
-            .await
-            .map_err(to_status)?;
+        self.service.verify_email(email_id, code).await?;
         Ok(Response::new(pb::VerifyEmailResponse { is_verified: true }))
     }
 
@@ -258,11 +216,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let name = username(&r.username)?;
         let role: Role = r.role.parse().map_err(|e| invalid(vec![e]))?;
-        let user = self
-            .service
-            .set_user_role(&caller, &name, role)
-            .await
-            .map_err(to_status)?;
+        let user = self.service.set_user_role(&caller, &name, role).await?;
         Ok(Response::new(pb::SetUserRoleResponse {
             user: Some(user.into()),
         }))
@@ -278,11 +232,7 @@ impl SimpleBank for GrpcApi {
             .currency
             .parse()
             .map_err(|e| invalid(vec![e]))?;
-        let account = self
-            .service
-            .create_account(&caller, currency)
-            .await
-            .map_err(to_status)?;
+        let account = self.service.create_account(&caller, currency).await?;
         Ok(Response::new(pb::CreateAccountResponse {
             account: Some(account.into()),
         }))
@@ -294,11 +244,7 @@ impl SimpleBank for GrpcApi {
     ) -> RpcResult<pb::GetAccountResponse> {
         let caller = self.caller(&request)?;
         let id = account_id(request.into_inner().id, "id")?;
-        let account = self
-            .service
-            .get_account(&caller, id)
-            .await
-            .map_err(to_status)?;
+        let account = self.service.get_account(&caller, id).await?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(account.into()),
         }))
@@ -315,11 +261,7 @@ impl SimpleBank for GrpcApi {
             raw => Some(Username::parse(raw).map_err(|e| invalid(vec![e.for_field("owner")]))?),
         };
         let page = page(r.page_size, &r.page_token, PageKind::Accounts)?;
-        let found = self
-            .service
-            .list_accounts(&caller, owner, page)
-            .await
-            .map_err(to_status)?;
+        let found = self.service.list_accounts(&caller, owner, page).await?;
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: found.items.into_iter().map(Into::into).collect(),
             next_page_token: found.next_page_token.unwrap_or_default(),
@@ -334,11 +276,7 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
         let page = page(r.page_size, &r.page_token, PageKind::Entries)?;
-        let found = self
-            .service
-            .list_entries(&caller, account, page)
-            .await
-            .map_err(to_status)?;
+        let found = self.service.list_entries(&caller, account, page).await?;
         Ok(Response::new(pb::ListEntriesResponse {
             entries: found.items.into_iter().map(Into::into).collect(),
             next_page_token: found.next_page_token.unwrap_or_default(),
@@ -365,11 +303,7 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let id = TransferId::new(request.into_inner().id)
             .map_err(|e| invalid(vec![e.for_field("id")]))?;
-        let transfer = self
-            .service
-            .get_transfer(&caller, id)
-            .await
-            .map_err(to_status)?;
+        let transfer = self.service.get_transfer(&caller, id).await?;
         Ok(Response::new(pb::GetTransferResponse {
             transfer: Some(transfer.into()),
         }))

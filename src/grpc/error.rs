@@ -31,6 +31,13 @@ pub fn code_of(code: ErrorCode) -> Code {
 /// The `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "simplebank";
 
+/// So that a handler can use `?` on the service's results.
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        to_status(error)
+    }
+}
+
 pub fn to_status(error: ServiceError) -> Status {
     let code = error.code();
     if matches!(code, ErrorCode::Internal | ErrorCode::Unavailable) {

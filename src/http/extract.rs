@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::Principal;
-use crate::domain::{IdempotencyKey, ValidationError};
-use crate::service::{ClientAddress, ClientInfo, ServiceError};
+use crate::domain::IdempotencyKey;
+use crate::service::{ClientAddress, ClientInfo, ServiceError, edge};
 
 /// A JSON body. Malformed JSON, a wrong or missing content type, an unknown field (every request
 /// DTO denies them) and a body over the limit are all `invalid_argument`, with the status that
@@ -87,23 +87,12 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header =
+        let token = edge::bearer_token(
             parts
                 .headers
                 .get(header::AUTHORIZATION)
-                .ok_or(ServiceError::Unauthenticated(
-                    "missing Authorization header (Bearer <access token>)",
-                ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or(ServiceError::Unauthenticated(
-                "the Authorization header must be: Bearer <access token>",
-            ))?;
+                .map(HeaderValue::as_bytes),
+        )?;
         Ok(Auth(state.service.authenticate(token)?))
     }
 }
@@ -115,14 +104,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .chars()
-            .take(256)
-            .collect();
+        let user_agent = edge::user_agent(
+            parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(HeaderValue::as_bytes),
+        );
         // `request_log` found it (TRUSTED_PROXIES and the forwarding headers); without that
         // layer (a bare router), the TCP peer.
         let client_ip = parts
@@ -143,11 +130,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
-/// The request header naming an idempotent money movement.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The response header that marks a replayed answer.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub use crate::service::edge::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
 /// The optional `Idempotency-Key` header, parsed. A malformed one is refused before anything
 /// runs, so it stores nothing.
@@ -157,14 +140,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
-            return Ok(IdemKey(None));
-        };
-        let key = value
-            .to_str()
-            .map_err(|_| ValidationError::new("idempotency_key", "must be printable ASCII"))
-            .and_then(IdempotencyKey::parse)
-            .map_err(|e| ServiceError::from(e.for_field("Idempotency-Key")))?;
-        Ok(IdemKey(Some(key)))
+        let key = edge::idempotency_key(
+            parts
+                .headers
+                .get(IDEMPOTENCY_KEY)
+                .map(HeaderValue::as_bytes),
+            "Idempotency-Key",
+        )?;
+        Ok(IdemKey(key))
     }
 }

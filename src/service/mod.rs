@@ -7,6 +7,7 @@
 mod accounts;
 mod admission;
 mod client_address;
+pub mod edge;
 mod error;
 mod port;
 mod rate_limit;
