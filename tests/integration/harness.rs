@@ -16,6 +16,28 @@ use crate::helpers::TestDb;
 
 pub const TOKEN_KEY: &str = "a test key that is 32 bytes long";
 
+/// `TEST_LOG` set: the servers' log lines go to the test output (the value is the filter;
+/// `1` means `info`). The writer prints through the test harness, and the server's threads
+/// inherit their test's output capture, so each line shows under the test that caused it —
+/// for a failing test, since passing tests' output is not shown.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(filter) = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty()) else {
+            return;
+        };
+        let filter = if filter == "1" {
+            "info".to_owned()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// The application runs on a thread and runtime of its own, not on the test's: when the test
 /// ends, its runtime stops (and `TestDb`'s drop blocks it), and an application living there would
 /// freeze mid-way — a pool connection caught in its authentication handshake holds up
@@ -128,6 +150,7 @@ impl TestApp {
     }
 
     fn start(&mut self, migrate: bool) {
+        init_test_log();
         let url = self.url.clone();
         let overrides = self.overrides.clone();
         let settings = Settings::from_lookup(|key| {

@@ -6,10 +6,10 @@ use serde_json::json;
 use simplebank::grpc::pb;
 use tonic_types::StatusExt;
 
-use super::harness::TestApp;
 use crate::grpc::rpcs::client;
+use crate::harness::TestApp;
 
-async fn bad_login(app: &TestApp, username: &str) -> super::harness::Reply {
+async fn bad_login(app: &TestApp, username: &str) -> crate::harness::Reply {
     app.post(
         "/v1/users/login",
         None,

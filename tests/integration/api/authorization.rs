@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 
 /// Alice owns `account` and sent `transfer`; Bob is a stranger to both; the banker is a clerk.
 pub struct World {
@@ -183,7 +183,7 @@ async fn a_role_change_reaches_the_user_at_their_next_token() {
         .get(&path, &w.bob)
         .await
         .assert_error(StatusCode::FORBIDDEN, "permission_denied");
-    let bob = super::harness::token(&w.app.login("bob").await);
+    let bob = crate::harness::token(&w.app.login("bob").await);
     w.app.get(&path, &bob).await.assert(StatusCode::OK);
     w.app
         .call(

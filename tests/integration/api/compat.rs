@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 
 fn keys(value: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = value

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 
 #[tokio::test]
 async fn bad_sign_ups_name_every_bad_field() {

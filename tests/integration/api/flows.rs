@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 use crate::helpers::assert_ledger_consistent;
 
 #[tokio::test]

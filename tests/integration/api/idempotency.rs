@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::harness::{Reply, TestApp};
+use crate::harness::{Reply, TestApp};
 use crate::helpers::assert_ledger_consistent;
 
 const REPLAYED: &str = "idempotent-replayed";

@@ -1,7 +1,5 @@
 //! The HTTP API, black-box: the real `Application` on port 0 with a fresh database.
 
-pub mod harness;
-
 mod abuse;
 pub mod authorization;
 mod compat;

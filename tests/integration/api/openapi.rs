@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 
 /// Every route of SPEC §3 (idempotency and email verification aside), plus health.
 const ROUTES: &[(&str, &str)] = &[

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::harness::{TestApp, token};
+use crate::harness::{TestApp, token};
 
 #[tokio::test]
 async fn an_expired_access_token_is_refused_and_renewal_gives_a_working_one() {

@@ -4,8 +4,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use simplebank::grpc::pb;
 
-use super::harness::TestApp;
 use crate::grpc::rpcs::{authed, client};
+use crate::harness::TestApp;
 
 #[tokio::test]
 async fn every_response_carries_the_request_id_given_or_a_new_one() {

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::harness::TestApp;
+use crate::harness::TestApp;
 
 fn link(id: i64, code: &str) -> String {
     format!("/v1/verify_email?email_id={id}&secret_code={code}")

@@ -6,7 +6,7 @@ use simplebank::grpc::pb;
 use tonic::{Code, Status};
 
 use super::rpcs::{authed, client, open_account, sign_up_and_log_in, violated_fields};
-use crate::api::harness::TestApp;
+use crate::harness::TestApp;
 use crate::helpers::{assert_ledger_consistent, snapshot};
 
 fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str, what: &str) {

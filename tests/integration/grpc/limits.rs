@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::rpcs::{authed, client, table_code, violated_fields};
-use crate::api::harness::TestApp;
+use crate::harness::TestApp;
 use crate::helpers::{
     assert_ledger_consistent, snapshot, wait_for_lock_waiters, wait_for_no_lock_waiters,
 };

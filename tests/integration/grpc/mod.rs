@@ -1,4 +1,4 @@
-//! The gRPC API, black-box: the same `Application` (see `api::harness`), driven by a tonic client.
+//! The gRPC API, black-box: the same `Application` (see `harness`), driven by a tonic client.
 
 mod authorization;
 mod boundaries;

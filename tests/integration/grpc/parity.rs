@@ -6,7 +6,7 @@ use serde_json::json;
 use simplebank::grpc::pb;
 
 use super::rpcs::{authed, client, open_account, sign_up_and_log_in, table_code};
-use crate::api::harness::TestApp;
+use crate::harness::TestApp;
 
 /// What a scenario leaves behind: (owner, balance) per account, each statement's amounts, and the
 /// error code of the failing transfer.
@@ -29,7 +29,7 @@ async fn over_http() -> Outcome {
     let bob = app.user("bob").await;
     app.signup("clerk").await;
     make_banker(&app, "clerk").await;
-    let clerk = super::super::api::harness::token(&app.login("clerk").await);
+    let clerk = crate::harness::token(&app.login("clerk").await);
     let a = app.open_account(&alice, "USD").await;
     let b = app.open_account(&bob, "USD").await;
     app.deposit(&clerk, a, 1_000, "USD").await;

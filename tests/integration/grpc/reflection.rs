@@ -4,7 +4,7 @@ use tokio_stream::StreamExt;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::api::harness::TestApp;
+use crate::harness::TestApp;
 
 async fn channel(app: &TestApp) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(app.grpc_address.clone())

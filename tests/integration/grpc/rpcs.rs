@@ -5,7 +5,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::api::harness::TestApp;
+use crate::harness::TestApp;
 
 pub type Client = SimpleBankClient<Channel>;
 
