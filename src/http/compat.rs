@@ -29,10 +29,9 @@ use super::extract::{ApiJson, ApiQuery, Auth, Client, IdemKey};
 use super::handlers::money_response;
 use crate::domain::{
     Account, AccountId, Currency, Entry, NewTransfer, PageKind, Transfer, User, Username,
-    ValidationError,
 };
 use crate::service::{
-    NewUserRequest, PageRequest, UpdateUserRequest, parse_credentials, parse_transfer,
+    NewUserRequest, OffsetPage, PageRequest, UpdateUserRequest, parse_credentials, parse_transfer,
 };
 
 /// The tag the compatibility routes carry in the OpenAPI document.
@@ -382,23 +381,12 @@ pub async fn list_accounts(
     Auth(caller): Auth,
     ApiQuery(page): ApiQuery<SbPage>,
 ) -> ApiResult<Json<Vec<SbAccount>>> {
-    let mut problems = Vec::new();
-    if !(1..=i64::from(i32::MAX)).contains(&page.page_id) {
-        problems.push(ValidationError::new("page_id", "must be at least 1"));
-    }
-    if !(5..=10).contains(&page.page_size) {
-        problems.push(ValidationError::new("page_size", "must be from 5 to 10"));
-    }
-    if !problems.is_empty() {
-        return Err(problems.into());
-    }
+    let OffsetPage { skip, take } = OffsetPage::parse(page.page_id, page.page_size)?;
     let all = PageRequest::parse(Some(100), None, PageKind::Accounts)?;
     let mine = app
         .service
         .list_accounts(&caller, Some(caller.username.clone()), all)
         .await?;
-    let skip = usize::try_from((page.page_id - 1) * page.page_size).unwrap_or(usize::MAX);
-    let take = usize::try_from(page.page_size).unwrap_or(0);
     Ok(Json(
         mine.items
             .into_iter()

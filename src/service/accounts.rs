@@ -37,6 +37,34 @@ impl PageRequest {
     }
 }
 
+/// simple_bank's numbered pages (`page_id` from 1, `page_size` from 5 to 10), which its gin
+/// route `GET /accounts` takes: how many items to skip and to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetPage {
+    pub skip: usize,
+    pub take: usize,
+}
+
+impl OffsetPage {
+    /// Parses both numbers, reporting each bad one.
+    pub fn parse(page_id: i64, page_size: i64) -> Result<Self, Vec<ValidationError>> {
+        let mut problems = Vec::new();
+        if !(1..=i64::from(i32::MAX)).contains(&page_id) {
+            problems.push(ValidationError::new("page_id", "must be at least 1"));
+        }
+        if !(5..=10).contains(&page_size) {
+            problems.push(ValidationError::new("page_size", "must be from 5 to 10"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(OffsetPage {
+            skip: usize::try_from((page_id - 1) * page_size).unwrap_or(usize::MAX),
+            take: usize::try_from(page_size).unwrap_or(0),
+        })
+    }
+}
+
 /// One page of a list, with the opaque token of the next page (`None` on the last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage<T> {

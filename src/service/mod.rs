@@ -17,7 +17,7 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use accounts::{ListPage, PageRequest};
+pub use accounts::{ListPage, OffsetPage, PageRequest};
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
