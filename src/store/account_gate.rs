@@ -64,13 +64,7 @@ impl AccountGate {
     /// id order so that two movements over the same pair can never hold one each and wait for
     /// the other.
     pub(super) async fn enter(&self, accounts: &[AccountId]) -> Result<Pass<'_>, StoreError> {
-        let mut ids = accounts.to_vec();
-        ids.sort();
-        ids.dedup();
-        let mut pass = Pass {
-            gate: self,
-            held: Vec::with_capacity(ids.len()),
-        };
+        let (ids, mut pass) = self.empty_pass(accounts);
         for id in ids {
             let slot = self.slot(&mut self.accounts.lock().expect("account gate lock"), id);
             let permit = match Arc::clone(&slot.permits).try_acquire_owned() {
@@ -101,6 +95,18 @@ impl AccountGate {
         Ok(pass)
     }
 
+    /// The accounts in ascending id order, once each, and a pass holding nothing yet.
+    fn empty_pass(&self, accounts: &[AccountId]) -> (Vec<AccountId>, Pass<'_>) {
+        let mut ids = accounts.to_vec();
+        ids.sort();
+        ids.dedup();
+        let pass = Pass {
+            gate: self,
+            held: Vec::with_capacity(ids.len()),
+        };
+        (ids, pass)
+    }
+
     /// `id`'s slot, made on first use (the caller holds the map's lock).
     fn slot(&self, map: &mut HashMap<AccountId, Arc<Slot>>, id: AccountId) -> Arc<Slot> {
         Arc::clone(map.entry(id).or_insert_with(|| {
@@ -114,13 +120,7 @@ impl AccountGate {
     /// Passes for `accounts` only if every one is free right now; `None` otherwise (nothing
     /// held).
     pub(super) fn try_enter(&self, accounts: &[AccountId]) -> Option<Pass<'_>> {
-        let mut ids = accounts.to_vec();
-        ids.sort();
-        ids.dedup();
-        let mut pass = Pass {
-            gate: self,
-            held: Vec::with_capacity(ids.len()),
-        };
+        let (ids, mut pass) = self.empty_pass(accounts);
         let mut map = self.accounts.lock().expect("account gate lock");
         for id in ids {
             let slot = self.slot(&mut map, id);
