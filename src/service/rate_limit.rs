@@ -131,30 +131,22 @@ impl LoginLimiter {
     /// Before an attempt: takes the address's token and checks the username still has one.
     /// `Err` is how long to wait.
     pub fn admit(&self, client_ip: &str, username: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        if let Some(wait) = self
-            .per_username
-            .as_ref()
-            .and_then(|b| b.wait(&username.to_ascii_lowercase(), now))
-        {
-            return Err(wait);
-        }
+        self.admit_username(username)?;
         match &self.per_ip {
-            Some(buckets) => buckets.take(client_ip, now),
+            Some(buckets) => buckets.take(client_ip, Instant::now()),
             None => Ok(()),
         }
     }
 
-    /// Before re-authenticating a logged-in caller (changing its password or email): only the
-    /// username's failures count, since a request with a token is not a stranger's login.
+    /// Checks that the username still has a failure token (takes none). Alone, before
+    /// re-authenticating a logged-in caller (changing its password or email): a request with a
+    /// token is not a stranger's login, so its address pays nothing.
     pub fn admit_username(&self, username: &str) -> Result<(), Duration> {
-        match &self.per_username {
-            Some(buckets) => match buckets.wait(&username.to_ascii_lowercase(), Instant::now()) {
-                Some(wait) => Err(wait),
-                None => Ok(()),
-            },
-            None => Ok(()),
-        }
+        let wait = self
+            .per_username
+            .as_ref()
+            .and_then(|b| b.wait(&username.to_ascii_lowercase(), Instant::now()));
+        wait.map_or(Ok(()), Err)
     }
 
     /// After a failed attempt: the username pays for it.

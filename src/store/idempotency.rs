@@ -234,21 +234,17 @@ impl Store {
         // — a key in flight (409) or already recorded (replay) — with a short look that takes
         // no row lock, so a retry is never kept waiting behind its own first attempt.
         let accounts = attempt.how.customer_accounts(from, to);
-        let pass = match self.gate.try_enter(&accounts) {
-            Some(pass) => Some(pass),
+        let _pass = match self.gate.try_enter(&accounts) {
+            Some(pass) => pass,
             None => {
                 let mut tx = self.pool.begin().await?;
                 let answered = attempt.claim(&mut tx).await;
                 let _ = tx.rollback().await;
-                match answered? {
-                    Some(step) => return self.keyed_outcome(step, &attempt),
-                    None => None,
+                if let Some(step) = answered? {
+                    return self.keyed_outcome(step, &attempt);
                 }
+                self.gate.enter(&accounts).await?
             }
-        };
-        let _pass = match pass {
-            Some(pass) => pass,
-            None => self.gate.enter(&accounts).await?,
         };
         let step = retrying(|| async {
             // Every path ends the transaction explicitly, errors included. A dropped sqlx
