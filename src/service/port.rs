@@ -43,11 +43,6 @@ pub trait BankStore: Send + Sync {
     async fn create_session(&self, new: &NewSession) -> Result<Session, StoreError>;
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     async fn block_session(&self, id: Uuid, username: &Username) -> Result<bool, StoreError>;
-    async fn block_user_sessions(
-        &self,
-        username: &Username,
-        keep: Option<Uuid>,
-    ) -> Result<u64, StoreError>;
 
     async fn create_account(
         &self,
@@ -133,13 +128,6 @@ impl BankStore for Store {
     }
     async fn block_session(&self, id: Uuid, username: &Username) -> Result<bool, StoreError> {
         Store::block_session(self, id, username).await
-    }
-    async fn block_user_sessions(
-        &self,
-        username: &Username,
-        keep: Option<Uuid>,
-    ) -> Result<u64, StoreError> {
-        Store::block_user_sessions(self, username, keep).await
     }
     async fn create_account(
         &self,
