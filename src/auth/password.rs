@@ -15,7 +15,7 @@
 //! logins must not take the CPU from money movement; hashing is what waits.
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
@@ -63,10 +63,20 @@ pub struct Passwords {
     /// (a login's user look-up included), so that a refusal costs nothing but this check.
     places: Arc<Semaphore>,
     jobs: SyncSender<Job>,
-    /// A hash of a random password nobody knows, with the same parameters as real hashes, so
-    /// that checking an unknown username costs the same as a wrong password.
-    dummy: Arc<String>,
 }
+
+/// A hash of a random password nobody knows, with the same parameters as real hashes, so that
+/// checking an unknown username costs the same as a wrong password. One per process, made on
+/// a hashing thread at its first use (not at start, and not once per pool).
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let mut random = [0u8; 32];
+    // The OS CSPRNG; the result of checking against the dummy is discarded either way.
+    let _ = getrandom::fill(&mut random);
+    Argon2::default()
+        .hash_password(&random)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+});
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,17 +112,9 @@ impl Passwords {
                 })
                 .expect("spawning a password hashing thread");
         }
-        let mut random = [0u8; 32];
-        // The OS CSPRNG; if it failed, the dummy would still be a hash nobody can match.
-        let _ = getrandom::fill(&mut random);
-        let dummy = Argon2::default()
-            .hash_password(&random)
-            .map(|hash| hash.to_string())
-            .unwrap_or_default();
         Self {
             places: Arc::new(Semaphore::new(threads + limits.queue)),
             jobs,
-            dummy: Arc::new(dummy),
         }
     }
 
@@ -193,14 +195,14 @@ impl HashPlace {
         password: Password,
         hash: Option<SecretString>,
     ) -> Result<bool, PasswordError> {
-        let dummy = Arc::clone(&self.passwords.dummy);
         self.passwords
             .run(self.permit, move |argon2| match hash {
                 Some(hash) => argon2
                     .verify_password(password.expose().as_bytes(), hash.expose_secret())
                     .is_ok(),
                 None => {
-                    let _ = argon2.verify_password(password.expose().as_bytes(), dummy.as_str());
+                    let _ =
+                        argon2.verify_password(password.expose().as_bytes(), DUMMY_HASH.as_str());
                     false
                 }
             })
