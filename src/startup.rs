@@ -177,16 +177,17 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let bank = GrpcApi::server(self.service.clone(), self.message_limit);
 
-        let ready = match &self.ready_file {
-            Some(path) => Some(ReadyFile {
-                path: path.clone(),
-                http: self.http_listener.local_addr()?,
-                grpc: self.grpc_listener.local_addr()?,
-            }),
-            None => None,
-        };
-        tracing::info!(address = %self.http_listener.local_addr()?, "HTTP API listening");
-        tracing::info!(address = %self.grpc_listener.local_addr()?, "gRPC API listening");
+        let (http_address, grpc_address) = (
+            self.http_listener.local_addr()?,
+            self.grpc_listener.local_addr()?,
+        );
+        tracing::info!(address = %http_address, "HTTP API listening");
+        tracing::info!(address = %grpc_address, "gRPC API listening");
+        let ready = self.ready_file.clone().map(|path| ReadyFile {
+            path,
+            http: http_address,
+            grpc: grpc_address,
+        });
         let http = axum::serve(
             self.http_listener,
             self.router

@@ -132,6 +132,8 @@ pub struct LoginResult {
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
 
+const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
+
 /// Hashing at capacity is `unavailable` (503 + `Retry-After`): the client should come back in a
 /// moment. Anything else went wrong inside.
 fn password_error(err: PasswordError) -> ServiceError {
@@ -140,7 +142,6 @@ fn password_error(err: PasswordError) -> ServiceError {
         PasswordError::Hashing | PasswordError::Task => ServiceError::internal(err),
     }
 }
-const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
 
 /// Sessions store this, never the refresh token itself: a leaked sessions table cannot be replayed.
 pub(super) fn token_hash(token: &str) -> Vec<u8> {
