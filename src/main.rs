@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
-use simplebank::config::{DatabaseSettings, Settings, Sources};
+use simplebank::config::{DatabaseSettings, RawSettings, Settings};
 use simplebank::domain::{Role, Username};
 use simplebank::startup::{Application, shutdown_signal};
 use simplebank::store::{MIGRATOR, Store};
-use simplebank::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "simplebank", version, about = "A banking server on PostgreSQL")]
@@ -87,30 +86,24 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The configuration comes first: it says how to log.
-    let mut sources = Sources::load(cli.config.as_deref())?;
+    let mut raw = RawSettings::load(cli.config.as_deref())?;
     if let Some(url) = cli.db_source {
-        sources.set("DB_SOURCE", url);
+        raw.db_source = Some(SecretString::from(url));
     }
-    let format = LogFormat::choose(
-        sources.get("LOG_FORMAT").as_deref(),
-        sources.get("ENVIRONMENT").as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    simplebank::telemetry::init(format);
+    simplebank::telemetry::init(raw.log_format());
 
-    let db_source = sources.get("DB_SOURCE");
     match cli.command {
         Command::Serve {
             no_migrate,
             ready_file,
-        } => serve(&sources, no_migrate, ready_file).await,
-        Command::Migrate { direction } => migrate(&connect(db_source).await?, direction).await,
+        } => serve(raw, no_migrate, ready_file).await,
+        Command::Migrate { direction } => migrate(&connect(raw.db_source).await?, direction).await,
         Command::User {
             action: UserAction::SetRole { username, role },
         } => {
             let username = Username::parse(&username)?;
             let role: Role = role.parse()?;
-            let user = connect(db_source)
+            let user = connect(raw.db_source)
                 .await?
                 .set_user_role(&username, role)
                 .await
@@ -122,11 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(
-    sources: &Sources,
+    raw: RawSettings,
     no_migrate: bool,
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut settings = Settings::from_sources(sources)?;
+    let mut settings = Settings::try_from(raw)?;
     settings.run_migrations = !no_migrate;
     let mut app = Application::build(settings).await?;
     if let Some(path) = ready_file {
@@ -136,9 +129,9 @@ async fn serve(
 }
 
 /// The store for a one-off command, connected eagerly so a bad address fails clearly.
-async fn connect(db_source: Option<String>) -> anyhow::Result<Store> {
+async fn connect(db_source: Option<SecretString>) -> anyhow::Result<Store> {
     let url = db_source.context("DB_SOURCE is not set (environment, app.toml or --db-source)")?;
-    let pool = DatabaseSettings::new(SecretString::from(url))
+    let pool = DatabaseSettings::new(url)
         .connect()
         .await
         .context("cannot connect to the database named by DB_SOURCE")?;

@@ -1,5 +1,6 @@
 //! Logging: one subscriber for the whole process, filtered by `RUST_LOG` (default `info`),
-//! human-readable in development and one JSON object per line in production (`LOG_FORMAT`).
+//! human-readable in development and one JSON object per line in production (`LOG_FORMAT`,
+//! chosen by `config::RawSettings::log_format`).
 
 use http::{HeaderMap, HeaderValue};
 use tracing_subscriber::EnvFilter;
@@ -40,19 +41,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// `LOG_FORMAT` (`json` or `pretty`); by default JSON in production, pretty otherwise.
-    pub fn choose(log_format: Option<&str>, environment: Option<&str>) -> Result<Self, String> {
-        match (log_format, environment) {
-            (Some("json"), _) => Ok(LogFormat::Json),
-            (Some("pretty"), _) => Ok(LogFormat::Pretty),
-            (Some(_), _) => Err("LOG_FORMAT is invalid: must be json or pretty".to_owned()),
-            (None, Some("production")) => Ok(LogFormat::Json),
-            (None, _) => Ok(LogFormat::Pretty),
-        }
-    }
-}
-
 /// Installs the global subscriber.
 pub fn init(format: LogFormat) {
     let filter =
@@ -89,20 +77,5 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&headers), "abc-123");
-    }
-
-    #[test]
-    fn json_in_production_unless_asked_otherwise() {
-        assert_eq!(
-            LogFormat::choose(None, Some("production")),
-            Ok(LogFormat::Json)
-        );
-        assert_eq!(LogFormat::choose(None, None), Ok(LogFormat::Pretty));
-        assert_eq!(
-            LogFormat::choose(Some("pretty"), Some("production")),
-            Ok(LogFormat::Pretty)
-        );
-        assert_eq!(LogFormat::choose(Some("json"), None), Ok(LogFormat::Json));
-        assert!(LogFormat::choose(Some("xml"), None).is_err());
     }
 }

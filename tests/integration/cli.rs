@@ -8,7 +8,7 @@ use crate::helpers::TestDb;
 fn simplebank() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_simplebank"));
     // Only what each test sets: none of the developer's own settings.
-    for key in simplebank::config::KNOWN_SETTINGS {
+    for key in simplebank::config::RawSettings::variables() {
         command.env_remove(key);
     }
     command.env("NO_COLOR", "1");
