@@ -195,10 +195,12 @@ impl Application {
         )
         .with_graceful_shutdown(until_stopped(stopped.clone()));
         let grpc = tonic::transport::Server::builder()
-            .layer(grpc::RpcLogLayer::new(
-                Arc::clone(&self.metrics),
-                self.service.trusted_proxies(),
-            ))
+            .layer(
+                crate::telemetry::request_id_layers().layer(grpc::RpcLogLayer::new(
+                    Arc::clone(&self.metrics),
+                    self.service.trusted_proxies(),
+                )),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -2,7 +2,10 @@
 //! human-readable in development and one JSON object per line in production (`LOG_FORMAT`,
 //! chosen by `config::RawSettings::log_format`).
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderName, Request};
+use tower::layer::util::{Identity, Stack};
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing_subscriber::EnvFilter;
 
 /// The header (HTTP) and metadata key (gRPC) carrying the request id, both ways.
@@ -11,22 +14,49 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest caller-supplied request id kept; a longer one is replaced rather than logged.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The caller's `x-request-id` if it is sane (visible ASCII, at most 128 bytes: it goes into
-/// log lines), a fresh UUID otherwise.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The request-id layers both transports put outermost, in order: ours, which removes a
+/// caller's `x-request-id` unless it is sane (visible ASCII, at most 128 bytes: it goes into log
+/// lines), then tower-http's, which give a request without one a fresh UUID and echo the id in
+/// the response. tower-http's keep any id the caller sent, hence the sanitizer before them.
+pub type RequestIdLayers<B> = tower::ServiceBuilder<
+    Stack<
+        PropagateRequestIdLayer,
+        Stack<
+            SetRequestIdLayer<MakeRequestUuid>,
+            Stack<MapRequestLayer<fn(Request<B>) -> Request<B>>, Identity>,
+        >,
+    >,
+>;
+
+pub fn request_id_layers<B>() -> RequestIdLayers<B> {
+    let header = HeaderName::from_static(REQUEST_ID);
+    tower::ServiceBuilder::new()
+        .layer(MapRequestLayer::new(
+            drop_unsafe_request_id::<B> as fn(Request<B>) -> Request<B>,
+        ))
+        .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(header))
+}
+
+fn drop_unsafe_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let sane = request.headers().get(REQUEST_ID).is_none_or(|v| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    if !sane {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// The request's id, as the layers above left it.
+pub fn request_id(headers: &http::HeaderMap) -> &str {
     headers
         .get(REQUEST_ID)
-        .filter(|v| {
-            let bytes = v.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= MAX_REQUEST_ID_LEN
-                && bytes.iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid header value")
-        })
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }
 
 /// What is logged when `RUST_LOG` is unset. Postgres NOTICEs ("relation already exists,
@@ -63,19 +93,38 @@ pub fn init(format: LogFormat) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unsafe_or_oversized_request_ids_are_replaced() {
-        for bad in ["", "has space", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
-            let mut headers = HeaderMap::new();
-            headers.insert(REQUEST_ID, HeaderValue::from_str(bad).unwrap());
-            let id = request_id(&headers);
-            assert!(
-                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
-                "{bad:?}"
-            );
+    #[tokio::test]
+    async fn unsafe_or_oversized_request_ids_are_replaced_and_every_id_is_echoed() {
+        use tower::{Service, ServiceExt};
+        let mut service = request_id_layers::<()>().service(tower::service_fn(
+            |request: Request<()>| async move {
+                // What the handlers (and the log line) see.
+                let seen = request_id(request.headers()).to_owned();
+                Ok::<_, std::convert::Infallible>(http::Response::new(seen))
+            },
+        ));
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        for (sent, kept) in [
+            (Some("abc-123"), true),
+            (None, false),
+            (Some(""), false),
+            (Some("has space"), false),
+            (Some(long.as_str()), false),
+        ] {
+            let mut request = Request::new(());
+            if let Some(id) = sent {
+                request
+                    .headers_mut()
+                    .insert(REQUEST_ID, http::HeaderValue::from_str(id).unwrap());
+            }
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+            assert_eq!(&echoed, response.body(), "{sent:?}");
+            if kept {
+                assert_eq!(Some(echoed.as_str()), sent);
+            } else {
+                assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{sent:?}: {echoed}");
+            }
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
     }
 }

@@ -65,7 +65,8 @@ where
             // Every RPC of the bank needs the database.
             let _slot = match admission.admit() {
                 Ok(slot) => slot,
-                Err(refused) => return Ok(retry_soon(refused)),
+                // The error table adds `retry-after` metadata, as HTTP's header.
+                Err(refused) => return Ok(to_status(refused).into_http()),
             };
             match admission.within_deadline(inner.call(request)).await {
                 Ok(Ok(response)) => Ok(in_error_table(response, message_limit)),
@@ -74,17 +75,6 @@ where
             }
         })
     }
-}
-
-/// A refusal whose cause should pass within seconds: `retry-after: 1` metadata, as HTTP's
-/// `Retry-After` header.
-fn retry_soon(refused: ServiceError) -> http::Response<Body> {
-    let mut status = to_status(refused);
-    status.metadata_mut().insert(
-        "retry-after",
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    status.into_http()
 }
 
 /// tonic refuses a request it cannot decode before any handler runs, with its own code and

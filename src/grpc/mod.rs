@@ -10,7 +10,7 @@ mod rpc_log;
 pub use api::GrpcApi;
 pub use error::{ERROR_DOMAIN, code_of, to_status};
 pub use guard::Guarded;
-pub use rpc_log::{REQUEST_ID, RpcLogLayer};
+pub use rpc_log::RpcLogLayer;
 
 /// The code generated from `proto/simplebank/v1/simplebank.proto` by `build.rs`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

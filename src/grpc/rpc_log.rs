@@ -6,9 +6,13 @@
 //! layer looks at the headers first and otherwise wraps the body and logs when the trailers pass
 //! by — or, if the client goes away before that, when the body is dropped (`CANCELLED`).
 //!
-//! The request id is the caller's `x-request-id` when it sent a sane one, a fresh UUID otherwise;
-//! it is put on the request (for anything downstream) and echoed in the response headers, so a
-//! client can quote it when reporting a problem.
+//! The request id was settled by the layers outside this one (`telemetry::request_id_layers`,
+//! which also echo it, so a client can quote it when reporting a problem).
+//!
+//! tower-http's `TraceLayer::new_for_grpc` classifies the same two places, but it has no callback
+//! for a response body dropped before its trailers (a client that reset the stream), which this
+//! layer logs as CANCELLED; and its callbacks see the response only, while the line and the
+//! metrics need the request's method and client. So this layer stays ours.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,14 +20,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::metrics::Metrics;
 use crate::service::{ClientAddress, TrustedProxies};
-pub use crate::telemetry::REQUEST_ID;
 use crate::telemetry::request_id;
 
 /// Logs and counts (`Metrics::rpc`) every RPC.
@@ -74,8 +77,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let id = request_id(request.headers());
-        request.headers_mut().insert(REQUEST_ID, id.clone());
+        let id = request_id(request.headers()).to_owned();
         // Found once here, for the log line and for the handlers (sessions, login throttling).
         let client = request
             .extensions()
@@ -94,13 +96,13 @@ where
         let mut record = Pending(Some(Rpc {
             method: request.uri().path().to_owned(),
             client,
-            request_id: id.clone(),
+            request_id: id,
             started: Instant::now(),
             metrics: Arc::clone(&self.metrics),
         }));
         let response = self.inner.call(request);
         Box::pin(async move {
-            let mut response = match response.await {
+            let response = match response.await {
                 Ok(response) => response,
                 Err(error) => {
                     // The transport failed before any status existed.
@@ -108,7 +110,6 @@ where
                     return Err(error);
                 }
             };
-            response.headers_mut().insert(REQUEST_ID, id);
             if let Some(code) = status_code(response.headers()) {
                 record.finish(code);
             }
@@ -162,7 +163,7 @@ fn is_server_fault(code: &str) -> bool {
 struct Rpc {
     method: String,
     client: Option<ClientAddress>,
-    request_id: HeaderValue,
+    request_id: String,
     started: Instant,
     metrics: Arc<Metrics>,
 }
@@ -185,7 +186,7 @@ impl Pending {
         };
         rpc.metrics.rpc(label, code, took);
         let duration_ms = took.as_secs_f64() * 1000.0;
-        let request_id = rpc.request_id.to_str().unwrap_or("-");
+        let request_id = rpc.request_id.as_str();
         let client = rpc
             .client
             .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
@@ -274,6 +275,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::telemetry::REQUEST_ID;
+    use http::HeaderValue;
 
     /// Everything the subscriber writes, for assertions.
     #[derive(Clone, Default)]
@@ -320,8 +323,9 @@ mod tests {
     #[tokio::test]
     async fn a_trailers_only_error_is_logged_once_with_its_code_and_the_callers_request_id() {
         let (captured, _guard) = capture();
-        let service =
-            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+        let service = crate::telemetry::request_id_layers()
+            .layer(RpcLogLayer::default())
+            .service(tower::service_fn(|_: Request<Empty<Bytes>>| async {
                 let response = Response::builder()
                     .header("grpc-status", "9")
                     .body(Empty::<Bytes>::new())
@@ -355,8 +359,9 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_response_is_logged_when_its_trailers_pass() {
         let (captured, _guard) = capture();
-        let service =
-            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+        let service = crate::telemetry::request_id_layers()
+            .layer(RpcLogLayer::default())
+            .service(tower::service_fn(|_: Request<Empty<Bytes>>| async {
                 let mut trailers = HeaderMap::new();
                 trailers.insert("grpc-status", HeaderValue::from_static("0"));
                 let frames = vec![
@@ -393,8 +398,9 @@ mod tests {
     #[tokio::test]
     async fn a_response_dropped_before_its_status_is_logged_as_cancelled_at_most_once() {
         let (captured, _guard) = capture();
-        let service =
-            RpcLogLayer::default().layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+        let service = crate::telemetry::request_id_layers()
+            .layer(RpcLogLayer::default())
+            .service(tower::service_fn(|_: Request<Empty<Bytes>>| async {
                 Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
             }));
         let response = service

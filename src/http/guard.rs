@@ -1,5 +1,6 @@
 //! What every HTTP request goes through before any route: limits that keep one client or one slow
-//! dependency from taking the server down, and the security headers of every response.
+//! dependency from taking the server down, and the security headers of every response
+//! (tower-http's `SetResponseHeaderLayer`s, `security_headers`).
 //!
 //! Each refusal is in SPEC §4's shape, with the status that names the problem:
 //! - headers over `MAX_HEADER_BYTES` in all: 431 `invalid_argument`;
@@ -12,10 +13,12 @@
 //! The last three are the service's `Admission`, which the gRPC side applies too. Health,
 //! metrics and the API documents skip it (`/readyz` asks the database itself).
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::error::ApiError;
 use crate::service::{Admission, ServiceError};
@@ -32,13 +35,9 @@ fn is_infrastructure(path: &str) -> bool {
         || path.starts_with("/api-docs")
 }
 
-pub async fn guard(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    with_security_headers(admit(&admission, request, next).await)
-}
-
 /// The limits, in order: header size, then for the bank's routes the admission (database up, a
-/// free slot) and the deadline.
-async fn admit(admission: &Admission, request: Request, next: Next) -> Response {
+/// free slot) and the deadline. A refusal is the error table's answer, `Retry-After` included.
+pub async fn guard(State(admission): State<Admission>, request: Request, next: Next) -> Response {
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -59,7 +58,7 @@ async fn admit(admission: &Admission, request: Request, next: Next) -> Response 
     }
     let _slot = match admission.admit() {
         Ok(slot) => slot,
-        Err(refused) => return retry_soon(refused),
+        Err(refused) => return ApiError::from(refused).into_response(),
     };
     match admission.within_deadline(next.run(request)).await {
         Ok(response) => response,
@@ -67,42 +66,33 @@ async fn admit(admission: &Admission, request: Request, next: Next) -> Response 
     }
 }
 
-/// A refusal whose cause should pass within seconds: `Retry-After: 1`.
-fn retry_soon(error: ServiceError) -> Response {
-    let mut response = ApiError::from(error).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
 /// Headers that make a browser treat our answers as data only: never sniffed into something
 /// executable, never framed, never cached, never followed by a referrer. The content security
 /// policy goes on JSON only; the Swagger UI pages need their own scripts and styles.
-fn with_security_headers(mut response: Response) -> Response {
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    let headers = response.headers_mut();
-    let mut set = |name: HeaderName, value: &'static str| {
-        headers
-            .entry(name)
-            .or_insert(HeaderValue::from_static(value));
+pub fn security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let json_only = |response: &Response| {
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+            .then_some(HeaderValue::from_static(
+                "default-src 'none'; frame-ancestors 'none'",
+            ))
     };
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::X_FRAME_OPTIONS, "DENY");
-    set(header::REFERRER_POLICY, "no-referrer");
-    set(header::CACHE_CONTROL, "no-store");
-    set(
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=31536000; includeSubDomains",
-    );
-    if is_json {
-        set(
+    let always = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    router
+        .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(always(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(always(header::REFERRER_POLICY, "no-referrer"))
+        .layer(always(header::CACHE_CONTROL, "no-store"))
+        .layer(always(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        );
-    }
-    response
+            json_only,
+        ))
 }

@@ -203,10 +203,10 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit));
-    router = router.layer(middleware::from_fn_with_state(
+    router = guard::security_headers(router.layer(middleware::from_fn_with_state(
         state.service.admission().clone(),
         guard::guard,
-    ));
+    )));
     // Outside the guard: its refusals (503 busy, 413, 431) carry CORS headers too, or a browser
     // would report a CORS failure instead of the answer; preflights take no request slot.
     if !options.allowed_origins.is_empty() {
@@ -220,6 +220,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
             },
             request_log::log_request,
         ))
+        .layer(crate::telemetry::request_id_layers())
         .with_state(state)
 }
 

@@ -1,6 +1,6 @@
-//! One log line and one metrics sample per HTTP request: method, route, status, duration and
-//! request id. The request id is the caller's `x-request-id` when sane, a new UUID otherwise; it
-//! is passed on in the request and echoed in the response.
+//! One log line and one metrics sample per HTTP request: method, route, status, duration, client
+//! and request id. The request id was settled by the layers outside this one
+//! (`telemetry::request_id_layers`, which also echo it).
 //!
 //! The route is the matched template (`/v1/accounts/{id}`), which only the router knows: an inner
 //! `route_layer` (`tag_route`) copies it onto the response, where this outer layer reads it.
@@ -17,7 +17,7 @@ use axum::response::Response;
 
 use crate::metrics::Metrics;
 use crate::service::{ClientAddress, TrustedProxies, client_from_headers};
-use crate::telemetry::{REQUEST_ID, request_id};
+use crate::telemetry::request_id;
 
 /// What the request log needs: where to count, and whose forwarding headers to believe.
 #[derive(Clone)]
@@ -48,8 +48,7 @@ pub async fn log_request(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let id = request_id(request.headers());
-    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let id = request_id(request.headers()).to_owned();
     // Found once here, for the log line and for the handlers (sessions, login throttling).
     let client = request
         .extensions()
@@ -64,7 +63,7 @@ pub async fn log_request(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
 
-    let mut response = next.run(request).await;
+    let response = next.run(request).await;
 
     let took = started.elapsed();
     let status = response.status();
@@ -75,13 +74,12 @@ pub async fn log_request(
         .to_owned();
     metrics.http_request(method.as_str(), &route, status.as_u16(), took);
     let duration_ms = took.as_secs_f64() * 1000.0;
-    let request_id = id.to_str().unwrap_or("-");
+    let request_id = id.as_str();
     // The raw path is logged (it helps to read a 404), the template is what metrics group by.
     if status.is_server_error() {
         tracing::warn!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
     } else {
         tracing::info!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
     }
-    response.headers_mut().insert(REQUEST_ID, id);
     response
 }
