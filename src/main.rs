@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use simplebank::config::{DatabaseSettings, RawSettings, Settings};
 use simplebank::domain::{Role, Username};
 use simplebank::startup::{Application, shutdown_signal};
-use simplebank::store::{MIGRATOR, Store};
+use simplebank::store::{MIGRATOR, Store, UserStore};
 
 #[derive(Parser)]
 #[command(name = "simplebank", version, about = "A banking server on PostgreSQL")]

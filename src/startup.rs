@@ -25,7 +25,7 @@ use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
 use crate::mail::{FileSender, LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::metrics::Metrics;
-use crate::service::BankService;
+use crate::service::{BankService, StorePorts};
 use crate::store::Store;
 
 /// How often gRPC health re-checks the database.
@@ -82,7 +82,7 @@ impl Application {
         let tokens = TokenMaker::new(settings.token_key.expose_secret())?;
         let metrics = Metrics::shared();
         let service = BankService::new(
-            Arc::new(store.clone()),
+            StorePorts::from(store.clone()),
             Arc::new(tokens),
             settings.token_lifetimes,
         )

@@ -81,6 +81,7 @@ impl BankService {
     ) -> Result<Account, ServiceError> {
         Ok(self
             .store
+            .accounts
             .create_account(&principal.username, currency)
             .await?)
     }
@@ -91,7 +92,7 @@ impl BankService {
         principal: &Principal,
         id: AccountId,
     ) -> Result<Account, ServiceError> {
-        let account = self.store.get_account(id).await?;
+        let account = self.store.accounts.get_account(id).await?;
         if !principal.may_act_for(&account.owner) {
             return Err(ServiceError::PermissionDenied(format!(
                 "account {id} does not belong to you"
@@ -119,7 +120,11 @@ impl BankService {
             None => Some(principal.username.clone()),
         };
         let after = page.token.map(|t| AccountId::new(t.key())).transpose()?;
-        let found = self.store.list_accounts(owner, after, page.size).await?;
+        let found = self
+            .store
+            .accounts
+            .list_accounts(owner, after, page.size)
+            .await?;
         Ok(ListPage {
             items: found.items,
             next_page_token: found
@@ -137,7 +142,11 @@ impl BankService {
     ) -> Result<ListPage<Entry>, ServiceError> {
         self.get_account(principal, account).await?;
         let before = page.token.map(|t| EntryId::new(t.key())).transpose()?;
-        let found = self.store.list_entries(account, before, page.size).await?;
+        let found = self
+            .store
+            .accounts
+            .list_entries(account, before, page.size)
+            .await?;
         Ok(ListPage {
             items: found.items,
             next_page_token: found

@@ -21,9 +21,7 @@ pub use accounts::{ListPage, OffsetPage, PageRequest};
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
-pub use port::BankStore;
-#[cfg(test)]
-pub use port::MockBankStore;
+pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
 pub use transfers::{MoneyAnswer, parse_money, parse_transfer};
 pub use users::{
@@ -53,7 +51,7 @@ impl Default for TokenLifetimes {
 /// The service: cheap to clone, shared by every request of both transports.
 #[derive(Clone)]
 pub struct BankService {
-    store: Arc<dyn BankStore>,
+    store: StorePorts,
     tokens: Arc<TokenMaker>,
     lifetimes: TokenLifetimes,
     /// How long an email verification code stays valid.
@@ -76,11 +74,7 @@ pub struct BankService {
 pub const DEFAULT_VERIFICATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl BankService {
-    pub fn new(
-        store: Arc<dyn BankStore>,
-        tokens: Arc<TokenMaker>,
-        lifetimes: TokenLifetimes,
-    ) -> Self {
+    pub fn new(store: StorePorts, tokens: Arc<TokenMaker>, lifetimes: TokenLifetimes) -> Self {
         Self {
             store,
             tokens,

@@ -15,7 +15,10 @@ use crate::domain::{
     NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties, User, Username,
     VerificationCode, VerifyOutcome,
 };
-use crate::store::{Entity, KeyedOutcome, MoneyMove, Page, StoreError};
+use crate::store::{
+    Entity, KeyedOutcome, MockAccountStore, MockIdempotentStore, MockSessionStore,
+    MockTransferStore, MockUserStore, MoneyMove, Page, StoreError,
+};
 
 const KEY: &[u8; 32] = b"an example key of 32 bytes......";
 
@@ -31,9 +34,25 @@ fn principal(user: &str, role: Role) -> Principal {
     }
 }
 
-fn service(store: MockBankStore) -> BankService {
+/// One mock per store concern; one with no expectation set panics when called.
+#[derive(Default)]
+struct Mocks {
+    users: MockUserStore,
+    sessions: MockSessionStore,
+    accounts: MockAccountStore,
+    transfers: MockTransferStore,
+    keyed: MockIdempotentStore,
+}
+
+fn service(store: Mocks) -> BankService {
     BankService::new(
-        Arc::new(store),
+        StorePorts {
+            users: Arc::new(store.users),
+            sessions: Arc::new(store.sessions),
+            accounts: Arc::new(store.accounts),
+            transfers: Arc::new(store.transfers),
+            keyed: Arc::new(store.keyed),
+        },
         Arc::new(TokenMaker::new(KEY).unwrap()),
         TokenLifetimes::default(),
     )
@@ -80,8 +99,9 @@ async fn an_account_is_readable_by_its_owner_and_bankers_only() {
         ("bob", Role::Depositor, false),
         ("bank_clerk", Role::Banker, true),
     ] {
-        let mut store = MockBankStore::new();
+        let mut store = Mocks::default();
         store
+            .accounts
             .expect_get_account()
             .returning(|_| Ok(account(7, "alice")));
         let result = service(store)
@@ -97,8 +117,9 @@ async fn an_account_is_readable_by_its_owner_and_bankers_only() {
 
 #[tokio::test]
 async fn a_statement_follows_the_accounts_rule() {
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .accounts
         .expect_get_account()
         .returning(|_| Ok(account(7, "alice")));
     // No list_entries expectation: a stranger must not get that far.
@@ -115,8 +136,9 @@ async fn a_statement_follows_the_accounts_rule() {
 
 #[tokio::test]
 async fn depositors_list_only_their_own_accounts_and_bankers_anyones() {
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .accounts
         .expect_list_accounts()
         .withf(|owner, _, _| owner.as_ref() == Some(&name("alice")))
         .times(1)
@@ -139,7 +161,7 @@ async fn depositors_list_only_their_own_accounts_and_bankers_anyones() {
     let decoded = crate::domain::PageToken::decode(&token, crate::domain::PageKind::Accounts);
     assert_eq!(decoded.unwrap().key(), 1);
 
-    let err = service(MockBankStore::new())
+    let err = service(Mocks::default())
         .list_accounts(
             &principal("alice", Role::Depositor),
             Some(name("bob")),
@@ -149,8 +171,9 @@ async fn depositors_list_only_their_own_accounts_and_bankers_anyones() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PermissionDenied);
 
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .accounts
         .expect_list_accounts()
         .withf(|owner, _, _| owner.is_none())
         .times(1)
@@ -174,7 +197,7 @@ async fn depositors_list_only_their_own_accounts_and_bankers_anyones() {
 #[tokio::test]
 async fn only_bankers_deposit_withdraw_and_set_roles() {
     let depositor = principal("alice", Role::Depositor);
-    let svc = service(MockBankStore::new());
+    let svc = service(Mocks::default());
     let amount = Amount::new(5).unwrap();
     let results = [
         svc.deposit(&depositor, id(1), amount, Currency::Usd, None)
@@ -196,7 +219,7 @@ async fn only_bankers_deposit_withdraw_and_set_roles() {
 
 #[tokio::test]
 async fn users_are_readable_and_updatable_by_themselves_and_bankers() {
-    let svc = service(MockBankStore::new());
+    let svc = service(Mocks::default());
     let bob = principal("bob", Role::Depositor);
     let err = svc.get_user(&bob, &name("alice")).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::PermissionDenied);
@@ -210,8 +233,9 @@ async fn users_are_readable_and_updatable_by_themselves_and_bankers() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PermissionDenied);
 
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_get_user()
         .returning(|u| Ok(user(u.as_str(), Role::Depositor, "h")));
     let found = service(store)
@@ -223,8 +247,9 @@ async fn users_are_readable_and_updatable_by_themselves_and_bankers() {
 
 #[tokio::test]
 async fn a_transfer_is_sent_as_the_caller_even_for_a_banker() {
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .transfers
         .expect_transfer()
         .withf(|_, owner| owner.as_ref() == Some(&name("clerk")))
         .returning(|_, _| Err(StoreError::NotOwner(AccountId::new(1).unwrap())));
@@ -240,8 +265,9 @@ async fn a_transfer_is_sent_as_the_caller_even_for_a_banker() {
 #[tokio::test]
 async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field() {
     for (settlement, field) in [(1, "from_account_id"), (2, "to_account_id")] {
-        let mut store = MockBankStore::new();
+        let mut store = Mocks::default();
         store
+            .transfers
             .expect_transfer()
             .returning(move |_, _| Err(StoreError::NotCustomerAccount(id(settlement))));
         let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
@@ -263,8 +289,8 @@ async fn a_transfer_is_readable_by_either_party_and_bankers() {
         ("carol", Role::Depositor, false),
         ("clerk", Role::Banker, true),
     ] {
-        let mut store = MockBankStore::new();
-        store.expect_get_transfer().returning(|tid| {
+        let mut store = Mocks::default();
+        store.transfers.expect_get_transfer().returning(|tid| {
             Ok(TransferParties {
                 transfer: Transfer {
                     id: tid,
@@ -292,8 +318,8 @@ async fn a_transfer_is_readable_by_either_party_and_bankers() {
 
 #[tokio::test]
 async fn a_database_outage_reads_as_unavailable_without_its_text() {
-    let mut store = MockBankStore::new();
-    store.expect_get_account().returning(|_| {
+    let mut store = Mocks::default();
+    store.accounts.expect_get_account().returning(|_| {
         Err(StoreError::Unavailable(sql_error(
             "connection refused to 10.0.0.5",
         )))
@@ -314,8 +340,9 @@ async fn an_unexpected_error_reads_as_internal_without_its_text() {
         StoreError::Internal(sql_error("relation \"accounts\" does not exist")),
         StoreError::ConstraintViolated("accounts_kind_valid".to_owned()),
     ] {
-        let mut store = MockBankStore::new();
+        let mut store = Mocks::default();
         store
+            .accounts
             .expect_create_account()
             .return_once(move |_, _| Err(store_error));
         let err = service(store)
@@ -399,8 +426,8 @@ async fn stored_user(username: &str, password: &str, role: Role) -> User {
 #[tokio::test]
 async fn login_refuses_unknown_users_and_wrong_passwords_alike() {
     let alice = stored_user("alice", "right password", Role::Depositor).await;
-    let mut store = MockBankStore::new();
-    store.expect_get_user().returning(move |u| {
+    let mut store = Mocks::default();
+    store.users.expect_get_user().returning(move |u| {
         if u.as_str() == "alice" {
             Ok(alice.clone())
         } else {
@@ -434,11 +461,13 @@ async fn login_refuses_unknown_users_and_wrong_passwords_alike() {
 #[tokio::test]
 async fn login_stores_a_hash_of_the_refresh_token_and_returns_both_tokens() {
     let alice = stored_user("alice", "right password", Role::Banker).await;
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_get_user()
         .returning(move |_| Ok(alice.clone()));
     store
+        .sessions
         .expect_create_session()
         .withf(|new| new.user_agent == "curl/8" && new.refresh_token_hash.len() == 32)
         .times(1)
@@ -484,10 +513,10 @@ async fn login_stores_a_hash_of_the_refresh_token_and_returns_both_tokens() {
 }
 
 /// A store holding one session for alice, made from `refresh`, in the given state.
-fn store_with_session(refresh: &str, session_id: Uuid, blocked: bool, role: Role) -> MockBankStore {
+fn store_with_session(refresh: &str, session_id: Uuid, blocked: bool, role: Role) -> Mocks {
     let hash = super::users::token_hash(refresh);
-    let mut store = MockBankStore::new();
-    store.expect_get_session().returning(move |sid| {
+    let mut store = Mocks::default();
+    store.sessions.expect_get_session().returning(move |sid| {
         Ok((sid == session_id).then(|| Session {
             id: sid,
             username: Username::parse("alice").unwrap(),
@@ -500,6 +529,7 @@ fn store_with_session(refresh: &str, session_id: Uuid, blocked: bool, role: Role
         }))
     });
     store
+        .users
         .expect_get_user()
         .returning(move |u| Ok(user(u.as_str(), role, "h")));
     store
@@ -570,11 +600,13 @@ async fn a_new_password_revokes_the_users_other_sessions_in_the_same_statement()
     let me = principal("alice", Role::Depositor);
     let my_session = me.session_id;
     let alice = stored_user("alice", "old password", Role::Depositor).await;
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_get_user()
         .returning(move |_| Ok(alice.clone()));
     store
+        .users
         .expect_update_user()
         .withf(move |_, update, _| {
             update.hashed_password.is_some() && update.keep_session == Some(my_session)
@@ -594,12 +626,14 @@ async fn a_new_password_revokes_the_users_other_sessions_in_the_same_statement()
     // A banker resetting someone's password proves the banker's own password, and every
     // session of that user is revoked.
     let clerk = stored_user("clerk", "clerk password", Role::Banker).await;
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_get_user()
         .withf(|u| u.as_str() == "clerk")
         .returning(move |_| Ok(clerk.clone()));
     store
+        .users
         .expect_update_user()
         .withf(|_, update, _| update.keep_session.is_none())
         .times(1)
@@ -629,7 +663,7 @@ async fn a_password_or_email_change_needs_the_callers_current_password() {
             ..Default::default()
         },
     ] {
-        let err = service(MockBankStore::new())
+        let err = service(Mocks::default())
             .update_user(&me, &name("alice"), request)
             .await
             .unwrap_err();
@@ -640,11 +674,12 @@ async fn a_password_or_email_change_needs_the_callers_current_password() {
     // Wrong: unauthenticated, nothing changed, and each counts as a failed login: after the
     // username's failures run out, even the right password is throttled.
     let alice = stored_user("alice", "old password", Role::Depositor).await;
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_get_user()
         .returning(move |_| Ok(alice.clone()));
-    store.expect_update_user().never();
+    store.users.expect_update_user().never();
     let svc = service(store).with_login_limits(LoginLimits {
         per_ip: 0,
         per_username: 2,
@@ -670,7 +705,7 @@ async fn a_password_or_email_change_needs_the_callers_current_password() {
 
 #[tokio::test]
 async fn an_empty_update_is_refused() {
-    let err = service(MockBankStore::new())
+    let err = service(Mocks::default())
         .update_user(
             &principal("alice", Role::Depositor),
             &name("alice"),
@@ -684,14 +719,15 @@ async fn an_empty_update_is_refused() {
 #[tokio::test]
 async fn logout_revokes_the_tokens_session() {
     let sid = Uuid::new_v4();
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .sessions
         .expect_block_session()
         .withf(move |id, u| *id == sid && u.as_str() == "alice")
         .times(1)
         .returning(|_, _| Ok(true));
     service(store).logout(&refresh_token(sid)).await.unwrap();
-    let err = service(MockBankStore::new())
+    let err = service(Mocks::default())
         .logout("v4.local.garbage")
         .await
         .unwrap_err();
@@ -709,8 +745,9 @@ async fn keyed_transfers_name_in_flight_and_mismatched_keys_in_the_error_table()
         (|| KeyedOutcome::Mismatch, ErrorCode::IdempotencyMismatch),
     ];
     for (outcome, code) in cases {
-        let mut store = MockBankStore::new();
+        let mut store = Mocks::default();
         store
+            .keyed
             .expect_move_money_once()
             .withf(|movement, caller, key| {
                 matches!(movement, MoneyMove::Transfer { owner: Some(o), .. } if o == &name("alice"))
@@ -733,8 +770,8 @@ async fn keyed_transfers_name_in_flight_and_mismatched_keys_in_the_error_table()
 
 #[tokio::test]
 async fn a_replayed_refusal_reads_exactly_like_the_first_one() {
-    let mut store = MockBankStore::new();
-    store.expect_move_money_once().returning(|_, _, _| {
+    let mut store = Mocks::default();
+    store.keyed.expect_move_money_once().returning(|_, _, _| {
         Ok(KeyedOutcome::Replayed(Err(StoreError::NotCustomerAccount(
             id(9),
         ))))
@@ -752,7 +789,7 @@ async fn a_replayed_refusal_reads_exactly_like_the_first_one() {
 #[tokio::test]
 async fn a_keyed_deposit_by_a_depositor_is_refused_before_the_store_is_asked() {
     // No expectations: a call into the store would panic.
-    let svc = service(MockBankStore::new());
+    let svc = service(Mocks::default());
     let answer = svc
         .deposit(
             &principal("alice", Role::Depositor),
@@ -778,8 +815,9 @@ async fn every_failed_verification_is_the_clients_problem_never_internal() {
         (VerifyOutcome::Expired, ErrorCode::InvalidArgument),
         (VerifyOutcome::Superseded, ErrorCode::InvalidArgument),
     ] {
-        let mut store = MockBankStore::new();
+        let mut store = Mocks::default();
         store
+            .users
             .expect_verify_email()
             .withf(|id, _| *id == 7)
             .returning(move |_, _| Ok(outcome));
@@ -789,8 +827,9 @@ async fn every_failed_verification_is_the_clients_problem_never_internal() {
             .unwrap_err();
         assert_eq!(err.code(), code, "{outcome:?}");
     }
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_verify_email()
         .returning(|_, _| Ok(VerifyOutcome::Verified));
     assert!(
@@ -803,8 +842,9 @@ async fn every_failed_verification_is_the_clients_problem_never_internal() {
 
 #[tokio::test]
 async fn sign_up_starts_a_verification_with_a_fresh_code_and_the_configured_lifetime() {
-    let mut store = MockBankStore::new();
+    let mut store = Mocks::default();
     store
+        .users
         .expect_create_user()
         .withf(|_, verification| {
             verification.valid_for == std::time::Duration::from_secs(3600)

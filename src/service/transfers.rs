@@ -106,18 +106,28 @@ impl BankService {
             None => MoneyAnswer::fresh(
                 match &movement {
                     MoneyMove::Transfer { transfer, owner } => {
-                        self.store.transfer(transfer, owner.clone()).await
+                        self.store.transfers.transfer(transfer, owner.clone()).await
                     }
                     MoneyMove::Deposit {
                         account,
                         amount,
                         currency,
-                    } => self.store.deposit(*account, *amount, *currency).await,
+                    } => {
+                        self.store
+                            .transfers
+                            .deposit(*account, *amount, *currency)
+                            .await
+                    }
                     MoneyMove::Withdrawal {
                         account,
                         amount,
                         currency,
-                    } => self.store.withdraw(*account, *amount, *currency).await,
+                    } => {
+                        self.store
+                            .transfers
+                            .withdraw(*account, *amount, *currency)
+                            .await
+                    }
                 }
                 .map_err(refusal),
             ),
@@ -136,7 +146,7 @@ impl BankService {
         principal: &Principal,
         id: TransferId,
     ) -> Result<Transfer, ServiceError> {
-        let parties = self.store.get_transfer(id).await?;
+        let parties = self.store.transfers.get_transfer(id).await?;
         if principal.is_banker()
             || principal.username == parties.from_owner
             || principal.username == parties.to_owner
@@ -200,6 +210,7 @@ impl BankService {
     ) -> MoneyAnswer {
         match self
             .store
+            .keyed
             .move_money_once(movement, &principal.username, key)
             .await
         {

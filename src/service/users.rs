@@ -162,6 +162,7 @@ impl BankService {
             .map_err(password_error)?;
         let user = self
             .store
+            .users
             .create_user(
                 &NewUser {
                     username: request.username,
@@ -191,7 +192,7 @@ impl BankService {
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
         // A hashing place before the look-up: under a flood the refusal costs no query.
         let place = self.passwords.place().map_err(password_error)?;
-        let user = match self.store.get_user(&username).await {
+        let user = match self.store.users.get_user(&username).await {
             Ok(user) => Some(user),
             Err(StoreError::NotFound(_)) => None,
             Err(err) => return Err(err.into()),
@@ -220,6 +221,7 @@ impl BankService {
         let refresh_token = issue(TokenType::Refresh, self.lifetimes.refresh)?;
         let access_token = issue(TokenType::Access, self.lifetimes.access)?;
         self.store
+            .sessions
             .create_session(&NewSession {
                 id: session_id,
                 username: user.username.clone(),
@@ -250,6 +252,7 @@ impl BankService {
             .map_err(|_| ServiceError::Unauthenticated(BAD_REFRESH))?;
         let session = self
             .store
+            .sessions
             .get_session(claims.session_id)
             .await?
             .ok_or(ServiceError::Unauthenticated(BAD_REFRESH))?;
@@ -260,7 +263,7 @@ impl BankService {
         if !live {
             return Err(ServiceError::Unauthenticated(BAD_REFRESH));
         }
-        let user = match self.store.get_user(&claims.username).await {
+        let user = match self.store.users.get_user(&claims.username).await {
             Ok(user) => user,
             Err(StoreError::NotFound(_)) => return Err(ServiceError::Unauthenticated(BAD_REFRESH)),
             Err(err) => return Err(err.into()),
@@ -284,6 +287,7 @@ impl BankService {
             .verify(refresh_token, TokenType::Refresh, Utc::now())
             .map_err(|_| ServiceError::Unauthenticated(BAD_REFRESH))?;
         self.store
+            .sessions
             .block_session(claims.session_id, &claims.username)
             .await?;
         Ok(())
@@ -300,7 +304,7 @@ impl BankService {
                 "you may only read your own user".to_owned(),
             ));
         }
-        Ok(self.store.get_user(username).await?)
+        Ok(self.store.users.get_user(username).await?)
     }
 
     /// Self or a banker. Changing the password or the email needs the caller's own
@@ -347,6 +351,7 @@ impl BankService {
         let keep_session = (&principal.username == username).then_some(principal.session_id);
         let user = self
             .store
+            .users
             .update_user(
                 username,
                 &UserUpdate {
@@ -376,7 +381,7 @@ impl BankService {
             .admit_username(name)
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
         let place = self.passwords.place().map_err(password_error)?;
-        let caller = self.store.get_user(&principal.username).await?;
+        let caller = self.store.users.get_user(&principal.username).await?;
         let matches = place
             .verify(current, Some(caller.hashed_password))
             .await
@@ -399,7 +404,7 @@ impl BankService {
         email_id: i64,
         code: VerificationCode,
     ) -> Result<(), ServiceError> {
-        match self.store.verify_email(email_id, &code).await? {
+        match self.store.users.verify_email(email_id, &code).await? {
             VerifyOutcome::Verified => Ok(()),
             VerifyOutcome::NotFound => Err(ServiceError::NotFound(format!(
                 "email verification {email_id} not found"
@@ -439,6 +444,6 @@ impl BankService {
         role: Role,
     ) -> Result<User, ServiceError> {
         require_banker(principal, "change roles")?;
-        Ok(self.store.set_user_role(username, role).await?)
+        Ok(self.store.users.set_user_role(username, role).await?)
     }
 }

@@ -1,10 +1,11 @@
-//! Accounts.
+//! Accounts and their statements (the entries of one account).
 
+use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{Page, Store, StoreError, decode};
-use crate::domain::{Account, AccountId, Currency, PageSize, Username};
+use crate::domain::{Account, AccountId, Currency, Entry, EntryId, PageSize, TransferId, Username};
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`).
 macro_rules! account_columns {
@@ -13,11 +14,53 @@ macro_rules! account_columns {
     };
 }
 
-impl Store {
+/// The column list every query of `entries` returns (a macro so queries stay `&'static str`).
+macro_rules! entry_columns {
+    () => {
+        "id, account_id, transfer_id, amount, balance_after, created_at"
+    };
+}
+
+/// Accounts and their statements, as the service sees them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Opens a customer account with a zero balance. Fails with
     /// `AlreadyExists(AccountCurrency)` if the owner has one in that currency already, and with
     /// `NotFound(User)` if the owner does not exist.
-    pub async fn create_account(
+    async fn create_account(
+        &self,
+        owner: &Username,
+        currency: Currency,
+    ) -> Result<Account, StoreError>;
+    async fn get_account(&self, id: AccountId) -> Result<Account, StoreError>;
+    /// Accounts in ascending id order (oldest first), one page after the key `after`.
+    /// `owner: None` lists every account (for bankers).
+    ///
+    /// Keyset, not offset: a page costs the same however deep it is, and rows created meanwhile
+    /// never shift a row onto two pages.
+    async fn list_accounts(
+        &self,
+        owner: Option<Username>,
+        after: Option<AccountId>,
+        size: PageSize,
+    ) -> Result<Page<Account, AccountId>, StoreError>;
+    /// The statement of one account, newest entry first, one page before the key `before`.
+    ///
+    /// Entries of one account are written under that account's row lock, so their ids grow in
+    /// commit order: a page read while transfers commit never skips or repeats an older entry.
+    /// Served by the `entries_account_id_idx (account_id, id)` index, scanned backwards.
+    async fn list_entries(
+        &self,
+        account: AccountId,
+        before: Option<EntryId>,
+        size: PageSize,
+    ) -> Result<Page<Entry, EntryId>, StoreError>;
+}
+
+#[async_trait]
+impl AccountStore for Store {
+    async fn create_account(
         &self,
         owner: &Username,
         currency: Currency,
@@ -32,8 +75,7 @@ impl Store {
         .await?;
         account_from_row(&row)
     }
-
-    pub async fn get_account(&self, id: AccountId) -> Result<Account, StoreError> {
+    async fn get_account(&self, id: AccountId) -> Result<Account, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             account_columns!(),
@@ -45,15 +87,9 @@ impl Store {
         .ok_or(StoreError::AccountNotFound(id))?;
         account_from_row(&row)
     }
-
-    /// Accounts in ascending id order (oldest first), one page after the key `after`.
-    /// `owner: None` lists every account (for bankers).
-    ///
-    /// Keyset, not offset: a page costs the same however deep it is, and rows created meanwhile
-    /// never shift a row onto two pages.
-    pub async fn list_accounts(
+    async fn list_accounts(
         &self,
-        owner: Option<&Username>,
+        owner: Option<Username>,
         after: Option<AccountId>,
         size: PageSize,
     ) -> Result<Page<Account, AccountId>, StoreError> {
@@ -64,7 +100,7 @@ impl Store {
              WHERE ($1::text IS NULL OR owner = $1) AND id > $2 \
              ORDER BY id LIMIT $3"
         ))
-        .bind(owner.map(Username::as_str))
+        .bind(owner.as_ref().map(Username::as_str))
         .bind(after.map_or(0, AccountId::get))
         .bind(size.get() + 1)
         .fetch_all(&self.pool)
@@ -75,6 +111,30 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(accounts, size.get(), |a| a.id))
     }
+    async fn list_entries(
+        &self,
+        account: AccountId,
+        before: Option<EntryId>,
+        size: PageSize,
+    ) -> Result<Page<Entry, EntryId>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM entries \
+             WHERE account_id = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(account.get())
+        .bind(before.map_or(i64::MAX, EntryId::get))
+        .bind(size.get() + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(entries, size.get(), |e| e.id))
+    }
 }
 
 pub(super) fn account_from_row(row: &PgRow) -> Result<Account, StoreError> {
@@ -84,6 +144,17 @@ pub(super) fn account_from_row(row: &PgRow) -> Result<Account, StoreError> {
         currency: decode(row, "currency", |s: String| s.parse())?,
         balance: row.try_get("balance")?,
         kind: decode(row, "kind", |s: String| s.parse())?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
+    Ok(Entry {
+        id: decode(row, "id", EntryId::new)?,
+        account_id: decode(row, "account_id", AccountId::new)?,
+        transfer_id: decode(row, "transfer_id", TransferId::new)?,
+        amount: row.try_get("amount")?,
+        balance_after: row.try_get("balance_after")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -17,6 +17,7 @@
 //! lock up: should two transactions ever both get past step 2, the second insert fails and rolls
 //! its transfer back with it.
 
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -170,7 +171,10 @@ enum Step {
     Ran(sqlx::postgres::PgRow),
 }
 
-impl Store {
+/// Money movements under an idempotency key, as the service sees them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait IdempotentStore: Send + Sync {
     /// Runs `movement` once per (`caller`, `key`); see the module comment.
     ///
     /// The transaction runs in a task of its own. If the caller stops waiting — the client hung
@@ -178,7 +182,17 @@ impl Store {
     /// advisory and row locks on a pooled connection until that connection is next used; as a
     /// task it finishes and ends its transaction, and the client's retry with the same key finds
     /// the outcome.
-    pub async fn move_money_once(
+    async fn move_money_once(
+        &self,
+        movement: &MoneyMove,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome, StoreError>;
+}
+
+#[async_trait]
+impl IdempotentStore for Store {
+    async fn move_money_once(
         &self,
         movement: &MoneyMove,
         caller: &Username,
@@ -194,7 +208,9 @@ impl Store {
                 ))))
             })
     }
+}
 
+impl Store {
     async fn run_keyed(
         &self,
         movement: &MoneyMove,

@@ -6,7 +6,6 @@
 
 mod account_gate;
 mod accounts;
-mod entries;
 mod error;
 mod group_commit;
 mod idempotency;
@@ -25,10 +24,28 @@ use tokio::sync::OnceCell;
 
 use crate::domain::{AccountId, Currency, ValidationError};
 
+/// The store's traits, for callers of `Store` outside the service: `use store::prelude::*`.
+pub mod prelude {
+    pub use super::{AccountStore, IdempotentStore, SessionStore, TransferStore, UserStore};
+}
+
+pub use accounts::AccountStore;
+#[cfg(test)]
+pub use accounts::MockAccountStore;
 pub use error::{Entity, StoreError, Unique};
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
-pub use idempotency::{KeyedOutcome, MoneyMove};
-pub use sessions::NewSession;
+#[cfg(test)]
+pub use idempotency::MockIdempotentStore;
+pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};
+#[cfg(test)]
+pub use sessions::MockSessionStore;
+pub use sessions::{NewSession, SessionStore};
+#[cfg(test)]
+pub use transfers::MockTransferStore;
+pub use transfers::TransferStore;
+#[cfg(test)]
+pub use users::MockUserStore;
+pub use users::UserStore;
 
 /// The migrations of `migrations/`, embedded in the binary at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

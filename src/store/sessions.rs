@@ -1,5 +1,6 @@
 //! Login sessions: one per refresh token, holding a hash of it (never the token).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -25,8 +26,20 @@ macro_rules! session_columns {
     };
 }
 
-impl Store {
-    pub async fn create_session(&self, new: &NewSession) -> Result<Session, StoreError> {
+/// Login sessions, as the service sees them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, new: &NewSession) -> Result<Session, StoreError>;
+    /// `None` when there is no such session.
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Revokes one session of `username`; `false` if it has no such session.
+    async fn block_session(&self, id: Uuid, username: &Username) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+impl SessionStore for Store {
+    async fn create_session(&self, new: &NewSession) -> Result<Session, StoreError> {
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, username, refresh_token_hash, user_agent, client_ip, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
@@ -42,9 +55,7 @@ impl Store {
         .await?;
         session_from_row(&row)
     }
-
-    /// `None` when there is no such session.
-    pub async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             session_columns!(),
@@ -55,9 +66,7 @@ impl Store {
         .await?;
         row.as_ref().map(session_from_row).transpose()
     }
-
-    /// Revokes one session of `username`; `false` if it has no such session.
-    pub async fn block_session(&self, id: Uuid, username: &Username) -> Result<bool, StoreError> {
+    async fn block_session(&self, id: Uuid, username: &Username) -> Result<bool, StoreError> {
         let result =
             sqlx::query("UPDATE sessions SET is_blocked = true WHERE id = $1 AND username = $2")
                 .bind(id)
@@ -66,7 +75,9 @@ impl Store {
                 .await?;
         Ok(result.rows_affected() == 1)
     }
+}
 
+impl Store {
     /// Revokes every live session of `username` except `keep`; returns how many.
     pub async fn block_user_sessions(
         &self,

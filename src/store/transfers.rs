@@ -3,6 +3,7 @@
 //! A transfer, a deposit and a withdrawal are the same statement: deposits move money from the
 //! bank's settlement account of the currency, withdrawals to it.
 
+use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -142,29 +143,57 @@ LEFT JOIN updated fa ON fa.id = $1
 LEFT JOIN updated ta ON ta.id = $2
 "#;
 
-impl Store {
+/// Money movements without an idempotency key, and reading a transfer, as the service sees them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait TransferStore: Send + Sync {
     /// Moves money between two customer accounts. With `owner`, the from-account must belong to
     /// that user (`NotOwner` otherwise); `None` is for callers allowed to move anyone's money.
     ///
     /// One round trip (see `MOVE_MONEY`); retried on deadlock or serialization failure.
-    pub async fn transfer(
+    async fn transfer(
         &self,
         cmd: &NewTransfer,
-        owner: Option<&Username>,
+        owner: Option<Username>,
+    ) -> Result<TransferReceipt, StoreError>;
+    /// Money entering the bank: from the currency's settlement account into `account`.
+    /// Two round trips the first time (the settlement ids are then cached), one afterwards.
+    async fn deposit(
+        &self,
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<TransferReceipt, StoreError>;
+    /// Money leaving the bank: from `account` into the currency's settlement account.
+    async fn withdraw(
+        &self,
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<TransferReceipt, StoreError>;
+    /// A transfer and the owners of both its accounts (who may read it), in one query.
+    async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError>;
+}
+
+#[async_trait]
+impl TransferStore for Store {
+    async fn transfer(
+        &self,
+        cmd: &NewTransfer,
+        owner: Option<Username>,
     ) -> Result<TransferReceipt, StoreError> {
         self.move_money(
             cmd.from(),
             cmd.to(),
             cmd.amount(),
             cmd.currency(),
-            Movement::Transfer { owner },
+            Movement::Transfer {
+                owner: owner.as_ref(),
+            },
         )
         .await
     }
-
-    /// Money entering the bank: from the currency's settlement account into `account`.
-    /// Two round trips the first time (the settlement ids are then cached), one afterwards.
-    pub async fn deposit(
+    async fn deposit(
         &self,
         account: AccountId,
         amount: Amount,
@@ -174,9 +203,7 @@ impl Store {
         self.move_money(bank, account, amount, currency, Movement::Deposit)
             .await
     }
-
-    /// Money leaving the bank: from `account` into the currency's settlement account.
-    pub async fn withdraw(
+    async fn withdraw(
         &self,
         account: AccountId,
         amount: Amount,
@@ -186,9 +213,7 @@ impl Store {
         self.move_money(account, bank, amount, currency, Movement::Withdrawal)
             .await
     }
-
-    /// A transfer and the owners of both its accounts (who may read it), in one query.
-    pub async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
+    async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
             "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.created_at, \
                     f.owner AS from_owner, r.owner AS to_owner \
@@ -214,7 +239,9 @@ impl Store {
             to_owner: decode(&row, "to_owner", |s: String| Username::parse(&s))?,
         })
     }
+}
 
+impl Store {
     async fn move_money(
         &self,
         from: AccountId,

@@ -1,11 +1,16 @@
 //! Users.
 
+use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::verification::VERIFY;
 use super::{BANK_USERNAME, Entity, Store, StoreError, decode};
-use crate::domain::{Email, FullName, NewUser, NewVerification, Role, User, UserUpdate, Username};
+use crate::domain::{
+    Email, FullName, NewUser, NewVerification, Role, User, UserUpdate, Username, VerificationCode,
+    VerifyOutcome,
+};
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`).
 macro_rules! user_columns {
@@ -33,22 +38,50 @@ macro_rules! verification_ctes {
     };
 }
 
-/// Binds `$6`..`$8` of `verification_ctes!`.
-fn bind_verification<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    verification: &'q NewVerification,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(verification.code.hash())
-        .bind(verification.valid_for.as_secs_f64())
-        .bind(verification.code.expose())
-}
-
-impl Store {
+/// Users and their email verification, as the service sees them (`BankService`'s port; the
+/// unit tests mock it).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait UserStore: Send + Sync {
     /// Creates the user, its email verification and the outbox row that will deliver the code,
     /// in one statement (so one transaction): a user never exists without its verification
     /// email queued. Fails with `AlreadyExists(Username)` or `AlreadyExists(Email)` (any case).
-    pub async fn create_user(
+    async fn create_user(
+        &self,
+        new: &NewUser,
+        verification: &NewVerification,
+    ) -> Result<User, StoreError>;
+    async fn get_user(&self, username: &Username) -> Result<User, StoreError>;
+    /// Applies the fields of `update` that are set, in one statement. `old` locks the row and
+    /// reads the address before the change; the UPDATE joins it so that it runs first (a row
+    /// locked *after* this statement updated it would be skipped, and the change missed).
+    /// A new password also stamps
+    /// `password_changed_at` and revokes every session of the user but `keep_session`, in this
+    /// same statement: a password change never commits without the revocation. A new email (other than a change of letter case) clears
+    /// `is_email_verified`, starts a new verification with its email queued, and abandons the
+    /// emails still queued for the old address. Fails with `AlreadyExists(Email)` if the address
+    /// is taken.
+    async fn update_user(
+        &self,
+        username: &Username,
+        update: &UserUpdate,
+        verification: &NewVerification,
+    ) -> Result<User, StoreError>;
+    /// Sets a user's role (the `user set-role` command, and bankers later). The bank's own
+    /// settlement user is not a person and keeps its role: it reads as not found.
+    async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError>;
+    /// Checks `code` against verification `email_id` and, if it is right, unused and unexpired,
+    /// verifies the user's address.
+    async fn verify_email(
+        &self,
+        email_id: i64,
+        code: &VerificationCode,
+    ) -> Result<VerifyOutcome, StoreError>;
+}
+
+#[async_trait]
+impl UserStore for Store {
+    async fn create_user(
         &self,
         new: &NewUser,
         verification: &NewVerification,
@@ -72,8 +105,7 @@ impl Store {
             .await?;
         user_from_row(&row)
     }
-
-    pub async fn get_user(&self, username: &Username) -> Result<User, StoreError> {
+    async fn get_user(&self, username: &Username) -> Result<User, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             user_columns!(),
@@ -85,17 +117,7 @@ impl Store {
         .ok_or(StoreError::NotFound(Entity::User))?;
         user_from_row(&row)
     }
-
-    /// Applies the fields of `update` that are set, in one statement. `old` locks the row and
-    /// reads the address before the change; the UPDATE joins it so that it runs first (a row
-    /// locked *after* this statement updated it would be skipped, and the change missed).
-    /// A new password also stamps
-    /// `password_changed_at` and revokes every session of the user but `keep_session`, in this
-    /// same statement: a password change never commits without the revocation. A new email (other than a change of letter case) clears
-    /// `is_email_verified`, starts a new verification with its email queued, and abandons the
-    /// emails still queued for the old address. Fails with `AlreadyExists(Email)` if the address
-    /// is taken.
-    pub async fn update_user(
+    async fn update_user(
         &self,
         username: &Username,
         update: &UserUpdate,
@@ -143,10 +165,7 @@ impl Store {
             .ok_or(StoreError::NotFound(Entity::User))?;
         user_from_row(&row)
     }
-
-    /// Sets a user's role (the `user set-role` command, and bankers later). The bank's own
-    /// settlement user is not a person and keeps its role: it reads as not found.
-    pub async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError> {
+    async fn set_user_role(&self, username: &Username, role: Role) -> Result<User, StoreError> {
         let row = sqlx::query(concat!(
             "UPDATE users SET role = $2 WHERE username = $1 AND username <> $3 RETURNING ",
             user_columns!()
@@ -159,6 +178,45 @@ impl Store {
         .ok_or(StoreError::NotFound(Entity::User))?;
         user_from_row(&row)
     }
+    async fn verify_email(
+        &self,
+        email_id: i64,
+        code: &VerificationCode,
+    ) -> Result<VerifyOutcome, StoreError> {
+        let row = sqlx::query(VERIFY)
+            .bind(email_id)
+            .bind(code.hash())
+            .fetch_one(&self.pool)
+            .await?;
+        let flag = |column: &str| -> Result<bool, StoreError> {
+            Ok(row.try_get::<Option<bool>, _>(column)?.unwrap_or(false))
+        };
+        Ok(if !flag("found")? {
+            VerifyOutcome::NotFound
+        } else if !flag("code_ok")? {
+            VerifyOutcome::WrongCode
+        } else if flag("is_used")? {
+            VerifyOutcome::Used
+        } else if flag("expired")? {
+            VerifyOutcome::Expired
+        } else if flag("verified")? {
+            VerifyOutcome::Verified
+        } else {
+            // Consumed, but the user's address is another one now.
+            VerifyOutcome::Superseded
+        })
+    }
+}
+
+/// Binds `$6`..`$8` of `verification_ctes!`.
+fn bind_verification<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    verification: &'q NewVerification,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(verification.code.hash())
+        .bind(verification.valid_for.as_secs_f64())
+        .bind(verification.code.expose())
 }
 
 fn user_from_row(row: &PgRow) -> Result<User, StoreError> {

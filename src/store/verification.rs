@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Store, StoreError, decode};
-use crate::domain::{DueEmail, Email, Username, VerificationCode, VerifyOutcome};
+use crate::domain::{DueEmail, Email, Username, VerificationCode};
 
 /// Looks the verification up under a row lock, consumes it if the code is right, unused and
 /// unexpired, and marks the user verified if the address is still theirs — one statement, so
 /// two clicks on the same link cannot both succeed. The verdict columns say which rule failed.
-const VERIFY: &str = r#"
+pub(super) const VERIFY: &str = r#"
 WITH target AS MATERIALIZED (
     SELECT id, username, email,
            secret_code_hash = $2 AS code_ok,
@@ -60,37 +60,6 @@ RETURNING o.id, o.attempts, o.secret_code, v.id AS email_id, v.username, v.email
 "#;
 
 impl Store {
-    /// Checks `code` against verification `email_id` and, if it is right, unused and unexpired,
-    /// verifies the user's address.
-    pub async fn verify_email(
-        &self,
-        email_id: i64,
-        code: &VerificationCode,
-    ) -> Result<VerifyOutcome, StoreError> {
-        let row = sqlx::query(VERIFY)
-            .bind(email_id)
-            .bind(code.hash())
-            .fetch_one(&self.pool)
-            .await?;
-        let flag = |column: &str| -> Result<bool, StoreError> {
-            Ok(row.try_get::<Option<bool>, _>(column)?.unwrap_or(false))
-        };
-        Ok(if !flag("found")? {
-            VerifyOutcome::NotFound
-        } else if !flag("code_ok")? {
-            VerifyOutcome::WrongCode
-        } else if flag("is_used")? {
-            VerifyOutcome::Used
-        } else if flag("expired")? {
-            VerifyOutcome::Expired
-        } else if flag("verified")? {
-            VerifyOutcome::Verified
-        } else {
-            // Consumed, but the user's address is another one now.
-            VerifyOutcome::Superseded
-        })
-    }
-
     /// Claims up to `batch` due verification emails; see `CLAIM`. A claimed email is not
     /// offered again for `lease`, so `lease` must outlast one delivery attempt.
     pub async fn claim_due_emails(

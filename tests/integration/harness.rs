@@ -1,6 +1,7 @@
 //! `TestApp`: the production `Application`, served on a free port over a fresh database, and a
 //! small JSON client for it.
 
+use simplebank::store::prelude::*;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;

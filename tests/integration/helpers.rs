@@ -1,5 +1,6 @@
 //! A fresh database per test, factories for users and funded accounts, and the ledger invariants.
 
+use simplebank::store::prelude::*;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

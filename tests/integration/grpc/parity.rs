@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 use simplebank::grpc::pb;
+use simplebank::store::prelude::*;
 
 use super::rpcs::{authed, client, open_account, sign_up_and_log_in, table_code};
 use crate::harness::TestApp;

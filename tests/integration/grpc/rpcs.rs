@@ -1,6 +1,7 @@
 //! Every RPC's happy path and the error codes a client meets, with their rich details.
 
 use simplebank::grpc::pb::{self, simple_bank_client::SimpleBankClient};
+use simplebank::store::prelude::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;

@@ -5,6 +5,7 @@
 //! Each scenario runs twice: one transaction per movement, and with group commit (movements
 //! sharing transactions), where it must also be seen that batches really formed.
 
+use simplebank::store::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

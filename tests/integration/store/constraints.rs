@@ -2,6 +2,7 @@
 //! `StoreError`, whatever path a bad row takes into the database.
 
 use simplebank::domain::Currency;
+use simplebank::store::prelude::*;
 use simplebank::store::{Entity, StoreError, Unique};
 use sqlx::PgPool;
 

@@ -4,6 +4,7 @@
 //! These tests run on tokio's current-thread runtime on purpose: spawned tasks then first run in
 //! the order they were spawned, so the queued movements arrive in a known order.
 
+use simplebank::store::prelude::*;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,7 +33,10 @@ fn transfer(store: &Store, from: AccountId, to: AccountId, units: i64, owner: &s
     let owner = username(owner);
     tokio::spawn(async move {
         store
-            .transfer(&new_transfer(from, to, units, Currency::Usd), Some(&owner))
+            .transfer(
+                &new_transfer(from, to, units, Currency::Usd),
+                Some(owner.clone()),
+            )
             .await
     })
 }

@@ -1,6 +1,7 @@
 //! Keyed money movements in the store: the states a key goes through, told apart
 //! deterministically, and the purge of old records.
 
+use simplebank::store::prelude::*;
 use std::time::Duration;
 
 use simplebank::domain::{Currency, IdempotencyKey};

@@ -1,5 +1,6 @@
 //! Keyset pagination: every row exactly once, in order, even while rows are being added.
 
+use simplebank::store::prelude::*;
 use std::collections::BTreeSet;
 
 use simplebank::domain::{AccountId, Currency, EntryId, PageSize};
@@ -33,7 +34,7 @@ async fn listing_an_owners_accounts_pages_through_all_of_them() {
     loop {
         let page = db
             .store
-            .list_accounts(Some(&username("alice")), after, PageSize::new(3).unwrap())
+            .list_accounts(Some(username("alice")), after, PageSize::new(3).unwrap())
             .await
             .unwrap();
         pages += 1;
@@ -64,7 +65,7 @@ async fn an_exactly_full_last_page_says_there_is_no_next_page() {
     }
     let page = db
         .store
-        .list_accounts(Some(&username("alice")), None, PageSize::new(2).unwrap())
+        .list_accounts(Some(username("alice")), None, PageSize::new(2).unwrap())
         .await
         .unwrap();
     assert_eq!(page.items.len(), 2);
@@ -72,7 +73,7 @@ async fn an_exactly_full_last_page_says_there_is_no_next_page() {
 
     let none = db
         .store
-        .list_accounts(Some(&username("nobody")), None, PageSize::default())
+        .list_accounts(Some(username("nobody")), None, PageSize::default())
         .await
         .unwrap();
     assert_eq!(

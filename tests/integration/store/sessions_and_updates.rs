@@ -2,6 +2,7 @@
 
 use chrono::{Duration, Utc};
 use simplebank::domain::{Email, FullName, UserUpdate};
+use simplebank::store::prelude::*;
 use simplebank::store::{Entity, NewSession, StoreError, Unique};
 use uuid::Uuid;
 

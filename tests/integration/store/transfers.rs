@@ -3,6 +3,7 @@
 
 use simplebank::domain::{AccountKind, Currency};
 use simplebank::store::StoreError;
+use simplebank::store::prelude::*;
 
 use crate::helpers::{
     TestDb, amount, assert_ledger_consistent, funded_account, new_transfer, snapshot, username,
@@ -18,7 +19,7 @@ async fn a_transfer_writes_one_transfer_two_entries_and_both_balances() {
         .store
         .transfer(
             &new_transfer(alice.id, bob.id, 300, Currency::Usd),
-            Some(&username("alice")),
+            Some(username("alice")),
         )
         .await
         .expect("transfer");
@@ -178,7 +179,7 @@ async fn transfer_from_someone_elses_account_is_refused_before_anything_is_revea
         .store
         .transfer(
             &new_transfer(alice.id, bob.id, 10, Currency::Usd),
-            Some(&mallory),
+            Some(mallory.clone()),
         )
         .await
         .unwrap_err();
@@ -198,7 +199,7 @@ async fn transfer_from_someone_elses_account_is_refused_before_anything_is_revea
             .store
             .transfer(
                 &new_transfer(alice.id, to, amount_units, currency),
-                Some(&mallory),
+                Some(mallory.clone()),
             )
             .await
             .unwrap_err();

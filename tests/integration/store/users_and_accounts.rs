@@ -1,5 +1,6 @@
 //! Users and accounts: create, read, role changes, and the errors a caller can meet.
 
+use simplebank::store::prelude::*;
 use std::time::Duration;
 
 use simplebank::domain::{AccountId, AccountKind, Currency, Role};

@@ -1,5 +1,6 @@
 //! Email verification in the store, and the outbox worker that delivers the emails.
 
+use simplebank::store::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
