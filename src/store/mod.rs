@@ -106,7 +106,7 @@ impl Store {
         }
     }
 
-    /// This store with group commit on (see `group_commit.rs`): money movements without an
+    /// This store with group commit on (see `group_commit/`): money movements without an
     /// idempotency key that arrive while others are in flight share one transaction. Starts a
     /// task on the current tokio runtime; it ends when the last clone of the store is dropped.
     pub fn with_group_commit(self, settings: GroupCommitSettings) -> Self {

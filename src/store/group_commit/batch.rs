@@ -1,268 +1,22 @@
-//! Group commit: money movements that arrive together are applied in one database transaction.
-//!
-//! One transaction per transfer caps throughput at what PostgreSQL can commit, and each commit
-//! costs a WAL flush plus a transaction's bookkeeping. Under load, requests queue here instead and
-//! a *lane* applies everything queued as one batch:
-//!
-//! 1. `BEGIN`, then lock every account the batch touches with one `SELECT ... ORDER BY id FOR NO
-//!    KEY UPDATE`: rows are locked in ascending id order, the same global order the one-statement
-//!    path (`MOVE_MONEY`) uses, so batches and single transfers queue behind each other and never
-//!    deadlock.
-//! 2. Apply the movements **in arrival order** in memory, each judged on its own by exactly the
-//!    rules of `MOVE_MONEY`, in the same order (see `judge`). A refused movement changes nothing
-//!    and its neighbours go on; a later one sees the balances the earlier accepted ones left.
-//! 3. One statement writes every accepted transfer, its two entries and the new balances, in bulk.
-//! 4. `COMMIT` once; only then is any caller answered. Durability is exactly that of one commit.
-//!
-//! When does a batch form? A lane takes whatever is queued the moment it is free: with nothing
-//! else in flight a request finds a free lane and runs alone, through the one-statement path, at
-//! once — no added latency. Only while other batches are running does a lane wait, up to the
-//! window measured from the first queued request's arrival, for more to join.
-//!
-//! Failures: a batch that fails before `COMMIT` was sent has rolled back; a deadlock or
-//! serialization failure retries it, anything else (including waiting more than 250 ms for a row
-//! lock) runs its movements again one by one, each in its own task through the one-statement
-//! path, so one bad or blocked movement cannot fail or hold up its neighbours. If `COMMIT` itself fails
-//! the outcome is unknown (as for any commit whose answer is lost) and every caller gets the
-//! error; nothing is re-run, so nothing can be applied twice.
-//!
-//! Keyed (idempotent) requests do not come here: they need their key locked and recorded in the
-//! transaction that moves the money, which `idempotency.rs` does one request at a time.
+//! One batch of group commit: lock every account it touches, judge each movement by
+//! `MOVE_MONEY`'s rules in arrival order, write the accepted ones in one statement, commit once.
+//! The queue and the lanes that form batches are in `mod.rs`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::transfers::Movement;
-use super::{Store, StoreError, decode, retrying_when};
+use super::{Job, Kind};
 use crate::domain::{
-    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, Transfer, TransferId,
+    Account, AccountId, AccountKind, Currency, Entry, EntryId, Transfer, TransferId,
     TransferReceipt, Username,
 };
-
-/// How group commit behaves (`GROUP_COMMIT`, `GROUP_COMMIT_WINDOW`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupCommitSettings {
-    /// While other batches are in flight, how long a batch waits for more movements to join,
-    /// from its first one's arrival. Zero: take what is queued and go.
-    pub window: Duration,
-    /// Batches in flight at once. More lanes keep PostgreSQL busy while one batch commits; each
-    /// holds a pooled connection while it runs.
-    pub lanes: usize,
-    /// The most movements in one batch.
-    pub max_batch: usize,
-}
-
-impl Default for GroupCommitSettings {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_millis(1),
-            lanes: 4,
-            max_batch: 256,
-        }
-    }
-}
-
-/// The most a window may be: every movement in a batch waits for it.
-pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(2);
-
-/// Which rules apply beyond the common ones; `Movement` without the borrowed owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Transfer,
-    Deposit,
-    Withdrawal,
-}
-
-/// One movement waiting for its batch, and where its answer goes.
-#[derive(Debug)]
-struct Job {
-    from: AccountId,
-    to: AccountId,
-    amount: Amount,
-    currency: Currency,
-    kind: Kind,
-    /// For a transfer: the user the from-account must belong to, if any.
-    owner: Option<Username>,
-    arrived: Instant,
-    reply: oneshot::Sender<Result<TransferReceipt, StoreError>>,
-}
-
-impl Job {
-    /// This movement in a transaction of its own, through the one-statement path.
-    async fn run_alone(&self, single: &Store) -> Result<TransferReceipt, StoreError> {
-        single
-            .move_money_alone(
-                self.from,
-                self.to,
-                self.amount,
-                self.currency,
-                self.movement(),
-            )
-            .await
-    }
-
-    fn movement(&self) -> Movement<'_> {
-        match self.kind {
-            Kind::Transfer => Movement::Transfer {
-                owner: self.owner.as_ref(),
-            },
-            Kind::Deposit => Movement::Deposit,
-            Kind::Withdrawal => Movement::Withdrawal,
-        }
-    }
-}
-
-/// The queue in front of the lanes. Dropping the last `Store` clone closes it, which ends the
-/// collector task once the queue is empty.
-#[derive(Debug)]
-pub(super) struct GroupCommit {
-    queue: mpsc::Sender<Job>,
-}
-
-impl GroupCommit {
-    /// Starts the collector on the current tokio runtime. `single` is the store the lanes use for
-    /// lone movements and fall-backs: it must not itself group (it would queue to itself).
-    pub(super) fn start(single: Store, settings: GroupCommitSettings) -> Self {
-        let settings = GroupCommitSettings {
-            window: settings.window.min(MAX_GROUP_COMMIT_WINDOW),
-            lanes: settings.lanes.max(1),
-            max_batch: settings.max_batch.max(1),
-        };
-        let (queue, jobs) = mpsc::channel(settings.max_batch * settings.lanes * 4);
-        tokio::spawn(collect(jobs, single, settings));
-        Self { queue }
-    }
-
-    /// Queues a movement and waits for its batch to commit (or refuse it).
-    pub(super) async fn submit(
-        &self,
-        single: &Store,
-        from: AccountId,
-        to: AccountId,
-        amount: Amount,
-        currency: Currency,
-        movement: Movement<'_>,
-    ) -> Result<TransferReceipt, StoreError> {
-        let (kind, owner) = match movement {
-            Movement::Transfer { owner } => (Kind::Transfer, owner.cloned()),
-            Movement::Deposit => (Kind::Deposit, None),
-            Movement::Withdrawal => (Kind::Withdrawal, None),
-        };
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            from,
-            to,
-            amount,
-            currency,
-            kind,
-            owner,
-            arrived: Instant::now(),
-            reply,
-        };
-        if let Err(refused) = self.queue.send(job).await {
-            // The collector is gone (the runtime is shutting down): do it alone.
-            return refused.0.run_alone(single).await;
-        }
-        answer.await.unwrap_or_else(|_| {
-            // The lane died without answering (a panic): whether the batch committed is unknown.
-            Err(StoreError::Internal(sqlx::Error::Protocol(
-                "group commit lane stopped before answering".into(),
-            )))
-        })
-    }
-}
-
-/// Takes queued movements into batches and hands each to a free lane.
-async fn collect(mut jobs: mpsc::Receiver<Job>, single: Store, settings: GroupCommitSettings) {
-    let lanes = Arc::new(Semaphore::new(settings.lanes));
-    while let Some(first) = jobs.recv().await {
-        let Ok(lane) = Arc::clone(&lanes).acquire_owned().await else {
-            return;
-        };
-        let deadline = first.arrived + settings.window;
-        let mut batch = vec![first];
-        while batch.len() < settings.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        // Another batch running means load: worth waiting a little for company. Alone, go now.
-        let busy = lanes.available_permits() + 1 < settings.lanes;
-        if busy && !settings.window.is_zero() {
-            while batch.len() < settings.max_batch {
-                match tokio::time::timeout_at(deadline.into(), jobs.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        let single = single.clone();
-        tokio::spawn(async move {
-            run_batch(&single, batch).await;
-            drop(lane);
-        });
-    }
-}
-
-/// Applies one batch and answers every movement in it.
-async fn run_batch(single: &Store, batch: Vec<Job>) {
-    if batch.len() == 1 {
-        let job = batch.into_iter().next().expect("one job");
-        let outcome = job.run_alone(single).await;
-        let _ = job.reply.send(outcome);
-        return;
-    }
-
-    let conflicted =
-        |failure: &Failure| matches!(failure, Failure::BeforeCommit(StoreError::Contended));
-    let failure = match retrying_when(conflicted, || apply(single.pool(), &batch)).await {
-        Ok(outcomes) => {
-            for (job, outcome) in batch.into_iter().zip(outcomes) {
-                // A caller that went away no longer needs its answer; the money moved anyway.
-                let _ = job.reply.send(outcome);
-            }
-            return;
-        }
-        Err(failure) => failure,
-    };
-    match failure {
-        Failure::BeforeCommit(err) => {
-            // Rolled back: nothing of the batch happened. Each movement runs alone, in a task of
-            // its own, and gets its own answer; the lane is free at once, so a movement that has
-            // to wait (for a row lock held elsewhere) holds up nobody but itself.
-            tracing::warn!(error = %err, size = batch.len(), "group commit failed; running the batch one by one");
-            for job in batch {
-                let single = single.clone();
-                tokio::spawn(async move {
-                    let outcome = job.run_alone(&single).await;
-                    let _ = job.reply.send(outcome);
-                });
-            }
-        }
-        Failure::AtCommit(err) => {
-            tracing::error!(error = %err, size = batch.len(), "group commit: COMMIT failed; outcome unknown");
-            let unavailable = matches!(err, StoreError::Unavailable(_));
-            for job in batch {
-                let lost = sqlx::Error::Protocol("the batch's COMMIT got no answer".into());
-                let _ = job.reply.send(Err(if unavailable {
-                    StoreError::Unavailable(lost)
-                } else {
-                    StoreError::Internal(lost)
-                }));
-            }
-        }
-    }
-}
+use crate::store::{StoreError, decode};
 
 /// Why a batch did not commit, and whether it might have.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// Failed before `COMMIT` was sent and rolled back: nothing happened.
     BeforeCommit(StoreError),
     /// `COMMIT` was sent and failed or went unanswered: it may or may not have happened.
@@ -356,7 +110,7 @@ struct Accepted {
 
 /// Runs the batch in one transaction. Every path ends the transaction explicitly: a dropped one
 /// would roll back only when its connection is next used, holding its row locks until then.
-async fn apply(
+pub(super) async fn apply(
     pool: &PgPool,
     batch: &[Job],
 ) -> Result<Vec<Result<TransferReceipt, StoreError>>, Failure> {
@@ -568,7 +322,12 @@ fn receipt(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use tokio::sync::oneshot;
+
     use super::*;
+    use crate::domain::Amount;
 
     fn locked(owner: &str, kind: AccountKind, balance: i64) -> Locked {
         Locked {
