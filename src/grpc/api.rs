@@ -49,21 +49,14 @@ impl GrpcApi {
 }
 
 fn client<T>(request: &Request<T>) -> ClientInfo {
-    ClientInfo {
-        user_agent: edge::user_agent(
-            request
-                .metadata()
-                .get(edge::USER_AGENT)
-                .map(|v| v.as_bytes()),
-        ),
-        // `rpc_log` found it (TRUSTED_PROXIES and the forwarding metadata); else the peer.
-        client_ip: request
-            .extensions()
-            .get::<ClientAddress>()
-            .map(|ClientAddress(ip)| ip.to_string())
-            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
-            .unwrap_or_default(),
-    }
+    edge::client_info(
+        request
+            .metadata()
+            .get(edge::USER_AGENT)
+            .map(|v| v.as_bytes()),
+        request.extensions().get::<ClientAddress>().copied(),
+        request.remote_addr().map(|a| a.ip()),
+    )
 }
 
 fn username(raw: &str) -> Result<Username, Status> {

@@ -104,29 +104,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_agent = edge::user_agent(
+        Ok(Client(edge::client_info(
             parts
                 .headers
                 .get(header::USER_AGENT)
                 .map(HeaderValue::as_bytes),
-        );
-        // `request_log` found it (TRUSTED_PROXIES and the forwarding headers); without that
-        // layer (a bare router), the TCP peer.
-        let client_ip = parts
-            .extensions
-            .get::<ClientAddress>()
-            .map(|ClientAddress(ip)| ip.to_string())
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|ConnectInfo(addr)| addr.ip().to_string())
-            })
-            .unwrap_or_default();
-        Ok(Client(ClientInfo {
-            user_agent,
-            client_ip,
-        }))
+            parts.extensions.get::<ClientAddress>().copied(),
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        )))
     }
 }
 

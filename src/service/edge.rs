@@ -2,9 +2,11 @@
 //! the same names, so the bearer token, the idempotency key and the user agent are parsed here
 //! from raw header bytes, and each adapter only says where the bytes are.
 
+use std::net::IpAddr;
+
 use crate::domain::{IdempotencyKey, ValidationError};
 
-use super::ServiceError;
+use super::{ClientAddress, ClientInfo, ServiceError};
 
 /// `Authorization: Bearer <token>` (gRPC: `authorization` metadata).
 pub const AUTHORIZATION: &str = "authorization";
@@ -57,6 +59,24 @@ pub fn user_agent(value: Option<&[u8]>) -> String {
         .chars()
         .take(USER_AGENT_CHARS)
         .collect()
+}
+
+/// Who opens a session: its user agent, and its address — the one the request log found
+/// (`ClientAddress`, after `TRUSTED_PROXIES`), else the TCP peer (a bare router or server in a
+/// test, without the log layer).
+pub fn client_info(
+    user_agent_value: Option<&[u8]>,
+    found: Option<ClientAddress>,
+    peer: Option<IpAddr>,
+) -> ClientInfo {
+    ClientInfo {
+        user_agent: user_agent(user_agent_value),
+        client_ip: found
+            .map(|ClientAddress(ip)| ip)
+            .or(peer)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
