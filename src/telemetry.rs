@@ -59,6 +59,19 @@ pub fn request_id(headers: &http::HeaderMap) -> &str {
         .unwrap_or("-")
 }
 
+/// One request's log line: at `warn` when the server is at fault (`$fault`), `info` otherwise.
+/// (tracing's macros take their level as a constant, hence the two arms.)
+#[macro_export]
+macro_rules! request_line {
+    ($fault:expr, $($field:tt)+) => {
+        if $fault {
+            tracing::warn!($($field)+)
+        } else {
+            tracing::info!($($field)+)
+        }
+    };
+}
+
 /// What is logged when `RUST_LOG` is unset. Postgres NOTICEs ("relation already exists,
 /// skipping" on every `migrate up`) are routine and stay below the default level.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";

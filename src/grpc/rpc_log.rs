@@ -190,27 +190,16 @@ impl Pending {
         let client = rpc
             .client
             .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
-        if is_server_fault(code) {
-            tracing::warn!(
-                target: "simplebank::grpc",
-                method = %rpc.method,
-                code,
-                client,
-                duration_ms,
-                request_id,
-                "rpc"
-            );
-        } else {
-            tracing::info!(
-                target: "simplebank::grpc",
-                method = %rpc.method,
-                code,
-                client,
-                duration_ms,
-                request_id,
-                "rpc"
-            );
-        }
+        crate::request_line!(
+            is_server_fault(code),
+            target: "simplebank::grpc",
+            method = %rpc.method,
+            code,
+            client,
+            duration_ms,
+            request_id,
+            "rpc"
+        );
     }
 }
 

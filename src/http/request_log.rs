@@ -76,10 +76,17 @@ pub async fn log_request(
     let duration_ms = took.as_secs_f64() * 1000.0;
     let request_id = id.as_str();
     // The raw path is logged (it helps to read a 404), the template is what metrics group by.
-    if status.is_server_error() {
-        tracing::warn!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
-    } else {
-        tracing::info!(target: "simplebank::http", method = %method, path, route, status = status.as_u16(), client, duration_ms, request_id, "request");
-    }
+    crate::request_line!(
+        status.is_server_error(),
+        target: "simplebank::http",
+        method = %method,
+        path,
+        route,
+        status = status.as_u16(),
+        client,
+        duration_ms,
+        request_id,
+        "request"
+    );
     response
 }
