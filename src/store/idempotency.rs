@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::transfers::{Movement, move_money_query, receipt_from_row};
+use super::rules::{Movement, MovementKind, Verdict};
+use super::transfers::{move_money_query, receipt_from_row};
 use super::{Store, StoreError, retrying};
 use crate::domain::{
     AccountId, Amount, Currency, IdempotencyKey, NewTransfer, RequestFingerprint, TransferReceipt,
@@ -107,11 +108,7 @@ struct Attempt<'a> {
     caller: &'a Username,
     key: &'a IdempotencyKey,
     fingerprint: RequestFingerprint,
-    from: AccountId,
-    to: AccountId,
-    amount: Amount,
-    currency: Currency,
-    how: Movement<'a>,
+    movement: Movement,
 }
 
 impl Attempt<'_> {
@@ -139,22 +136,21 @@ impl Attempt<'_> {
         if let Some(answered) = self.claim(tx).await? {
             return Ok(answered);
         }
-        let row = move_money_query(self.from, self.to, self.amount, self.currency, self.how)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = move_money_query(&self.movement).fetch_one(&mut *tx).await?;
         let status: String = row.try_get("status")?;
-        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) = match status.as_str() {
-            "ok" => (Some(row.try_get("transfer_id")?), None),
-            "from_currency_mismatch" => (None, row.try_get("from_currency")?),
-            "to_currency_mismatch" => (None, row.try_get("to_currency")?),
+        let verdict = Verdict::parse(&status).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) = match verdict {
+            Verdict::Ok => (Some(row.try_get("transfer_id")?), None),
+            Verdict::FromCurrencyMismatch => (None, row.try_get("from_currency")?),
+            Verdict::ToCurrencyMismatch => (None, row.try_get("to_currency")?),
             _ => (None, None),
         };
-        let refusal = (status != "ok").then_some(status.as_str());
+        let refusal = (verdict != Verdict::Ok).then_some(verdict.as_str());
         sqlx::query(RECORD_KEY)
             .bind(self.caller.as_str())
             .bind(self.key.as_str())
             .bind(&self.fingerprint.as_bytes()[..])
-            .bind(self.how.as_str())
+            .bind(self.movement.kind.as_str())
             .bind(transfer_id)
             .bind(refusal)
             .bind(refusal_currency)
@@ -217,19 +213,26 @@ impl Store {
         caller: &Username,
         key: &IdempotencyKey,
     ) -> Result<KeyedOutcome, StoreError> {
-        let (from, to, amount, currency, how) = self.resolve(movement).await?;
+        let movement = self.resolve(movement).await?;
+        let Movement {
+            from,
+            to,
+            amount,
+            currency,
+            ..
+        } = movement;
         if from == to {
             // Refused before any transaction: nothing to remember.
             return Ok(KeyedOutcome::Done(Err(StoreError::SameAccount)));
         }
         let fingerprint = RequestFingerprint::of(
-            how.as_str(),
+            movement.kind.as_str(),
             &[
                 &from.to_string(),
                 &to.to_string(),
                 &amount.minor_units().to_string(),
                 currency.code(),
-                how.owner().map_or("", Username::as_str),
+                movement.owner.as_ref().map_or("", Username::as_str),
             ],
         );
         let lock = advisory_lock_key(caller, key);
@@ -239,17 +242,13 @@ impl Store {
             caller,
             key,
             fingerprint,
-            from,
-            to,
-            amount,
-            currency,
-            how,
+            movement,
         };
         // Each account's share of the pool, before a connection is held for the movement
         // (`account_gate.rs`). When the share is in use, first answer what needs no money moved
         // — a key in flight (409) or already recorded (replay) — with a short look that takes
         // no row lock, so a retry is never kept waiting behind its own first attempt.
-        let accounts = attempt.how.customer_accounts(from, to);
+        let accounts = attempt.movement.customer_accounts();
         let _pass = match self.gate.try_enter(&accounts) {
             Some(pass) => pass,
             None => {
@@ -289,25 +288,20 @@ impl Store {
 
     fn keyed_outcome(&self, step: Step, attempt: &Attempt<'_>) -> Result<KeyedOutcome, StoreError> {
         let Attempt {
-            from,
-            to,
-            amount,
-            currency,
+            movement,
             fingerprint,
             ..
-        } = *attempt;
+        } = attempt;
         Ok(match step {
             Step::InFlight => KeyedOutcome::InFlight,
-            Step::Ran(row) => {
-                KeyedOutcome::Done(receipt_from_row(&row, from, to, amount, currency))
-            }
+            Step::Ran(row) => KeyedOutcome::Done(receipt_from_row(&row, movement)),
             Step::Found(row) => {
                 let stored: Vec<u8> = row.try_get("request_hash")?;
-                if RequestFingerprint::from_bytes(&stored) != Some(fingerprint) {
+                if RequestFingerprint::from_bytes(&stored) != Some(*fingerprint) {
                     KeyedOutcome::Mismatch
                 } else {
                     // Same fingerprint, so the same accounts, amount and currency as this request.
-                    KeyedOutcome::Replayed(receipt_from_row(&row, from, to, amount, currency))
+                    KeyedOutcome::Replayed(receipt_from_row(&row, movement))
                 }
             }
         })
@@ -342,42 +336,40 @@ impl Store {
 
     /// The accounts and rules of `movement` (deposits and withdrawals go through the settlement
     /// account of their currency).
-    async fn resolve<'m>(
-        &self,
-        movement: &'m MoneyMove,
-    ) -> Result<(AccountId, AccountId, Amount, Currency, Movement<'m>), StoreError> {
+    async fn resolve(&self, movement: &MoneyMove) -> Result<Movement, StoreError> {
         Ok(match movement {
-            MoneyMove::Transfer { transfer, owner } => (
-                transfer.from(),
-                transfer.to(),
-                transfer.amount(),
-                transfer.currency(),
-                Movement::Transfer {
-                    owner: owner.as_ref(),
-                },
-            ),
+            MoneyMove::Transfer { transfer, owner } => Movement {
+                from: transfer.from(),
+                to: transfer.to(),
+                amount: transfer.amount(),
+                currency: transfer.currency(),
+                kind: MovementKind::Transfer,
+                owner: owner.clone(),
+            },
             MoneyMove::Deposit {
                 account,
                 amount,
                 currency,
-            } => (
-                self.settlement_account(*currency).await?,
-                *account,
-                *amount,
-                *currency,
-                Movement::Deposit,
-            ),
+            } => Movement {
+                from: self.settlement_account(*currency).await?,
+                to: *account,
+                amount: *amount,
+                currency: *currency,
+                kind: MovementKind::Deposit,
+                owner: None,
+            },
             MoneyMove::Withdrawal {
                 account,
                 amount,
                 currency,
-            } => (
-                *account,
-                self.settlement_account(*currency).await?,
-                *amount,
-                *currency,
-                Movement::Withdrawal,
-            ),
+            } => Movement {
+                from: *account,
+                to: self.settlement_account(*currency).await?,
+                amount: *amount,
+                currency: *currency,
+                kind: MovementKind::Withdrawal,
+                owner: None,
+            },
         })
     }
 }

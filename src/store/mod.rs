@@ -9,6 +9,7 @@ mod accounts;
 mod error;
 mod group_commit;
 mod idempotency;
+mod rules;
 mod sessions;
 mod transfers;
 mod users;

@@ -7,50 +7,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::rules::{Movement, MovementKind, Verdict};
 use super::{Entity, Store, StoreError, decode, retrying};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, NewTransfer, Transfer,
     TransferId, TransferParties, TransferReceipt, Username,
 };
-
-/// Which rules the statement applies beyond the common ones.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Movement<'a> {
-    /// Customer to customer; `Some(owner)` requires the from-account to belong to `owner`.
-    Transfer { owner: Option<&'a Username> },
-    /// Settlement to customer.
-    Deposit,
-    /// Customer to settlement.
-    Withdrawal,
-}
-
-impl<'a> Movement<'a> {
-    /// The user the from-account must belong to, if any.
-    pub(super) fn owner(self) -> Option<&'a Username> {
-        match self {
-            Movement::Transfer { owner } => owner,
-            Movement::Deposit | Movement::Withdrawal => None,
-        }
-    }
-
-    /// The customer accounts of a movement from `from` to `to`: the settlement side of a deposit
-    /// or withdrawal is the bank's and is left out.
-    pub(super) fn customer_accounts(self, from: AccountId, to: AccountId) -> Vec<AccountId> {
-        match self {
-            Movement::Transfer { .. } => vec![from, to],
-            Movement::Deposit => vec![to],
-            Movement::Withdrawal => vec![from],
-        }
-    }
-
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Movement::Transfer { .. } => "transfer",
-            Movement::Deposit => "deposit",
-            Movement::Withdrawal => "withdrawal",
-        }
-    }
-}
 
 /// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
 /// own transaction, and sqlx sends it as a cached prepared statement (Bind/Execute/Sync in one
@@ -182,15 +144,14 @@ impl TransferStore for Store {
         cmd: &NewTransfer,
         owner: Option<Username>,
     ) -> Result<TransferReceipt, StoreError> {
-        self.move_money(
-            cmd.from(),
-            cmd.to(),
-            cmd.amount(),
-            cmd.currency(),
-            Movement::Transfer {
-                owner: owner.as_ref(),
-            },
-        )
+        self.move_money(Movement {
+            from: cmd.from(),
+            to: cmd.to(),
+            amount: cmd.amount(),
+            currency: cmd.currency(),
+            kind: MovementKind::Transfer,
+            owner,
+        })
         .await
     }
     async fn deposit(
@@ -199,9 +160,15 @@ impl TransferStore for Store {
         amount: Amount,
         currency: Currency,
     ) -> Result<TransferReceipt, StoreError> {
-        let bank = self.settlement_account(currency).await?;
-        self.move_money(bank, account, amount, currency, Movement::Deposit)
-            .await
+        self.move_money(Movement {
+            from: self.settlement_account(currency).await?,
+            to: account,
+            amount,
+            currency,
+            kind: MovementKind::Deposit,
+            owner: None,
+        })
+        .await
     }
     async fn withdraw(
         &self,
@@ -209,9 +176,15 @@ impl TransferStore for Store {
         amount: Amount,
         currency: Currency,
     ) -> Result<TransferReceipt, StoreError> {
-        let bank = self.settlement_account(currency).await?;
-        self.move_money(account, bank, amount, currency, Movement::Withdrawal)
-            .await
+        self.move_money(Movement {
+            from: account,
+            to: self.settlement_account(currency).await?,
+            amount,
+            currency,
+            kind: MovementKind::Withdrawal,
+            owner: None,
+        })
+        .await
     }
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
@@ -242,102 +215,63 @@ impl TransferStore for Store {
 }
 
 impl Store {
-    async fn move_money(
-        &self,
-        from: AccountId,
-        to: AccountId,
-        amount: Amount,
-        currency: Currency,
-        movement: Movement<'_>,
-    ) -> Result<TransferReceipt, StoreError> {
-        if from == to {
+    async fn move_money(&self, movement: Movement) -> Result<TransferReceipt, StoreError> {
+        if movement.from == movement.to {
             return Err(StoreError::SameAccount);
         }
         match &self.group_commit {
-            Some(group) => {
-                group
-                    .submit(self, from, to, amount, currency, movement)
-                    .await
-            }
-            None => {
-                self.move_money_alone(from, to, amount, currency, movement)
-                    .await
-            }
+            Some(group) => group.submit(self, movement).await,
+            None => self.move_money_alone(&movement).await,
         }
     }
 
     /// One movement in one statement, its own transaction.
     pub(super) async fn move_money_alone(
         &self,
-        from: AccountId,
-        to: AccountId,
-        amount: Amount,
-        currency: Currency,
-        movement: Movement<'_>,
+        movement: &Movement,
     ) -> Result<TransferReceipt, StoreError> {
         // Each account's share of the pool first (`account_gate.rs`).
-        let _pass = self
-            .gate
-            .enter(&movement.customer_accounts(from, to))
-            .await?;
-        let row = retrying(|| {
-            move_money_query(from, to, amount, currency, movement).fetch_one(&self.pool)
-        })
-        .await?;
-        receipt_from_row(&row, from, to, amount, currency)
+        let _pass = self.gate.enter(&movement.customer_accounts()).await?;
+        let row = retrying(|| move_money_query(movement).fetch_one(&self.pool)).await?;
+        receipt_from_row(&row, movement)
     }
 }
 
 /// `MOVE_MONEY` with its parameters bound, to run alone or inside a transaction.
-pub(super) fn move_money_query<'q>(
-    from: AccountId,
-    to: AccountId,
-    amount: Amount,
-    currency: Currency,
-    movement: Movement<'q>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+pub(super) fn move_money_query(
+    movement: &Movement,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(MOVE_MONEY)
-        .bind(from.get())
-        .bind(to.get())
-        .bind(amount.minor_units())
-        .bind(currency.code())
-        .bind(movement.as_str())
-        .bind(movement.owner().map(Username::as_str))
+        .bind(movement.from.get())
+        .bind(movement.to.get())
+        .bind(movement.amount.minor_units())
+        .bind(movement.currency.code())
+        .bind(movement.kind.as_str())
+        .bind(movement.owner.as_ref().map(Username::as_str))
 }
 
+/// The receipt of `MOVE_MONEY` (or of a replayed record, under the same column names), or the
+/// refusal its verdict names.
 pub(super) fn receipt_from_row(
     row: &PgRow,
-    from: AccountId,
-    to: AccountId,
-    amount: Amount,
-    currency: Currency,
+    movement: &Movement,
 ) -> Result<TransferReceipt, StoreError> {
-    let status: String = row.try_get("status")?;
-    let mismatch = |account: AccountId, column: &str| -> Result<StoreError, StoreError> {
-        Ok(StoreError::CurrencyMismatch {
-            account,
-            expected: currency,
-            actual: decode(row, column, |s: String| s.parse())?,
-        })
+    let verdict = Verdict::parse(&row.try_get::<String, _>("status")?)?;
+    let actual = match verdict {
+        Verdict::FromCurrencyMismatch => Some(decode(row, "from_currency", |s: String| s.parse())?),
+        Verdict::ToCurrencyMismatch => Some(decode(row, "to_currency", |s: String| s.parse())?),
+        _ => None,
     };
-    match status.as_str() {
-        "ok" => {}
-        "from_not_found" => return Err(StoreError::AccountNotFound(from)),
-        "to_not_found" => return Err(StoreError::AccountNotFound(to)),
-        "not_owner" => return Err(StoreError::NotOwner(from)),
-        "from_not_customer" => return Err(StoreError::NotCustomerAccount(from)),
-        "to_not_customer" => return Err(StoreError::NotCustomerAccount(to)),
-        "from_currency_mismatch" => return Err(mismatch(from, "from_currency")?),
-        "to_currency_mismatch" => return Err(mismatch(to, "to_currency")?),
-        "insufficient_funds" => return Err(StoreError::InsufficientFunds(from)),
-        "from_overflow" => return Err(StoreError::BalanceOverflow(from)),
-        "to_overflow" => return Err(StoreError::BalanceOverflow(to)),
-        other => {
-            return Err(StoreError::ConstraintViolated(format!(
-                "unknown transfer verdict {other}"
-            )));
-        }
+    if let Some(refusal) = verdict.refusal(movement, actual) {
+        return Err(refusal);
     }
+    let Movement {
+        from,
+        to,
+        amount,
+        currency,
+        ..
+    } = *movement;
 
     let transfer_id = decode(row, "transfer_id", TransferId::new)?;
     let created_at = row.try_get("transfer_created_at")?;

@@ -7,11 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
-use super::{Job, Kind};
 use crate::domain::{
     Account, AccountId, AccountKind, Currency, Entry, EntryId, Transfer, TransferId,
     TransferReceipt, Username,
 };
+use crate::store::rules::{self, Movement, Side, Verdict};
 use crate::store::{StoreError, decode};
 
 /// Why a batch did not commit, and whether it might have.
@@ -112,7 +112,7 @@ struct Accepted {
 /// would roll back only when its connection is next used, holding its row locks until then.
 pub(super) async fn apply(
     pool: &PgPool,
-    batch: &[Job],
+    batch: &[&Movement],
 ) -> Result<Vec<Result<TransferReceipt, StoreError>>, Failure> {
     let mut tx = pool
         .begin_with(BEGIN_BATCH)
@@ -132,7 +132,7 @@ pub(super) async fn apply(
 
 async fn judge_and_write(
     tx: &mut sqlx::PgConnection,
-    batch: &[Job],
+    batch: &[&Movement],
 ) -> Result<Vec<Result<TransferReceipt, StoreError>>, StoreError> {
     let ids: Vec<i64> = batch
         .iter()
@@ -172,14 +172,15 @@ async fn judge_and_write(
         })
         .collect();
 
-    let accepted: Vec<(&Job, Accepted)> = batch
+    let accepted: Vec<(&Movement, Accepted)> = batch
         .iter()
         .zip(&verdicts)
-        .filter_map(|(job, verdict)| verdict.as_ref().ok().map(|a| (job, *a)))
+        .filter_map(|(job, verdict)| verdict.as_ref().ok().map(|a| (*job, *a)))
         .collect();
     let mut written = Vec::new().into_iter();
     if !accepted.is_empty() {
-        let column = |f: fn(&(&Job, Accepted)) -> i64| accepted.iter().map(f).collect::<Vec<_>>();
+        let column =
+            |f: fn(&(&Movement, Accepted)) -> i64| accepted.iter().map(f).collect::<Vec<_>>();
         let touched: BTreeSet<AccountId> = accepted
             .iter()
             .flat_map(|(job, _)| [job.from, job.to])
@@ -232,51 +233,44 @@ async fn judge_and_write(
         .collect()
 }
 
-/// `MOVE_MONEY`'s rules, in its order, for one movement against the balances so far. The order
-/// matters as much as the rules: a stranger learns nothing about the to-account, currencies or
-/// balances before ownership of the from-account is established.
-fn judge(job: &Job, from: Option<&Locked>, to: Option<&Locked>) -> Result<Accepted, StoreError> {
-    let f = from.ok_or(StoreError::AccountNotFound(job.from))?;
-    if let Some(owner) = &job.owner
-        && f.owner != *owner
-    {
-        return Err(StoreError::NotOwner(job.from));
-    }
-    let t = to.ok_or(StoreError::AccountNotFound(job.to))?;
-    if f.kind != AccountKind::Customer && job.kind != Kind::Deposit {
-        return Err(StoreError::NotCustomerAccount(job.from));
-    }
-    if t.kind != AccountKind::Customer && job.kind != Kind::Withdrawal {
-        return Err(StoreError::NotCustomerAccount(job.to));
-    }
-    for (account, side) in [(job.from, f), (job.to, t)] {
-        if side.currency != job.currency {
-            return Err(StoreError::CurrencyMismatch {
-                account,
-                expected: job.currency,
-                actual: side.currency,
-            });
+/// The rules (`rules::judge`) for one movement against the balances the batch has reached, and
+/// the balances it leaves behind if accepted.
+fn judge(
+    movement: &Movement,
+    from: Option<&Locked>,
+    to: Option<&Locked>,
+) -> Result<Accepted, StoreError> {
+    fn side(locked: &Locked) -> Side<'_> {
+        Side {
+            owner: &locked.owner,
+            currency: locked.currency,
+            balance: locked.balance,
+            kind: locked.kind,
         }
     }
-    let amount = job.amount.minor_units();
-    if f.kind == AccountKind::Customer && f.balance < amount {
-        return Err(StoreError::InsufficientFunds(job.from));
+    let verdict = rules::judge(movement, from.map(side), to.map(side));
+    let actual = match verdict {
+        Verdict::FromCurrencyMismatch => from.map(|f| f.currency),
+        Verdict::ToCurrencyMismatch => to.map(|t| t.currency),
+        _ => None,
+    };
+    if let Some(refusal) = verdict.refusal(movement, actual) {
+        return Err(refusal);
     }
+    let (Some(f), Some(t)) = (from, to) else {
+        unreachable!("an accepted movement has both its accounts");
+    };
+    // The verdict checked both for overflow.
+    let amount = movement.amount.minor_units();
     Ok(Accepted {
-        from_after: f
-            .balance
-            .checked_sub(amount)
-            .ok_or(StoreError::BalanceOverflow(job.from))?,
-        to_after: t
-            .balance
-            .checked_add(amount)
-            .ok_or(StoreError::BalanceOverflow(job.to))?,
+        from_after: f.balance - amount,
+        to_after: t.balance + amount,
     })
 }
 
 /// The same receipt the one-statement path gives: the accounts as this movement left them.
 fn receipt(
-    job: &Job,
+    job: &Movement,
     accepted: Accepted,
     accounts: &HashMap<AccountId, Locked>,
     row: &sqlx::postgres::PgRow,
@@ -318,85 +312,4 @@ fn receipt(
         from_account: account(job.from, accepted.from_after),
         to_account: account(job.to, accepted.to_after),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use tokio::sync::oneshot;
-
-    use super::*;
-    use crate::domain::Amount;
-
-    fn locked(owner: &str, kind: AccountKind, balance: i64) -> Locked {
-        Locked {
-            owner: Username::parse(owner).unwrap(),
-            currency: Currency::Usd,
-            balance,
-            kind,
-            created_at: Utc::now(),
-        }
-    }
-
-    fn job(kind: Kind, owner: Option<&str>, amount: i64) -> Job {
-        Job {
-            from: AccountId::new(1).unwrap(),
-            to: AccountId::new(2).unwrap(),
-            amount: Amount::new(amount).unwrap(),
-            currency: Currency::Usd,
-            kind,
-            owner: owner.map(|o| Username::parse(o).unwrap()),
-            arrived: Instant::now(),
-            reply: oneshot::channel().0,
-        }
-    }
-
-    #[test]
-    fn a_stranger_learns_nothing_about_the_to_account() {
-        let alice = locked("alice", AccountKind::Customer, 0);
-        let err = judge(
-            &job(Kind::Transfer, Some("mallory"), 10),
-            Some(&alice),
-            None,
-        )
-        .unwrap_err();
-        assert!(matches!(err, StoreError::NotOwner(_)), "{err:?}");
-    }
-
-    #[test]
-    fn funds_are_checked_for_customers_only() {
-        let bank = locked("simplebank", AccountKind::Settlement, -100);
-        let bob = locked("bob", AccountKind::Customer, 5);
-        let ok = judge(&job(Kind::Deposit, None, 10), Some(&bank), Some(&bob)).unwrap();
-        assert_eq!((ok.from_after, ok.to_after), (-110, 15));
-        let err = judge(&job(Kind::Transfer, None, 10), Some(&bob), Some(&bob)).unwrap_err();
-        assert!(matches!(err, StoreError::InsufficientFunds(_)), "{err:?}");
-    }
-
-    #[test]
-    fn settlement_accounts_only_on_their_own_side() {
-        let bank = locked("simplebank", AccountKind::Settlement, 0);
-        let bob = locked("bob", AccountKind::Customer, 50);
-        for (kind, from, to) in [
-            (Kind::Transfer, &bank, &bob),
-            (Kind::Transfer, &bob, &bank),
-            (Kind::Withdrawal, &bank, &bob),
-            (Kind::Deposit, &bob, &bank),
-        ] {
-            let err = judge(&job(kind, None, 1), Some(from), Some(to)).unwrap_err();
-            assert!(matches!(err, StoreError::NotCustomerAccount(_)), "{err:?}");
-        }
-    }
-
-    #[test]
-    fn overflow_is_refused_not_wrapped() {
-        let rich = locked("bob", AccountKind::Customer, i64::MAX);
-        let alice = locked("alice", AccountKind::Customer, 10);
-        let err = judge(&job(Kind::Transfer, None, 10), Some(&alice), Some(&rich)).unwrap_err();
-        assert!(
-            matches!(err, StoreError::BalanceOverflow(id) if id.get() == 2),
-            "{err:?}"
-        );
-    }
 }

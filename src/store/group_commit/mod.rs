@@ -41,9 +41,9 @@ mod batch;
 
 use batch::{Failure, apply};
 
-use super::transfers::Movement;
+use super::rules::Movement;
 use super::{Store, StoreError, retrying_when};
-use crate::domain::{AccountId, Amount, Currency, TransferReceipt, Username};
+use crate::domain::TransferReceipt;
 
 /// How group commit behaves (`GROUP_COMMIT`, `GROUP_COMMIT_WINDOW`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,24 +71,10 @@ impl Default for GroupCommitSettings {
 /// The most a window may be: every movement in a batch waits for it.
 pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(2);
 
-/// Which rules apply beyond the common ones; `Movement` without the borrowed owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Transfer,
-    Deposit,
-    Withdrawal,
-}
-
 /// One movement waiting for its batch, and where its answer goes.
 #[derive(Debug)]
 struct Job {
-    from: AccountId,
-    to: AccountId,
-    amount: Amount,
-    currency: Currency,
-    kind: Kind,
-    /// For a transfer: the user the from-account must belong to, if any.
-    owner: Option<Username>,
+    movement: Movement,
     arrived: Instant,
     reply: oneshot::Sender<Result<TransferReceipt, StoreError>>,
 }
@@ -96,25 +82,7 @@ struct Job {
 impl Job {
     /// This movement in a transaction of its own, through the one-statement path.
     async fn run_alone(&self, single: &Store) -> Result<TransferReceipt, StoreError> {
-        single
-            .move_money_alone(
-                self.from,
-                self.to,
-                self.amount,
-                self.currency,
-                self.movement(),
-            )
-            .await
-    }
-
-    fn movement(&self) -> Movement<'_> {
-        match self.kind {
-            Kind::Transfer => Movement::Transfer {
-                owner: self.owner.as_ref(),
-            },
-            Kind::Deposit => Movement::Deposit,
-            Kind::Withdrawal => Movement::Withdrawal,
-        }
+        single.move_money_alone(&self.movement).await
     }
 }
 
@@ -143,25 +111,11 @@ impl GroupCommit {
     pub(super) async fn submit(
         &self,
         single: &Store,
-        from: AccountId,
-        to: AccountId,
-        amount: Amount,
-        currency: Currency,
-        movement: Movement<'_>,
+        movement: Movement,
     ) -> Result<TransferReceipt, StoreError> {
-        let (kind, owner) = match movement {
-            Movement::Transfer { owner } => (Kind::Transfer, owner.cloned()),
-            Movement::Deposit => (Kind::Deposit, None),
-            Movement::Withdrawal => (Kind::Withdrawal, None),
-        };
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            from,
-            to,
-            amount,
-            currency,
-            kind,
-            owner,
+            movement,
             arrived: Instant::now(),
             reply,
         };
@@ -222,7 +176,8 @@ async fn run_batch(single: &Store, batch: Vec<Job>) {
 
     let conflicted =
         |failure: &Failure| matches!(failure, Failure::BeforeCommit(StoreError::Contended));
-    let failure = match retrying_when(conflicted, || apply(single.pool(), &batch)).await {
+    let movements: Vec<&Movement> = batch.iter().map(|job| &job.movement).collect();
+    let failure = match retrying_when(conflicted, || apply(single.pool(), &movements)).await {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that went away no longer needs its answer; the money moved anyway.

@@ -1,0 +1,260 @@
+//! The rules of a money movement, in one place: the movement both paths carry (`Movement`), the
+//! verdict both give (`Verdict`), and `judge`, the rules in Rust.
+//!
+//! The one-statement path applies the same rules in SQL (`MOVE_MONEY`'s `verdict` CTE), under its
+//! row locks, and returns the verdict's name; `Verdict::parse` reads it back, once, and
+//! `Verdict::refusal` turns either path's verdict into the same error. The group-commit path
+//! calls `judge` on the balances its batch has reached. The integration test
+//! `store::rules_agree` runs random batches through both paths from the same starting ledger and
+//! requires the same verdicts, balances and entries.
+
+use super::StoreError;
+use crate::domain::{AccountId, AccountKind, Amount, Currency, Username};
+
+/// Which rules apply beyond the common ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovementKind {
+    /// Customer to customer.
+    Transfer,
+    /// Settlement to customer.
+    Deposit,
+    /// Customer to settlement.
+    Withdrawal,
+}
+
+impl MovementKind {
+    /// The name `MOVE_MONEY` takes (`$5`), and the operation's name in records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Transfer => "transfer",
+            MovementKind::Deposit => "deposit",
+            MovementKind::Withdrawal => "withdrawal",
+        }
+    }
+}
+
+/// One money movement with both its accounts known, as both paths move it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    pub from: AccountId,
+    pub to: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub kind: MovementKind,
+    /// For a transfer: the user the from-account must belong to, if any.
+    pub owner: Option<Username>,
+}
+
+impl Movement {
+    /// The customer accounts it touches: the settlement side of a deposit or withdrawal is the
+    /// bank's and is left out (`account_gate.rs` shares the pool among customer accounts).
+    pub fn customer_accounts(&self) -> Vec<AccountId> {
+        match self.kind {
+            MovementKind::Transfer => vec![self.from, self.to],
+            MovementKind::Deposit => vec![self.to],
+            MovementKind::Withdrawal => vec![self.from],
+        }
+    }
+}
+
+/// An account as the rules see it, under its row lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    pub owner: &'a Username,
+    pub currency: Currency,
+    pub balance: i64,
+    pub kind: AccountKind,
+}
+
+/// What the rules say about one movement, in the order they are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    FromNotFound,
+    NotOwner,
+    ToNotFound,
+    FromNotCustomer,
+    ToNotCustomer,
+    FromCurrencyMismatch,
+    ToCurrencyMismatch,
+    InsufficientFunds,
+    FromOverflow,
+    ToOverflow,
+}
+
+impl Verdict {
+    const ALL: [Verdict; 11] = [
+        Verdict::Ok,
+        Verdict::FromNotFound,
+        Verdict::NotOwner,
+        Verdict::ToNotFound,
+        Verdict::FromNotCustomer,
+        Verdict::ToNotCustomer,
+        Verdict::FromCurrencyMismatch,
+        Verdict::ToCurrencyMismatch,
+        Verdict::InsufficientFunds,
+        Verdict::FromOverflow,
+        Verdict::ToOverflow,
+    ];
+
+    /// The name `MOVE_MONEY` returns and an idempotency record stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::FromNotFound => "from_not_found",
+            Verdict::NotOwner => "not_owner",
+            Verdict::ToNotFound => "to_not_found",
+            Verdict::FromNotCustomer => "from_not_customer",
+            Verdict::ToNotCustomer => "to_not_customer",
+            Verdict::FromCurrencyMismatch => "from_currency_mismatch",
+            Verdict::ToCurrencyMismatch => "to_currency_mismatch",
+            Verdict::InsufficientFunds => "insufficient_funds",
+            Verdict::FromOverflow => "from_overflow",
+            Verdict::ToOverflow => "to_overflow",
+        }
+    }
+
+    /// A name from the database; one this server does not know is a broken invariant.
+    pub fn parse(name: &str) -> Result<Self, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|verdict| verdict.as_str() == name)
+            .ok_or_else(|| {
+                StoreError::ConstraintViolated(format!("unknown transfer verdict {name}"))
+            })
+    }
+
+    /// The refusal of `movement`, or `None` for `Ok`. A currency mismatch names the account's
+    /// actual currency, which only the path that read it knows (`actual`).
+    pub fn refusal(self, movement: &Movement, actual: Option<Currency>) -> Option<StoreError> {
+        let mismatch = |account| StoreError::CurrencyMismatch {
+            account,
+            expected: movement.currency,
+            actual: actual.unwrap_or(movement.currency),
+        };
+        Some(match self {
+            Verdict::Ok => return None,
+            Verdict::FromNotFound => StoreError::AccountNotFound(movement.from),
+            Verdict::NotOwner => StoreError::NotOwner(movement.from),
+            Verdict::ToNotFound => StoreError::AccountNotFound(movement.to),
+            Verdict::FromNotCustomer => StoreError::NotCustomerAccount(movement.from),
+            Verdict::ToNotCustomer => StoreError::NotCustomerAccount(movement.to),
+            Verdict::FromCurrencyMismatch => mismatch(movement.from),
+            Verdict::ToCurrencyMismatch => mismatch(movement.to),
+            Verdict::InsufficientFunds => StoreError::InsufficientFunds(movement.from),
+            Verdict::FromOverflow => StoreError::BalanceOverflow(movement.from),
+            Verdict::ToOverflow => StoreError::BalanceOverflow(movement.to),
+        })
+    }
+}
+
+/// The rules, in `MOVE_MONEY`'s order. The order matters as much as the rules: a stranger learns
+/// nothing about the to-account, currencies or balances before ownership of the from-account is
+/// established.
+pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) -> Verdict {
+    let Some(f) = from else {
+        return Verdict::FromNotFound;
+    };
+    if movement
+        .owner
+        .as_ref()
+        .is_some_and(|owner| f.owner != owner)
+    {
+        return Verdict::NotOwner;
+    }
+    let Some(t) = to else {
+        return Verdict::ToNotFound;
+    };
+    let amount = movement.amount.minor_units();
+    if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit {
+        Verdict::FromNotCustomer
+    } else if t.kind != AccountKind::Customer && movement.kind != MovementKind::Withdrawal {
+        Verdict::ToNotCustomer
+    } else if f.currency != movement.currency {
+        Verdict::FromCurrencyMismatch
+    } else if t.currency != movement.currency {
+        Verdict::ToCurrencyMismatch
+    } else if f.kind == AccountKind::Customer && f.balance < amount {
+        Verdict::InsufficientFunds
+    } else if f.balance.checked_sub(amount).is_none() {
+        Verdict::FromOverflow
+    } else if t.balance.checked_add(amount).is_none() {
+        Verdict::ToOverflow
+    } else {
+        Verdict::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verdict_reads_back_from_its_name() {
+        for verdict in Verdict::ALL {
+            assert_eq!(Verdict::parse(verdict.as_str()).unwrap(), verdict);
+        }
+        assert!(Verdict::parse("maybe").is_err());
+    }
+
+    fn movement(kind: MovementKind, owner: Option<&str>, amount: i64) -> Movement {
+        Movement {
+            from: AccountId::new(1).unwrap(),
+            to: AccountId::new(2).unwrap(),
+            amount: Amount::new(amount).unwrap(),
+            currency: Currency::Usd,
+            kind,
+            owner: owner.map(|o| Username::parse(o).unwrap()),
+        }
+    }
+
+    fn side(owner: &Username, kind: AccountKind, balance: i64) -> Side<'_> {
+        Side {
+            owner,
+            currency: Currency::Usd,
+            balance,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_stranger_learns_nothing_about_the_to_account() {
+        let alice = Username::parse("alice").unwrap();
+        let m = movement(MovementKind::Transfer, Some("mallory"), 10);
+        let from = Some(side(&alice, AccountKind::Customer, 0));
+        assert_eq!(judge(&m, from, None), Verdict::NotOwner);
+        assert_eq!(judge(&m, None, None), Verdict::FromNotFound);
+    }
+
+    #[test]
+    fn funds_are_checked_for_customers_only_and_overflow_is_refused() {
+        let bank = Username::parse("bank").unwrap();
+        let alice = Username::parse("alice").unwrap();
+        let deposit = movement(MovementKind::Deposit, None, 10);
+        let settlement = side(&bank, AccountKind::Settlement, 0);
+        let customer = side(&alice, AccountKind::Customer, 0);
+        assert_eq!(
+            judge(&deposit, Some(settlement), Some(customer)),
+            Verdict::Ok
+        );
+        let transfer = movement(MovementKind::Transfer, None, 10);
+        assert_eq!(
+            judge(&transfer, Some(customer), Some(customer)),
+            Verdict::InsufficientFunds
+        );
+        let full = side(&alice, AccountKind::Customer, i64::MAX);
+        assert_eq!(
+            judge(&deposit, Some(settlement), Some(full)),
+            Verdict::ToOverflow
+        );
+        let drained = side(&bank, AccountKind::Settlement, i64::MIN + 5);
+        assert_eq!(
+            judge(&deposit, Some(drained), Some(customer)),
+            Verdict::FromOverflow
+        );
+        assert_eq!(
+            judge(&transfer, Some(settlement), Some(customer)),
+            Verdict::FromNotCustomer
+        );
+    }
+}
