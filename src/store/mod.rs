@@ -38,6 +38,7 @@ pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]
 pub use idempotency::MockIdempotentStore;
 pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};
+pub use rules::{Movement, MovementKind};
 #[cfg(test)]
 pub use sessions::MockSessionStore;
 pub use sessions::{NewSession, SessionStore};
@@ -221,4 +222,28 @@ where
             source: Box::new(e),
         })
     })
+}
+
+/// The two paths of a money movement, called directly: for the test that requires them to agree
+/// (`tests/integration/store/rules_agree.rs`). Not for serving: these skip the checks `transfer`,
+/// `deposit` and `withdraw` make first (two different accounts) and group commit's queue.
+#[doc(hidden)]
+pub mod paths {
+    use super::rules::Movement;
+    use super::{Store, StoreError};
+    use crate::domain::TransferReceipt;
+
+    /// `movements` as one group-commit batch: one transaction, judged in order.
+    pub async fn as_one_batch(
+        store: &Store,
+        movements: &[Movement],
+    ) -> Result<Vec<Result<TransferReceipt, StoreError>>, String> {
+        let refs: Vec<&Movement> = movements.iter().collect();
+        super::group_commit::apply_batch(store.pool(), &refs).await
+    }
+
+    /// One movement through the one-statement path (`MOVE_MONEY`), its own transaction.
+    pub async fn alone(store: &Store, movement: &Movement) -> Result<TransferReceipt, StoreError> {
+        store.move_money_alone(movement).await
+    }
 }

@@ -165,6 +165,16 @@ async fn collect(mut jobs: mpsc::Receiver<Job>, single: Store, settings: GroupCo
     }
 }
 
+/// One batch applied as a lane applies it (no retry, no fall-back), for `store::paths`.
+pub(super) async fn apply_batch(
+    pool: &sqlx::PgPool,
+    movements: &[&Movement],
+) -> Result<Vec<Result<TransferReceipt, StoreError>>, String> {
+    apply(pool, movements)
+        .await
+        .map_err(|failure| format!("{failure:?}"))
+}
+
 /// Applies one batch and answers every movement in it.
 async fn run_batch(single: &Store, batch: Vec<Job>) {
     if batch.len() == 1 {

@@ -6,6 +6,7 @@ mod group_commit;
 mod idempotency;
 mod migrations;
 mod pagination;
+mod rules_agree;
 mod sessions_and_updates;
 mod transfers;
 mod users_and_accounts;
