@@ -69,7 +69,7 @@ row_id!(
     "entry_id"
 );
 
-/// Customer accounts belong to users and never go below zero. Settlement accounts belong to the
+/// Customer accounts belong to users and never go below minus their overdraft limit. Settlement accounts belong to the
 /// bank, one per currency, and are the other side of every deposit and withdrawal, so they may go
 /// negative: their balance is minus the money customers hold in that currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +97,42 @@ impl FromStr for AccountKind {
             _ => Err(ValidationError::new(
                 "kind",
                 "must be \"customer\" or \"settlement\"",
+            )),
+        }
+    }
+}
+
+/// Where a customer account stands (SPEC §6). Settlement accounts are always active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountStatus {
+    Active,
+    /// No debits by the customer; credits still land.
+    Frozen,
+    /// Final, and only at a zero balance: nothing moves in or out.
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+}
+
+impl FromStr for AccountStatus {
+    type Err = ValidationError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "active" => Ok(AccountStatus::Active),
+            "frozen" => Ok(AccountStatus::Frozen),
+            "closed" => Ok(AccountStatus::Closed),
+            _ => Err(ValidationError::new(
+                "status",
+                "must be \"active\", \"frozen\" or \"closed\"",
             )),
         }
     }

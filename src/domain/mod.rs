@@ -12,7 +12,7 @@ mod records;
 mod user;
 mod verification;
 
-pub use account::{AccountId, AccountKind, EntryId, TransferId};
+pub use account::{AccountId, AccountKind, AccountStatus, EntryId, TransferId};
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use money::{Amount, Currency};
 pub use page::{PageKind, PageSize, PageToken};

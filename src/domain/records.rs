@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use super::{
-    AccountId, AccountKind, Amount, Currency, Email, EntryId, FullName, Role, TransferId, Username,
-    ValidationError, VerificationCode,
+    AccountId, AccountKind, AccountStatus, Amount, Currency, Email, EntryId, FullName, Role,
+    TransferId, Username, ValidationError, VerificationCode,
 };
 
 #[derive(Debug, Clone)]
@@ -36,9 +36,13 @@ pub struct Account {
     pub id: AccountId,
     pub owner: Username,
     pub currency: Currency,
-    /// Minor units. Never negative for customer accounts (a database constraint holds it).
+    /// Minor units. Never below `-overdraft_limit` for customer accounts (a database constraint
+    /// holds it).
     pub balance: i64,
     pub kind: AccountKind,
+    pub status: AccountStatus,
+    /// How far below zero a banker lets this customer account go; 0 for settlement accounts.
+    pub overdraft_limit: i64,
     pub created_at: DateTime<Utc>,
 }
 

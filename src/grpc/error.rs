@@ -21,6 +21,8 @@ pub fn code_of(code: ErrorCode) -> Code {
         ErrorCode::Conflict => Code::Aborted,
         ErrorCode::InsufficientFunds
         | ErrorCode::CurrencyMismatch
+        | ErrorCode::AccountFrozen
+        | ErrorCode::AccountClosed
         | ErrorCode::IdempotencyMismatch => Code::FailedPrecondition,
         ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,

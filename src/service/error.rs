@@ -18,6 +18,8 @@ pub enum ErrorCode {
     InsufficientFunds,
     CurrencyMismatch,
     IdempotencyMismatch,
+    AccountFrozen,
+    AccountClosed,
     RateLimited,
     Unavailable,
     Internal,
@@ -35,6 +37,8 @@ impl ErrorCode {
             ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::CurrencyMismatch => "currency_mismatch",
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::AccountFrozen => "account_frozen",
+            ErrorCode::AccountClosed => "account_closed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -64,6 +68,10 @@ pub enum ServiceError {
     #[error("{0}")]
     CurrencyMismatch(String),
     #[error("{0}")]
+    AccountFrozen(String),
+    #[error("{0}")]
+    AccountClosed(String),
+    #[error("{0}")]
     IdempotencyMismatch(&'static str),
     /// Too many attempts; the client may try again after `retry_after`.
     #[error("rate limited for {retry_after:?}")]
@@ -85,6 +93,8 @@ impl ServiceError {
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
             ServiceError::CurrencyMismatch(_) => ErrorCode::CurrencyMismatch,
+            ServiceError::AccountFrozen(_) => ErrorCode::AccountFrozen,
+            ServiceError::AccountClosed(_) => ErrorCode::AccountClosed,
             ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
@@ -107,7 +117,9 @@ impl ServiceError {
             | ServiceError::AlreadyExists(message)
             | ServiceError::Conflict(message)
             | ServiceError::InsufficientFunds(message)
-            | ServiceError::CurrencyMismatch(message) => message.clone(),
+            | ServiceError::CurrencyMismatch(message)
+            | ServiceError::AccountFrozen(message)
+            | ServiceError::AccountClosed(message) => message.clone(),
             ServiceError::RateLimited { .. } => format!(
                 "too many attempts; try again in {} s",
                 self.retry_after_secs().unwrap_or(1)
@@ -188,6 +200,20 @@ impl From<StoreError> for ServiceError {
             } => ServiceError::CurrencyMismatch(format!(
                 "account {account} holds {actual}, not {expected}"
             )),
+            StoreError::AccountFrozen(id) => ServiceError::AccountFrozen(format!(
+                "account {id} is frozen: it takes no debits until a banker unfreezes it"
+            )),
+            StoreError::AccountClosed(id) => ServiceError::AccountClosed(format!(
+                "account {id} is closed: nothing moves in or out of it"
+            )),
+            StoreError::AccountNotEmpty(id) => ServiceError::invalid(
+                "status",
+                format!("account {id} can be closed only at a zero balance"),
+            ),
+            StoreError::LimitBelowDebt(id) => ServiceError::invalid(
+                "limit",
+                format!("must be at least what account {id} owes now"),
+            ),
             StoreError::InsufficientFunds(id) => {
                 ServiceError::InsufficientFunds(format!("account {id} has insufficient funds"))
             }

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::*;
 use crate::auth::{Passwords, Principal, TokenMaker, TokenType};
 use crate::domain::{
-    Account, AccountId, AccountKind, Amount, Currency, Email, FullName, IdempotencyKey,
-    NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties, User, Username,
-    VerificationCode, VerifyOutcome,
+    Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Email, FullName,
+    IdempotencyKey, NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties,
+    User, Username, VerificationCode, VerifyOutcome,
 };
 use crate::store::{
     Entity, KeyedOutcome, MockAccountStore, MockIdempotentStore, MockSessionStore,
@@ -78,6 +78,8 @@ fn account(id: i64, owner: &str) -> Account {
         currency: Currency::Usd,
         balance: 100,
         kind: AccountKind::Customer,
+        status: AccountStatus::Active,
+        overdraft_limit: 0,
         created_at: Utc::now(),
     }
 }

@@ -5,12 +5,15 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{Page, Store, StoreError, decode};
-use crate::domain::{Account, AccountId, Currency, Entry, EntryId, PageSize, TransferId, Username};
+use crate::domain::{
+    Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, PageSize, TransferId,
+    Username,
+};
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`).
 macro_rules! account_columns {
     () => {
-        "id, owner, currency, balance, kind, created_at"
+        "id, owner, currency, balance, kind, status, overdraft_limit, created_at"
     };
 }
 
@@ -56,6 +59,19 @@ pub trait AccountStore: Send + Sync {
         before: Option<EntryId>,
         size: PageSize,
     ) -> Result<Page<Entry, EntryId>, StoreError>;
+    /// A banker's change of a customer account's status, with the reason kept beside it.
+    /// Refused for a settlement account (`NotCustomerAccount`), for a closed one
+    /// (`AccountClosed`: closing is final) and, when closing, for one that holds money
+    /// (`AccountNotEmpty`). Setting the status it already has changes nothing.
+    async fn set_account_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<String>,
+    ) -> Result<Account, StoreError>;
+    /// A banker's overdraft limit: how far below zero the balance may go. Refused below the
+    /// account's current debt (`LimitBelowDebt`), for a settlement or a closed account.
+    async fn set_overdraft_limit(&self, id: AccountId, limit: i64) -> Result<Account, StoreError>;
 }
 
 #[async_trait]
@@ -135,6 +151,88 @@ impl AccountStore for Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(entries, size.get(), |e| e.id))
     }
+
+    async fn set_account_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<String>,
+    ) -> Result<Account, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = lock_customer_account(&mut tx, id).await?;
+        if current.status == status {
+            tx.rollback().await?;
+            return Ok(current);
+        }
+        if current.status == AccountStatus::Closed {
+            tx.rollback().await?;
+            return Err(StoreError::AccountClosed(id));
+        }
+        let changed = sqlx::query(concat!(
+            "UPDATE accounts SET status = $2, status_reason = $3 WHERE id = $1 RETURNING ",
+            account_columns!()
+        ))
+        .bind(id.get())
+        .bind(status.as_str())
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            // The balance is not zero: `accounts_closed_empty` (the lock above keeps it so).
+            StoreError::ConstraintViolated(c) if c == "accounts_closed_empty" => {
+                StoreError::AccountNotEmpty(id)
+            }
+            other => other,
+        })?;
+        tx.commit().await?;
+        account_from_row(&changed)
+    }
+
+    async fn set_overdraft_limit(&self, id: AccountId, limit: i64) -> Result<Account, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = lock_customer_account(&mut tx, id).await?;
+        if current.status == AccountStatus::Closed {
+            tx.rollback().await?;
+            return Err(StoreError::AccountClosed(id));
+        }
+        let changed = sqlx::query(concat!(
+            "UPDATE accounts SET overdraft_limit = $2 WHERE id = $1 RETURNING ",
+            account_columns!()
+        ))
+        .bind(id.get())
+        .bind(limit)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::ConstraintViolated(c) if c == "accounts_balance_within_limit" => {
+                StoreError::LimitBelowDebt(id)
+            }
+            other => other,
+        })?;
+        tx.commit().await?;
+        account_from_row(&changed)
+    }
+}
+
+/// The account, row-locked for the rest of `tx`, if it is a customer's.
+async fn lock_customer_account(
+    tx: &mut sqlx::PgConnection,
+    id: AccountId,
+) -> Result<Account, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id = $1 FOR NO KEY UPDATE"
+    ))
+    .bind(id.get())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::AccountNotFound(id))?;
+    let account = account_from_row(&row)?;
+    if account.kind != AccountKind::Customer {
+        return Err(StoreError::NotCustomerAccount(id));
+    }
+    Ok(account)
 }
 
 pub(super) fn account_from_row(row: &PgRow) -> Result<Account, StoreError> {
@@ -144,6 +242,8 @@ pub(super) fn account_from_row(row: &PgRow) -> Result<Account, StoreError> {
         currency: decode(row, "currency", |s: String| s.parse())?,
         balance: row.try_get("balance")?,
         kind: decode(row, "kind", |s: String| s.parse())?,
+        status: decode(row, "status", |s: String| s.parse())?,
+        overdraft_limit: row.try_get("overdraft_limit")?,
         created_at: row.try_get("created_at")?,
     })
 }

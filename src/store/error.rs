@@ -56,6 +56,14 @@ pub enum StoreError {
         expected: Currency,
         actual: Currency,
     },
+    #[error("account {0} is frozen")]
+    AccountFrozen(AccountId),
+    #[error("account {0} is closed")]
+    AccountClosed(AccountId),
+    #[error("account {0} still holds money")]
+    AccountNotEmpty(AccountId),
+    #[error("the overdraft limit of account {0} would be below its debt")]
+    LimitBelowDebt(AccountId),
     #[error("insufficient funds in account {0}")]
     InsufficientFunds(AccountId),
     #[error("the balance of account {0} would overflow")]

@@ -86,8 +86,10 @@ SELECT k.request_hash,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
        te.created_at AS to_entry_created_at,
        fa.owner AS from_owner, fe.balance_after AS from_balance, fa.kind AS from_kind,
+       fa.status AS from_status, fa.overdraft_limit AS from_overdraft_limit,
        fa.created_at AS from_created_at,
        ta.owner AS to_owner, te.balance_after AS to_balance, ta.kind AS to_kind,
+       ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
        ta.created_at AS to_created_at
 FROM idempotency_keys k
 LEFT JOIN transfers tr ON tr.id = k.transfer_id

@@ -9,7 +9,7 @@
 //! requires the same verdicts, balances and entries.
 
 use super::StoreError;
-use crate::domain::{AccountId, AccountKind, Amount, Currency, Username};
+use crate::domain::{AccountId, AccountKind, AccountStatus, Amount, Currency, Username};
 
 /// Which rules apply beyond the common ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct Side<'a> {
     pub currency: Currency,
     pub balance: i64,
     pub kind: AccountKind,
+    pub status: AccountStatus,
+    pub overdraft_limit: i64,
 }
 
 /// What the rules say about one movement, in the order they are checked.
@@ -75,6 +77,9 @@ pub enum Verdict {
     ToNotFound,
     FromNotCustomer,
     ToNotCustomer,
+    FromClosed,
+    ToClosed,
+    FromFrozen,
     FromCurrencyMismatch,
     ToCurrencyMismatch,
     InsufficientFunds,
@@ -83,13 +88,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    const ALL: [Verdict; 11] = [
+    const ALL: [Verdict; 14] = [
         Verdict::Ok,
         Verdict::FromNotFound,
         Verdict::NotOwner,
         Verdict::ToNotFound,
         Verdict::FromNotCustomer,
         Verdict::ToNotCustomer,
+        Verdict::FromClosed,
+        Verdict::ToClosed,
+        Verdict::FromFrozen,
         Verdict::FromCurrencyMismatch,
         Verdict::ToCurrencyMismatch,
         Verdict::InsufficientFunds,
@@ -106,6 +114,9 @@ impl Verdict {
             Verdict::ToNotFound => "to_not_found",
             Verdict::FromNotCustomer => "from_not_customer",
             Verdict::ToNotCustomer => "to_not_customer",
+            Verdict::FromClosed => "from_closed",
+            Verdict::ToClosed => "to_closed",
+            Verdict::FromFrozen => "from_frozen",
             Verdict::FromCurrencyMismatch => "from_currency_mismatch",
             Verdict::ToCurrencyMismatch => "to_currency_mismatch",
             Verdict::InsufficientFunds => "insufficient_funds",
@@ -139,6 +150,9 @@ impl Verdict {
             Verdict::ToNotFound => StoreError::AccountNotFound(movement.to),
             Verdict::FromNotCustomer => StoreError::NotCustomerAccount(movement.from),
             Verdict::ToNotCustomer => StoreError::NotCustomerAccount(movement.to),
+            Verdict::FromClosed => StoreError::AccountClosed(movement.from),
+            Verdict::ToClosed => StoreError::AccountClosed(movement.to),
+            Verdict::FromFrozen => StoreError::AccountFrozen(movement.from),
             Verdict::FromCurrencyMismatch => mismatch(movement.from),
             Verdict::ToCurrencyMismatch => mismatch(movement.to),
             Verdict::InsufficientFunds => StoreError::InsufficientFunds(movement.from),
@@ -170,11 +184,20 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
         Verdict::FromNotCustomer
     } else if t.kind != AccountKind::Customer && movement.kind != MovementKind::Withdrawal {
         Verdict::ToNotCustomer
+    } else if f.status == AccountStatus::Closed {
+        Verdict::FromClosed
+    } else if t.status == AccountStatus::Closed {
+        Verdict::ToClosed
+    } else if f.status == AccountStatus::Frozen {
+        // A frozen account takes credits; only its debits stop.
+        Verdict::FromFrozen
     } else if f.currency != movement.currency {
         Verdict::FromCurrencyMismatch
     } else if t.currency != movement.currency {
         Verdict::ToCurrencyMismatch
-    } else if f.kind == AccountKind::Customer && f.balance < amount {
+    } else if f.kind == AccountKind::Customer
+        && i128::from(f.balance) + i128::from(f.overdraft_limit) < i128::from(amount)
+    {
         Verdict::InsufficientFunds
     } else if f.balance.checked_sub(amount).is_none() {
         Verdict::FromOverflow
@@ -214,6 +237,8 @@ mod tests {
             currency: Currency::Usd,
             balance,
             kind,
+            status: AccountStatus::Active,
+            overdraft_limit: 0,
         }
     }
 

@@ -42,7 +42,7 @@ use crate::domain::{
 /// `accounts_balance_nonnegative` backs the funds check up inside the database.
 pub(super) const MOVE_MONEY: &str = r#"
 WITH locked AS MATERIALIZED (
-    SELECT id, owner, currency, balance, kind
+    SELECT id, owner, currency, balance, kind, status, overdraft_limit
     FROM accounts
     WHERE id = $1 OR id = $2
     ORDER BY id
@@ -55,9 +55,13 @@ verdict AS (
             WHEN t.id IS NULL THEN 'to_not_found'
             WHEN f.kind <> 'customer' AND $5::text <> 'deposit' THEN 'from_not_customer'
             WHEN t.kind <> 'customer' AND $5::text <> 'withdrawal' THEN 'to_not_customer'
+            WHEN f.status = 'closed' THEN 'from_closed'
+            WHEN t.status = 'closed' THEN 'to_closed'
+            WHEN f.status = 'frozen' THEN 'from_frozen'
             WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
             WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
-            WHEN f.kind = 'customer' AND f.balance < $3 THEN 'insufficient_funds'
+            WHEN f.kind = 'customer' AND f.balance::numeric + f.overdraft_limit < $3
+                THEN 'insufficient_funds'
             WHEN f.balance < (-9223372036854775807 - 1) + $3 THEN 'from_overflow'
             WHEN t.balance > 9223372036854775807 - $3 THEN 'to_overflow'
             ELSE 'ok'
@@ -85,7 +89,7 @@ updated AS (
     SET balance = CASE WHEN a.id = $1 THEN l.balance - $3 ELSE l.balance + $3 END
     FROM transfer, locked l
     WHERE a.id = l.id
-    RETURNING a.id, a.owner, a.balance, a.kind, a.created_at
+    RETURNING a.id, a.owner, a.balance, a.kind, a.status, a.overdraft_limit, a.created_at
 )
 SELECT v.status, v.from_currency, v.to_currency,
        tr.id AS transfer_id, tr.created_at AS transfer_created_at,
@@ -94,8 +98,10 @@ SELECT v.status, v.from_currency, v.to_currency,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
        te.created_at AS to_entry_created_at,
        fa.owner AS from_owner, fa.balance AS from_balance, fa.kind AS from_kind,
+       fa.status AS from_status, fa.overdraft_limit AS from_overdraft_limit,
        fa.created_at AS from_created_at,
        ta.owner AS to_owner, ta.balance AS to_balance, ta.kind AS to_kind,
+       ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
        ta.created_at AS to_created_at
 FROM verdict v
 LEFT JOIN transfer tr ON true
@@ -296,6 +302,8 @@ pub(super) fn receipt_from_row(
             kind: decode(row, &format!("{side}_kind"), |s: String| {
                 s.parse::<AccountKind>()
             })?,
+            status: decode(row, &format!("{side}_status"), |s: String| s.parse())?,
+            overdraft_limit: row.try_get(format!("{side}_overdraft_limit").as_str())?,
             created_at: row.try_get(format!("{side}_created_at").as_str())?,
         })
     };

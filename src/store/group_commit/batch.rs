@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use crate::domain::{
-    Account, AccountId, AccountKind, Currency, Entry, EntryId, Transfer, TransferId,
+    Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, Transfer, TransferId,
     TransferReceipt, Username,
 };
 use crate::store::rules::{self, Movement, Side, Verdict};
@@ -31,7 +31,8 @@ pub(super) enum Failure {
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
 
 /// Locks every account of the batch, ascending. The immutable columns come back for the receipts.
-const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, created_at \
+const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, status, overdraft_limit, \
+     created_at \
      FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// Writes the accepted movements, in arrival order, in one statement: transfers, then two entries
@@ -98,6 +99,8 @@ struct Locked {
     currency: Currency,
     balance: i64,
     kind: AccountKind,
+    status: AccountStatus,
+    overdraft_limit: i64,
     created_at: DateTime<Utc>,
 }
 
@@ -153,6 +156,8 @@ async fn judge_and_write(
                 currency: decode(row, "currency", |s: String| s.parse())?,
                 balance: row.try_get("balance")?,
                 kind: decode(row, "kind", |s: String| s.parse::<AccountKind>())?,
+                status: decode(row, "status", |s: String| s.parse::<AccountStatus>())?,
+                overdraft_limit: row.try_get("overdraft_limit")?,
                 created_at: row.try_get("created_at")?,
             },
         );
@@ -246,6 +251,8 @@ fn judge(
             currency: locked.currency,
             balance: locked.balance,
             kind: locked.kind,
+            status: locked.status,
+            overdraft_limit: locked.overdraft_limit,
         }
     }
     let verdict = rules::judge(movement, from.map(side), to.map(side));
@@ -295,6 +302,8 @@ fn receipt(
             currency: locked.currency,
             balance,
             kind: locked.kind,
+            status: locked.status,
+            overdraft_limit: locked.overdraft_limit,
             created_at: locked.created_at,
         }
     };

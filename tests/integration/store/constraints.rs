@@ -86,18 +86,41 @@ async fn account_constraints_refuse_bad_rows() {
         Err(StoreError::NotFound(Entity::User))
     ));
 
-    let cases: [(&'static str, &str); 3] = [
+    let cases: [(&'static str, &str); 8] = [
         (
             "INSERT INTO accounts (owner, currency) VALUES ('alice', 'XXX')",
             "accounts_currency_fkey",
         ),
         (
             "INSERT INTO accounts (owner, currency, balance) VALUES ('alice', 'EUR', -1)",
-            "accounts_balance_nonnegative",
+            "accounts_balance_within_limit",
         ),
         (
             "INSERT INTO accounts (owner, currency, kind) VALUES ('alice', 'EUR', 'vault')",
             "accounts_kind_valid",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, status) VALUES ('alice', 'EUR', 'asleep')",
+            "accounts_status_valid",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, balance, overdraft_limit) \
+             VALUES ('alice', 'EUR', 5, -1)",
+            "accounts_overdraft_limit_nonnegative",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, balance, overdraft_limit) \
+             VALUES ('alice', 'EUR', -101, 100)",
+            "accounts_balance_within_limit",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, balance, status) \
+             VALUES ('alice', 'EUR', 5, 'closed')",
+            "accounts_closed_empty",
+        ),
+        (
+            "UPDATE accounts SET status = 'frozen' WHERE kind = 'settlement'",
+            "accounts_settlement_uncontrolled",
         ),
     ];
     for (sql, constraint) in cases {
@@ -112,7 +135,27 @@ async fn account_constraints_refuse_bad_rows() {
             )
             .await
         ),
-        "accounts_balance_nonnegative"
+        "accounts_balance_within_limit"
+    );
+    // ... but as far as its overdraft limit allows ...
+    sqlx::query("UPDATE accounts SET overdraft_limit = 10, balance = -10 WHERE owner = 'alice'")
+        .execute(pool)
+        .await
+        .expect("a balance down to minus the limit");
+    // ... and closing is final.
+    sqlx::query("UPDATE accounts SET balance = 0, status = 'closed' WHERE owner = 'alice'")
+        .execute(pool)
+        .await
+        .expect("an empty account closes");
+    assert_eq!(
+        violated(
+            refusal(
+                pool,
+                "UPDATE accounts SET status = 'active' WHERE owner = 'alice'"
+            )
+            .await
+        ),
+        "accounts_closed_is_final"
     );
     // ... while the bank's settlement accounts may.
     sqlx::query("UPDATE accounts SET balance = -5 WHERE kind = 'settlement' AND currency = 'EUR'")

@@ -1,5 +1,6 @@
 //! The two paths of a money movement apply the same rules: random batches of movements (random
-//! accounts, owners, amounts, currencies, kinds — settlement accounts and missing ones included)
+//! accounts, owners, amounts, currencies, kinds, account statuses and overdraft limits —
+//! settlement accounts and missing ones included)
 //! run through one group-commit batch on one database and one at a time through `MOVE_MONEY` on
 //! another, both databases built the same way. Every movement must get the same verdict and
 //! receipt, and afterwards both ledgers must hold the same balances and entries.
@@ -8,7 +9,7 @@ use simplebank::store::prelude::*;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use simplebank::domain::{AccountId, Amount, Currency, TransferReceipt};
+use simplebank::domain::{AccountId, AccountStatus, Amount, Currency, TransferReceipt};
 use simplebank::store::{Movement, MovementKind, Store, StoreError, paths};
 use sqlx::PgPool;
 
@@ -22,8 +23,19 @@ const CURRENCIES: [Currency; 2] = [Currency::Usd, Currency::Eur];
 /// accounts, then one that does not exist).
 #[derive(Debug, Clone)]
 struct Case {
-    accounts: Vec<(usize, usize, i64)>,
+    accounts: Vec<Opening>,
     movements: Vec<Planned>,
+}
+
+/// An account of a case: its owner and currency (indexes), opening balance, overdraft limit and
+/// status.
+#[derive(Debug, Clone)]
+struct Opening {
+    owner: usize,
+    currency: usize,
+    balance: i64,
+    limit: i64,
+    status: AccountStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +77,21 @@ fn case() -> impl Strategy<Value = Case> {
     )
     .prop_flat_map(|pairs| {
         let n = pairs.len();
-        (Just(pairs), proptest::collection::vec(balance(), n))
+        let control = (
+            proptest::sample::select(vec![0i64, 0, 50, 100, 1_000]),
+            prop_oneof![
+                6 => Just(AccountStatus::Active),
+                2 => Just(AccountStatus::Frozen),
+                1 => Just(AccountStatus::Closed),
+            ],
+        );
+        (
+            Just(pairs),
+            proptest::collection::vec(balance(), n),
+            proptest::collection::vec(control, n),
+        )
     })
-    .prop_map(|(pairs, balances)| {
+    .prop_map(|(pairs, balances, controls)| {
         // At most one opening of half of `i64::MAX` per currency: the settlement account pays
         // for every opening, and two would take it past `i64::MIN`. One such account is enough
         // for a deposit or transfer of the large amounts below to overflow it.
@@ -75,13 +99,24 @@ fn case() -> impl Strategy<Value = Case> {
         pairs
             .into_iter()
             .zip(balances)
-            .map(|((u, c), b)| {
+            .zip(controls)
+            .map(|(((u, c), b), (limit, status))| {
                 let b = if b > 400 && std::mem::replace(&mut big[c], true) {
                     100
                 } else {
                     b
                 };
-                (u, c, b)
+                Opening {
+                    owner: u,
+                    currency: c,
+                    balance: b,
+                    limit,
+                    // Only an empty account can be closed.
+                    status: match status {
+                        AccountStatus::Closed if b != 0 => AccountStatus::Frozen,
+                        other => other,
+                    },
+                }
             })
             .collect::<Vec<_>>()
     });
@@ -151,18 +186,26 @@ async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Moveme
         create_user(store, &user(n, index)).await;
     }
     let mut ids = Vec::new();
-    for &(owner, currency, opening) in &case.accounts {
-        let currency = CURRENCIES[currency];
+    for opening in &case.accounts {
+        let currency = CURRENCIES[opening.currency];
         let account = store
-            .create_account(&username(&user(n, owner)), currency)
+            .create_account(&username(&user(n, opening.owner)), currency)
             .await
             .unwrap();
-        if opening > 0 {
+        if opening.balance > 0 {
             store
-                .deposit(account.id, amount(opening), currency)
+                .deposit(account.id, amount(opening.balance), currency)
                 .await
                 .expect("opening deposit");
         }
+        store
+            .set_overdraft_limit(account.id, opening.limit)
+            .await
+            .expect("overdraft limit");
+        store
+            .set_account_status(account.id, opening.status, None)
+            .await
+            .expect("status");
         ids.push(account.id);
     }
     for currency in CURRENCIES {
