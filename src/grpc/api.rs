@@ -14,7 +14,8 @@ use crate::domain::{
 use crate::service::edge;
 use crate::service::{
     BankService, ClientAddress, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest,
-    UpdateUserRequest, parse_credentials, parse_money, parse_transfer, parse_verification,
+    UpdateUserRequest, parse_account_status, parse_credentials, parse_money, parse_overdraft_limit,
+    parse_transfer, parse_verification,
 };
 
 /// The gRPC face of the bank.
@@ -340,5 +341,36 @@ impl SimpleBank for GrpcApi {
             account: Some(receipt.from_account.into()),
             entry: Some(receipt.from_entry.into()),
         })
+    }
+
+    async fn set_account_status(
+        &self,
+        request: Request<pb::SetAccountStatusRequest>,
+    ) -> RpcResult<pb::SetAccountStatusResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let id = account_id(r.account_id, "account_id")?;
+        let (status, reason) = parse_account_status(&r.status, Some(&r.reason)).map_err(invalid)?;
+        let account = self
+            .service
+            .set_account_status(&caller, id, status, reason)
+            .await?;
+        Ok(Response::new(pb::SetAccountStatusResponse {
+            account: Some(account.into()),
+        }))
+    }
+
+    async fn set_overdraft_limit(
+        &self,
+        request: Request<pb::SetOverdraftLimitRequest>,
+    ) -> RpcResult<pb::SetOverdraftLimitResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let id = account_id(r.account_id, "account_id")?;
+        let limit = parse_overdraft_limit(r.limit).map_err(|e| invalid(vec![e]))?;
+        let account = self.service.set_overdraft_limit(&caller, id, limit).await?;
+        Ok(Response::new(pb::SetOverdraftLimitResponse {
+            account: Some(account.into()),
+        }))
     }
 }

@@ -40,6 +40,8 @@ impl From<Account> for pb::Account {
             currency: a.currency.code().to_owned(),
             balance: a.balance,
             created_at: timestamp(a.created_at),
+            status: a.status.as_str().to_owned(),
+            overdraft_limit: a.overdraft_limit,
         }
     }
 }

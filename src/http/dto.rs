@@ -92,6 +92,25 @@ pub struct RoleBody {
     pub role: String,
 }
 
+/// A banker's change of an account's status.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountStatusBody {
+    /// `active`, `frozen` or `closed` (only at a zero balance; final).
+    #[schema(example = "frozen")]
+    pub status: String,
+    /// Why, kept with the account (at most 256 characters).
+    pub reason: Option<String>,
+}
+
+/// A banker's overdraft limit for an account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverdraftLimitBody {
+    /// Minor units the balance may go below zero; 0 for none.
+    pub limit: i64,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountBody {
@@ -208,7 +227,13 @@ pub struct AccountView {
     pub id: i64,
     pub owner: String,
     pub currency: &'static str,
+    /// Minor units; never below `-overdraft_limit`.
     pub balance: i64,
+    /// `active`, `frozen` (no debits; credits still land) or `closed` (final).
+    #[schema(example = "active")]
+    pub status: &'static str,
+    /// How far below zero the balance may go, in minor units (set by bankers).
+    pub overdraft_limit: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -219,6 +244,8 @@ impl From<Account> for AccountView {
             owner: a.owner.as_str().to_owned(),
             currency: a.currency.code(),
             balance: a.balance,
+            status: a.status.as_str(),
+            overdraft_limit: a.overdraft_limit,
             created_at: a.created_at,
         }
     }

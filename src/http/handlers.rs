@@ -13,7 +13,10 @@ use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemK
 use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, TransferReceipt, Username,
 };
-use crate::service::{MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_verification};
+use crate::service::{
+    MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_account_status, parse_overdraft_limit,
+    parse_verification,
+};
 
 fn username_in_path(raw: &str) -> ApiResult<Username> {
     Ok(Username::parse(raw)?)
@@ -231,6 +234,69 @@ pub async fn create_account(
             account: account.into(),
         }),
     ))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{id}/status",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id")),
+    request_body = AccountStatusBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account with its new status", body = AccountResponse),
+        (status = 400, description = "Invalid input (closing an account that holds money, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Bankers only", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "account_closed: closing is final", body = ErrorBody),
+    )
+)]
+pub async fn set_account_status(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AccountStatusBody>,
+) -> ApiResult<Json<AccountResponse>> {
+    let id = account_in_path(&id)?;
+    let (status, reason) = parse_account_status(&body.status, body.reason.as_deref())?;
+    let account = app
+        .service
+        .set_account_status(&caller, id, status, reason)
+        .await?;
+    Ok(Json(AccountResponse {
+        account: account.into(),
+    }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{id}/overdraft_limit",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id")),
+    request_body = OverdraftLimitBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account with its new limit", body = AccountResponse),
+        (status = 400, description = "Invalid input (a limit below what the account owes, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Bankers only", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "account_closed", body = ErrorBody),
+    )
+)]
+pub async fn set_overdraft_limit(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<OverdraftLimitBody>,
+) -> ApiResult<Json<AccountResponse>> {
+    let id = account_in_path(&id)?;
+    let limit = parse_overdraft_limit(body.limit)?;
+    let account = app.service.set_overdraft_limit(&caller, id, limit).await?;
+    Ok(Json(AccountResponse {
+        account: account.into(),
+    }))
 }
 
 #[utoipa::path(

@@ -88,6 +88,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(set_user_role))
         .routes(routes!(create_account, list_accounts))
         .routes(routes!(get_account))
+        .routes(routes!(set_account_status))
+        .routes(routes!(set_overdraft_limit))
         .routes(routes!(list_entries))
         .routes(routes!(deposit))
         .routes(routes!(withdraw))

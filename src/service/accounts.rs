@@ -1,10 +1,10 @@
 //! Accounts and account statements.
 
-use super::{BankService, ServiceError};
+use super::{BankService, ServiceError, require_banker};
 use crate::auth::Principal;
 use crate::domain::{
-    Account, AccountId, Currency, Entry, EntryId, PageKind, PageSize, PageToken, Username,
-    ValidationError, Violations,
+    Account, AccountId, AccountStatus, Currency, Entry, EntryId, PageKind, PageSize, PageToken,
+    Username, ValidationError, Violations,
 };
 
 /// A page request, parsed: the size, and where the previous page ended.
@@ -153,5 +153,74 @@ impl BankService {
                 .next
                 .map(|id| PageToken::new(PageKind::Entries, id.get()).encode()),
         })
+    }
+}
+
+/// The longest reason kept with a status change.
+const MAX_STATUS_REASON_CHARS: usize = 256;
+
+/// A banker's status change as a client writes it: `active`, `frozen` or `closed`, and an
+/// optional reason (at most 256 characters, no control characters; blank is none).
+pub fn parse_account_status(
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(AccountStatus, Option<String>), Vec<ValidationError>> {
+    let status = status.parse::<AccountStatus>();
+    let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(None),
+        Some(r) if r.chars().count() > MAX_STATUS_REASON_CHARS => Err(ValidationError::new(
+            "reason",
+            format!("must be at most {MAX_STATUS_REASON_CHARS} characters"),
+        )),
+        Some(r) if r.chars().any(char::is_control) => Err(ValidationError::new(
+            "reason",
+            "must not contain control characters",
+        )),
+        Some(r) => Ok(Some(r.to_owned())),
+    };
+    match (status, reason) {
+        (Ok(status), Ok(reason)) => Ok((status, reason)),
+        (status, reason) => Err(status.err().into_iter().chain(reason.err()).collect()),
+    }
+}
+
+/// An overdraft limit: a whole number of minor units, zero or more.
+pub fn parse_overdraft_limit(limit: i64) -> Result<i64, ValidationError> {
+    if limit >= 0 {
+        Ok(limit)
+    } else {
+        Err(ValidationError::new(
+            "limit",
+            "must be zero or a positive whole number of minor units",
+        ))
+    }
+}
+
+impl BankService {
+    /// Bankers only: freeze, unfreeze or close a customer account (SPEC §6).
+    pub async fn set_account_status(
+        &self,
+        principal: &Principal,
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<String>,
+    ) -> Result<Account, ServiceError> {
+        require_banker(principal, "change an account's status")?;
+        Ok(self
+            .store
+            .accounts
+            .set_account_status(id, status, reason)
+            .await?)
+    }
+
+    /// Bankers only: how far below zero a customer account may go.
+    pub async fn set_overdraft_limit(
+        &self,
+        principal: &Principal,
+        id: AccountId,
+        limit: i64,
+    ) -> Result<Account, ServiceError> {
+        require_banker(principal, "set overdraft limits")?;
+        Ok(self.store.accounts.set_overdraft_limit(id, limit).await?)
     }
 }

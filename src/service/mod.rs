@@ -17,7 +17,9 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use accounts::{ListPage, OffsetPage, PageRequest};
+pub use accounts::{
+    ListPage, OffsetPage, PageRequest, parse_account_status, parse_overdraft_limit,
+};
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};

@@ -240,7 +240,7 @@ pub async fn snapshot(pool: &PgPool) -> LedgerSnapshot {
 
 /// The double-entry invariants. Any row listed is a broken invariant; all lists must be empty.
 pub async fn assert_ledger_consistent(pool: &PgPool) {
-    let checks: [(&str, &'static str); 6] = [
+    let checks: [(&str, &'static str); 7] = [
         (
             "every balance equals the sum of its entries",
             "SELECT a.id FROM accounts a LEFT JOIN entries e ON e.account_id = a.id \
@@ -270,8 +270,12 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
             "SELECT 0::bigint FROM accounts GROUP BY currency HAVING sum(balance) <> 0",
         ),
         (
-            "no customer balance is negative",
-            "SELECT id FROM accounts WHERE kind = 'customer' AND balance < 0",
+            "no customer balance is below minus its overdraft limit",
+            "SELECT id FROM accounts WHERE kind = 'customer' AND balance < -overdraft_limit",
+        ),
+        (
+            "a closed account holds nothing",
+            "SELECT id FROM accounts WHERE status = 'closed' AND balance <> 0",
         ),
     ];
     for (invariant, sql) in checks {

@@ -3,6 +3,7 @@
 mod abuse;
 pub mod authorization;
 mod compat;
+mod controls;
 mod errors;
 mod flows;
 mod idempotency;

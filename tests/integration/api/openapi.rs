@@ -19,6 +19,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts"),
     ("get", "/v1/accounts/{id}"),
     ("get", "/v1/accounts/{id}/entries"),
+    ("put", "/v1/accounts/{id}/status"),
+    ("put", "/v1/accounts/{id}/overdraft_limit"),
     ("post", "/v1/accounts/{id}/deposits"),
     ("post", "/v1/accounts/{id}/withdrawals"),
     ("post", "/v1/transfers"),

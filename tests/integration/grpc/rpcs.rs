@@ -560,3 +560,107 @@ async fn verify_email_over_grpc_uses_the_emailed_code_once() {
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&malformed), ["email_id", "secret_code"]);
 }
+
+#[tokio::test]
+async fn bankers_freeze_accounts_and_set_overdraft_limits_over_grpc() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let banker = app.banker("clerk").await;
+    let from = app.open_account(&alice, "USD").await;
+    let to = app.open_account(&app.user("bob").await, "USD").await;
+    let send = |amount: i64| {
+        authed(
+            &alice,
+            pb::CreateTransferRequest {
+                from_account_id: from,
+                to_account_id: to,
+                amount,
+                currency: "USD".into(),
+            },
+        )
+    };
+
+    let limited = c
+        .set_overdraft_limit(authed(
+            &banker,
+            pb::SetOverdraftLimitRequest {
+                account_id: from,
+                limit: 100,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(
+        (limited.overdraft_limit, limited.status.as_str()),
+        (100, "active")
+    );
+    let sent = c.create_transfer(send(70)).await.unwrap().into_inner();
+    assert_eq!(sent.from_account.unwrap().balance, -70);
+
+    let frozen = c
+        .set_account_status(authed(
+            &banker,
+            pb::SetAccountStatusRequest {
+                account_id: from,
+                status: "frozen".into(),
+                reason: "fraud review".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(frozen.status, "frozen");
+    let refused = c.create_transfer(send(10)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), table_code(&refused).as_str()),
+        (Code::FailedPrecondition, "account_frozen")
+    );
+
+    // Depositors may not; a limit below the debt and an unknown status are field errors.
+    let denied = c
+        .set_account_status(authed(
+            &alice,
+            pb::SetAccountStatusRequest {
+                account_id: from,
+                status: "active".into(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    for (limit, status) in [(50, "active"), (100, "asleep")] {
+        let limit_err = c
+            .set_overdraft_limit(authed(
+                &banker,
+                pb::SetOverdraftLimitRequest {
+                    account_id: from,
+                    limit,
+                },
+            ))
+            .await;
+        let status_err = c
+            .set_account_status(authed(
+                &banker,
+                pb::SetAccountStatusRequest {
+                    account_id: from,
+                    status: status.into(),
+                    reason: String::new(),
+                },
+            ))
+            .await;
+        if limit == 50 {
+            assert_eq!(limit_err.unwrap_err().code(), Code::InvalidArgument);
+            assert!(status_err.is_ok(), "unfrozen");
+        } else {
+            assert!(limit_err.is_ok());
+            assert_eq!(status_err.unwrap_err().code(), Code::InvalidArgument);
+        }
+    }
+}
