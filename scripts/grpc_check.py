@@ -281,6 +281,29 @@ def scenario(bank, server, binary, db_source):
           f"ListEntries newest first, the keyed transfer once: {entries}")
     check(int(entries[0]["balance_after"]) == 645, "balance_after on the newest entry")
 
+    # Account controls: an overdraft lets alice go below zero; frozen, her debits stop.
+    limited = bank.call("SetOverdraftLimit", {"account_id": a_id, "limit": 1000}, c_token)
+    check(int(limited["account"]["overdraft_limit"]) == 1000, f"SetOverdraftLimit: {limited}")
+    bank.call("SetOverdraftLimit", {"account_id": a_id, "limit": 1000}, a_token,
+              expect=grpc.StatusCode.PERMISSION_DENIED)
+    overdrawn = bank.call(
+        "CreateTransfer",
+        {"from_account_id": a_id, "to_account_id": b_id, "amount": 1000, "currency": "USD"},
+        a_token,
+    )
+    check(int(overdrawn["from_account"]["balance"]) == -355, f"into the overdraft: {overdrawn}")
+    frozen = bank.call("SetAccountStatus",
+                       {"account_id": a_id, "status": "frozen", "reason": "grpc-check"}, c_token)
+    check(frozen["account"]["status"] == "frozen", f"SetAccountStatus: {frozen}")
+    bank.call(
+        "CreateTransfer",
+        {"from_account_id": a_id, "to_account_id": b_id, "amount": 1, "currency": "USD"},
+        a_token,
+        expect=grpc.StatusCode.FAILED_PRECONDITION,
+        error="account_frozen",
+    )
+    bank.call("SetAccountStatus", {"account_id": a_id, "status": "active"}, c_token)
+
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
               expect=grpc.StatusCode.UNAUTHENTICATED)

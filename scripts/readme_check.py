@@ -119,6 +119,15 @@ def check_idempotency(text):
     expect(len(ids) == 2 and ids[0] == ids[1], "the same transfer id both times", text)
 
 
+def check_account_controls(text):
+    expect(text.count('"frozen"') == 1 and text.count('"active"') >= 1,
+           "the status frozen, then active", text)
+    one(text, "the refusal with code account_frozen", lambda o: o.get("code") == "account_frozen")
+    expect(re.search(r"^100$", text, re.M), "Bob's 100 landing in the frozen account", text)
+    one(text, "Alice's account back at 6500 after returning it",
+        lambda o: o.get("balance") == 6500 and o.get("status") == "active")
+
+
 def check_grpc_clients(text):
     for tool in (ROOT / ".venv" / "bin" / "grpcurl", ROOT / ".tools" / "buf" / "node_modules" / ".bin" / "buf"):
         expect(tool.exists(), f"{tool} installed", text)
@@ -159,6 +168,7 @@ CHECKS = {
     "curl-session": check_curl_session,
     "email": check_email,
     "idempotency": check_idempotency,
+    "account-controls": check_account_controls,
     "grpc-clients": check_grpc_clients,
     "grpcurl": check_grpcurl,
     "buf-curl": check_buf_curl,
