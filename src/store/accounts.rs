@@ -158,57 +158,71 @@ impl AccountStore for Store {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<Account, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let current = lock_customer_account(&mut tx, id).await?;
-        if current.status == status {
-            tx.rollback().await?;
-            return Ok(current);
-        }
-        if current.status == AccountStatus::Closed {
-            tx.rollback().await?;
-            return Err(StoreError::AccountClosed(id));
-        }
-        let changed = sqlx::query(concat!(
+        let update = sqlx::query(concat!(
             "UPDATE accounts SET status = $2, status_reason = $3 WHERE id = $1 RETURNING ",
             account_columns!()
         ))
         .bind(id.get())
         .bind(status.as_str())
-        .bind(reason)
-        .fetch_one(&mut *tx)
+        .bind(reason);
+        // Setting the status it has changes nothing, closed included.
+        let unchanged = |current: &Account| current.status == status;
+        // The lock keeps the balance as checked: `accounts_closed_empty` is the zero-balance rule.
+        self.change_customer_account(id, unchanged, update, "accounts_closed_empty", || {
+            StoreError::AccountNotEmpty(id)
+        })
         .await
-        .map_err(|e| match StoreError::from(e) {
-            // The balance is not zero: `accounts_closed_empty` (the lock above keeps it so).
-            StoreError::ConstraintViolated(c) if c == "accounts_closed_empty" => {
-                StoreError::AccountNotEmpty(id)
-            }
-            other => other,
-        })?;
-        tx.commit().await?;
-        account_from_row(&changed)
     }
 
     async fn set_overdraft_limit(&self, id: AccountId, limit: i64) -> Result<Account, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let current = lock_customer_account(&mut tx, id).await?;
-        if current.status == AccountStatus::Closed {
-            tx.rollback().await?;
-            return Err(StoreError::AccountClosed(id));
-        }
-        let changed = sqlx::query(concat!(
+        let update = sqlx::query(concat!(
             "UPDATE accounts SET overdraft_limit = $2 WHERE id = $1 RETURNING ",
             account_columns!()
         ))
         .bind(id.get())
-        .bind(limit)
-        .fetch_one(&mut *tx)
+        .bind(limit);
+        self.change_customer_account(
+            id,
+            |current| current.overdraft_limit == limit,
+            update,
+            "accounts_balance_within_limit",
+            || StoreError::LimitBelowDebt(id),
+        )
         .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::ConstraintViolated(c) if c == "accounts_balance_within_limit" => {
-                StoreError::LimitBelowDebt(id)
-            }
-            other => other,
-        })?;
+    }
+}
+
+impl Store {
+    /// A banker's change of one customer account, under its row lock (so a debit is ordered
+    /// before or after it, never beside it): `update` runs unless `unchanged` says it would
+    /// change nothing; a closed account refuses any change; a violation of `constraint` is
+    /// `refusal`.
+    async fn change_customer_account(
+        &self,
+        id: AccountId,
+        unchanged: impl FnOnce(&Account) -> bool,
+        update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        constraint: &str,
+        refusal: impl FnOnce() -> StoreError,
+    ) -> Result<Account, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = lock_customer_account(&mut tx, id).await?;
+        let same = unchanged(&current);
+        if same || current.status == AccountStatus::Closed {
+            tx.rollback().await?;
+            return if same {
+                Ok(current)
+            } else {
+                Err(StoreError::AccountClosed(id))
+            };
+        }
+        let changed = update
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::ConstraintViolated(c) if c == constraint => refusal(),
+                other => other,
+            })?;
         tx.commit().await?;
         account_from_row(&changed)
     }

@@ -64,18 +64,49 @@ async fn money(
     .await
 }
 
+/// Alice and Bob with a USD account each, and a banker.
+struct World {
+    app: TestApp,
+    alice: String,
+    bob: String,
+    banker: String,
+    a: i64,
+    b: i64,
+}
+
+impl World {
+    async fn new() -> Self {
+        let app = TestApp::spawn().await;
+        let alice = app.user("alice").await;
+        let bob = app.user("bob").await;
+        let banker = app.banker("clerk").await;
+        let a = app.open_account(&alice, "USD").await;
+        let b = app.open_account(&bob, "USD").await;
+        Self {
+            app,
+            alice,
+            bob,
+            banker,
+            a,
+            b,
+        }
+    }
+}
+
 fn balance(account: &Value) -> i64 {
     account["balance"].as_i64().unwrap()
 }
 
 #[tokio::test]
 async fn a_frozen_account_takes_credits_but_no_debits_until_unfrozen() {
-    let app = TestApp::spawn().await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let banker = app.banker("clerk").await;
-    let a = app.open_account(&alice, "USD").await;
-    let b = app.open_account(&bob, "USD").await;
+    let World {
+        app,
+        alice,
+        bob,
+        banker,
+        a,
+        b,
+    } = World::new().await;
     app.deposit(&banker, a, 1_000, "USD").await;
     app.deposit(&banker, b, 1_000, "USD").await;
 
@@ -116,12 +147,14 @@ async fn a_frozen_account_takes_credits_but_no_debits_until_unfrozen() {
 
 #[tokio::test]
 async fn only_an_empty_account_closes_and_closing_is_final() {
-    let app = TestApp::spawn().await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let banker = app.banker("clerk").await;
-    let a = app.open_account(&alice, "USD").await;
-    let b = app.open_account(&bob, "USD").await;
+    let World {
+        app,
+        alice,
+        bob,
+        banker,
+        a,
+        b,
+    } = World::new().await;
     app.deposit(&banker, a, 100, "USD").await;
 
     let refused = set_status(&app, &banker, a, "closed").await;
@@ -166,12 +199,14 @@ async fn only_an_empty_account_closes_and_closing_is_final() {
 
 #[tokio::test]
 async fn an_overdraft_limit_lets_the_balance_go_that_far_below_zero_and_no_further() {
-    let app = TestApp::spawn().await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let banker = app.banker("clerk").await;
-    let a = app.open_account(&alice, "USD").await;
-    let b = app.open_account(&bob, "USD").await;
+    let World {
+        app,
+        alice,
+        banker,
+        a,
+        b,
+        ..
+    } = World::new().await;
 
     transfer(&app, &alice, a, b, 1)
         .await
