@@ -267,7 +267,8 @@ def check_invariants(url):
         WHERE a.balance <> (SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)
     """)
     total = psql(url, "SELECT coalesce(sum(balance), 0) FROM accounts WHERE currency = 'USD'")
-    negative = psql(url, "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < 0")
+    negative = psql(url, "SELECT count(*) FROM accounts WHERE kind = 'customer' "
+                         "AND balance < -overdraft_limit")
     sb_total = psql(url, "SELECT sum(balance) FROM sb.accounts")
     problems = []
     if broken != "0":
@@ -275,7 +276,7 @@ def check_invariants(url):
     if total != "0":
         problems.append(f"USD does not sum to zero: {total}")
     if negative != "0":
-        problems.append(f"{negative} negative customer balances")
+        problems.append(f"{negative} customer balances below minus their overdraft limit")
     if int(sb_total) != BALANCE * ACCOUNTS:
         problems.append(f"simple_bank's copy lost money: {sb_total}")
     return problems

@@ -403,7 +403,9 @@ def check(load, run):
                                        "HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0) s",
         "each currency sums to zero": "SELECT count(*) FROM (SELECT currency FROM accounts GROUP BY currency "
                                       "HAVING sum(balance) <> 0) s",
-        "no negative customer balance": "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < 0",
+        "no customer balance below minus its overdraft limit":
+            "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < -overdraft_limit",
+        "a closed account holds nothing": "SELECT count(*) FROM accounts WHERE status = 'closed' AND balance <> 0",
     }
     for name, sql in invariants.items():
         if psql(sql) != "0":
