@@ -33,13 +33,14 @@ use crate::domain::{
 ///
 /// The new balances are computed from `locked`, **not** from `accounts.balance`. The UPDATE scans
 /// with the statement's snapshot, which predates any wait for the locks; PostgreSQL builds the new
-/// row from that stale version and checks `accounts_balance_nonnegative` on it *before* it notices
+/// row from that stale version and checks `accounts_balance_within_limit` on it *before* it notices
 /// the row has moved on and re-evaluates. `balance - $3` would then fail the check spuriously
 /// under contention (the concurrency tests caught exactly this). `locked` holds the latest
 /// committed balance, and our lock keeps it current until commit.
 ///
 /// The final SELECT returns exactly one row: the verdict, and what was written when it was `ok`.
-/// `accounts_balance_nonnegative` backs the funds check up inside the database.
+/// `accounts_balance_within_limit` and `accounts_closed_empty` back the verdict up inside the
+/// database.
 pub(super) const MOVE_MONEY: &str = r#"
 WITH locked AS MATERIALIZED (
     SELECT id, owner, currency, balance, kind, status, overdraft_limit
