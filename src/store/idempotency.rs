@@ -141,12 +141,12 @@ impl Attempt<'_> {
         let row = move_money_query(&self.movement).fetch_one(&mut *tx).await?;
         let status: String = row.try_get("status")?;
         let verdict = Verdict::parse(&status).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) = match verdict {
-            Verdict::Ok => (Some(row.try_get("transfer_id")?), None),
-            Verdict::FromCurrencyMismatch => (None, row.try_get("from_currency")?),
-            Verdict::ToCurrencyMismatch => (None, row.try_get("to_currency")?),
-            _ => (None, None),
-        };
+        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) =
+            match (verdict, verdict.currency_column()) {
+                (Verdict::Ok, _) => (Some(row.try_get("transfer_id")?), None),
+                (_, Some(column)) => (None, row.try_get(column)?),
+                (_, None) => (None, None),
+            };
         let refusal = (verdict != Verdict::Ok).then_some(verdict.as_str());
         sqlx::query(RECORD_KEY)
             .bind(self.caller.as_str())

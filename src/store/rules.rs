@@ -9,7 +9,7 @@
 //! requires the same verdicts, balances and entries.
 
 use super::StoreError;
-use crate::domain::{AccountId, AccountKind, AccountStatus, Amount, Currency, Username};
+use crate::domain::{Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Username};
 
 /// Which rules apply beyond the common ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,19 @@ pub struct Side<'a> {
     pub kind: AccountKind,
     pub status: AccountStatus,
     pub overdraft_limit: i64,
+}
+
+impl<'a> Side<'a> {
+    pub fn of(account: &'a Account) -> Self {
+        Side {
+            owner: &account.owner,
+            currency: account.currency,
+            balance: account.balance,
+            kind: account.kind,
+            status: account.status,
+            overdraft_limit: account.overdraft_limit,
+        }
+    }
 }
 
 /// What the rules say about one movement, in the order they are checked.
@@ -133,6 +146,16 @@ impl Verdict {
             .ok_or_else(|| {
                 StoreError::ConstraintViolated(format!("unknown transfer verdict {name}"))
             })
+    }
+
+    /// For a currency mismatch, the column of `MOVE_MONEY`'s result (and of a replayed key
+    /// record) that holds the mismatched account's actual currency.
+    pub fn currency_column(self) -> Option<&'static str> {
+        match self {
+            Verdict::FromCurrencyMismatch => Some("from_currency"),
+            Verdict::ToCurrencyMismatch => Some("to_currency"),
+            _ => None,
+        }
     }
 
     /// The refusal of `movement`, or `None` for `Ok`. A currency mismatch names the account's

@@ -264,10 +264,9 @@ pub(super) fn receipt_from_row(
     movement: &Movement,
 ) -> Result<TransferReceipt, StoreError> {
     let verdict = Verdict::parse(&row.try_get::<String, _>("status")?)?;
-    let actual = match verdict {
-        Verdict::FromCurrencyMismatch => Some(decode(row, "from_currency", |s: String| s.parse())?),
-        Verdict::ToCurrencyMismatch => Some(decode(row, "to_currency", |s: String| s.parse())?),
-        _ => None,
+    let actual = match verdict.currency_column() {
+        Some(column) => Some(decode(row, column, |s: String| s.parse())?),
+        None => None,
     };
     if let Some(refusal) = verdict.refusal(movement, actual) {
         return Err(refusal);

@@ -4,13 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
-use crate::domain::{
-    Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, Transfer, TransferId,
-    TransferReceipt, Username,
-};
+use crate::domain::{Account, AccountId, Entry, EntryId, Transfer, TransferId, TransferReceipt};
+use crate::store::accounts::account_from_row;
 use crate::store::rules::{self, Movement, Side, Verdict};
 use crate::store::{StoreError, decode};
 
@@ -30,7 +27,8 @@ pub(super) enum Failure {
 /// those touching the held row wait.
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
 
-/// Locks every account of the batch, ascending. The immutable columns come back for the receipts.
+/// Locks every account of the batch, ascending, with every column `account_from_row` reads: the
+/// rules need them, and the receipts show them.
 const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, status, overdraft_limit, \
      created_at \
      FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
@@ -92,18 +90,6 @@ JOIN entry_rows te ON te.transfer_id = tr.id AND te.amount > 0
 ORDER BY t.ord
 "#;
 
-/// An account as locked, with its balance as the batch has moved it so far.
-#[derive(Debug, Clone)]
-struct Locked {
-    owner: Username,
-    currency: Currency,
-    balance: i64,
-    kind: AccountKind,
-    status: AccountStatus,
-    overdraft_limit: i64,
-    created_at: DateTime<Utc>,
-}
-
 /// A movement the rules accepted: the balances it leaves behind.
 #[derive(Debug, Clone, Copy)]
 struct Accepted {
@@ -147,20 +133,11 @@ async fn judge_and_write(
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
+    // Each account as locked, its balance then moved along as the batch judges.
     let mut accounts = HashMap::with_capacity(rows.len());
     for row in &rows {
-        accounts.insert(
-            decode(row, "id", AccountId::new)?,
-            Locked {
-                owner: decode(row, "owner", |s: String| Username::parse(&s))?,
-                currency: decode(row, "currency", |s: String| s.parse())?,
-                balance: row.try_get("balance")?,
-                kind: decode(row, "kind", |s: String| s.parse::<AccountKind>())?,
-                status: decode(row, "status", |s: String| s.parse::<AccountStatus>())?,
-                overdraft_limit: row.try_get("overdraft_limit")?,
-                created_at: row.try_get("created_at")?,
-            },
-        );
+        let account = account_from_row(row)?;
+        accounts.insert(account.id, account);
     }
 
     let verdicts: Vec<Result<Accepted, StoreError>> = batch
@@ -242,20 +219,10 @@ async fn judge_and_write(
 /// the balances it leaves behind if accepted.
 fn judge(
     movement: &Movement,
-    from: Option<&Locked>,
-    to: Option<&Locked>,
+    from: Option<&Account>,
+    to: Option<&Account>,
 ) -> Result<Accepted, StoreError> {
-    fn side(locked: &Locked) -> Side<'_> {
-        Side {
-            owner: &locked.owner,
-            currency: locked.currency,
-            balance: locked.balance,
-            kind: locked.kind,
-            status: locked.status,
-            overdraft_limit: locked.overdraft_limit,
-        }
-    }
-    let verdict = rules::judge(movement, from.map(side), to.map(side));
+    let verdict = rules::judge(movement, from.map(Side::of), to.map(Side::of));
     let actual = match verdict {
         Verdict::FromCurrencyMismatch => from.map(|f| f.currency),
         Verdict::ToCurrencyMismatch => to.map(|t| t.currency),
@@ -279,7 +246,7 @@ fn judge(
 fn receipt(
     job: &Movement,
     accepted: Accepted,
-    accounts: &HashMap<AccountId, Locked>,
+    accounts: &HashMap<AccountId, Account>,
     row: &sqlx::postgres::PgRow,
 ) -> Result<TransferReceipt, StoreError> {
     let transfer_id = decode(row, "transfer_id", TransferId::new)?;
@@ -294,18 +261,9 @@ fn receipt(
             created_at: row.try_get(format!("{side}_entry_created_at").as_str())?,
         })
     };
-    let account = |id: AccountId, balance: i64| {
-        let locked = &accounts[&id];
-        Account {
-            id,
-            owner: locked.owner.clone(),
-            currency: locked.currency,
-            balance,
-            kind: locked.kind,
-            status: locked.status,
-            overdraft_limit: locked.overdraft_limit,
-            created_at: locked.created_at,
-        }
+    let account = |id: AccountId, balance: i64| Account {
+        balance,
+        ..accounts[&id].clone()
     };
     Ok(TransferReceipt {
         transfer: Transfer {
