@@ -202,6 +202,8 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
     let Some(t) = to else {
         return Verdict::ToNotFound;
     };
+    // Positive, and the limit is not negative, so `amount - overdraft_limit` cannot overflow
+    // (where `balance + overdraft_limit` could).
     let amount = movement.amount.minor_units();
     if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit {
         Verdict::FromNotCustomer
@@ -218,9 +220,7 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
         Verdict::FromCurrencyMismatch
     } else if t.currency != movement.currency {
         Verdict::ToCurrencyMismatch
-    } else if f.kind == AccountKind::Customer
-        && i128::from(f.balance) + i128::from(f.overdraft_limit) < i128::from(amount)
-    {
+    } else if f.kind == AccountKind::Customer && f.balance < amount - f.overdraft_limit {
         Verdict::InsufficientFunds
     } else if f.balance.checked_sub(amount).is_none() {
         Verdict::FromOverflow

@@ -61,7 +61,7 @@ verdict AS (
             WHEN f.status = 'frozen' THEN 'from_frozen'
             WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
             WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
-            WHEN f.kind = 'customer' AND f.balance::numeric + f.overdraft_limit < $3
+            WHEN f.kind = 'customer' AND f.balance < $3 - f.overdraft_limit
                 THEN 'insufficient_funds'
             WHEN f.balance < (-9223372036854775807 - 1) + $3 THEN 'from_overflow'
             WHEN t.balance > 9223372036854775807 - $3 THEN 'to_overflow'
