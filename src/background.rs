@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::store::Store;
+use crate::store::prelude::HoldStore;
 
 /// How often idempotency records past their retention are deleted: a quarter of the retention,
 /// so a record outlives it by at most 25%, between a second and an hour.
@@ -30,6 +31,38 @@ pub async fn purge_idempotency_keys(
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
             Err(error) => tracing::warn!(%error, "purging idempotency keys failed; will retry"),
+        }
+    }
+}
+
+/// How often the sweep looks for holds past their expiry.
+const SWEEP_HOLDS_EVERY: Duration = Duration::from_secs(30);
+
+/// Every `SWEEP_HOLDS_EVERY`, marks pending holds past `expires_at` as `expired`, until
+/// shutdown. They stopped reserving funds at `expires_at` already (every read and every rule
+/// checks the clock); the sweep makes the rows and the payers' `holds_pending` say so, which
+/// spares the money path a look at the holds table. Replicas share the work: the sweep skips
+/// holds another has locked.
+pub async fn sweep_expired_holds(store: Store, mut stopped: watch::Receiver<bool>) {
+    const BATCH: i64 = 500;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_HOLDS_EVERY) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let mut expired = 0;
+        loop {
+            match store.expire_due_holds(BATCH, None).await {
+                Ok(0) => break,
+                Ok(n) => expired += n,
+                Err(error) => {
+                    tracing::warn!(%error, "sweeping expired holds failed; will retry");
+                    break;
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::info!(expired, "marked expired holds");
         }
     }
 }

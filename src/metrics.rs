@@ -3,7 +3,8 @@
 //! - `http_requests_total` / `http_request_duration_seconds` by method, route (the route
 //!   template, never the raw path: ids would make every account its own series) and status;
 //! - `grpc_requests_total` / `grpc_request_duration_seconds` by RPC and status code;
-//! - `money_movements_total` by kind (transfer, deposit, withdrawal) and outcome (`committed`,
+//! - `money_movements_total` by kind (transfer, deposit, withdrawal, hold, capture, void) and
+//!   outcome (`committed`,
 //!   `replayed`, or the error code that refused it);
 //! - `db_pool_connections` (open, idle) and `db_pool_max_connections`, read at scrape time.
 

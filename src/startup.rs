@@ -87,6 +87,7 @@ impl Application {
             settings.token_lifetimes,
         )
         .with_verification_ttl(settings.mail.verification_ttl)
+        .with_hold_ttl(settings.hold_ttl)
         .with_login_limits(settings.login_limits)
         .with_request_limits(settings.request_limits)
         .with_password_limits(settings.password_limits)
@@ -222,10 +223,11 @@ impl Application {
             stopped.clone(),
         );
         let mailer = self.outbox.run(stopped.clone());
+        let sweeper = background::sweep_expired_holds(self.store.clone(), stopped.clone());
 
         let trimmer = background::release_free_memory(stopped.clone());
-        let (http, grpc, (), (), (), ()) =
-            tokio::join!(http, grpc, checker, purger, mailer, trimmer);
+        let (http, grpc, (), (), (), (), ()) =
+            tokio::join!(http, grpc, checker, purger, mailer, sweeper, trimmer);
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;

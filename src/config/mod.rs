@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::auth::HashLimits;
 use crate::auth::TokenMaker;
+use crate::domain::HOLD_TTL_DEFAULT;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{
     DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
@@ -29,7 +30,7 @@ use crate::store::GroupCommitSettings;
 use crate::telemetry::LogFormat;
 
 pub use raw::RawSettings;
-use values::{Bounded, Flag, GoDuration, MailSenderKind, TokenKey};
+use values::{Bounded, Flag, GoDuration, HoldTtl, MailSenderKind, TokenKey};
 pub use values::{Environment, parse_duration};
 
 /// Where verification emails go.
@@ -154,6 +155,8 @@ pub struct Settings {
     /// `IDEMPOTENCY_KEY_RETENTION`, default 24 h: how long a retry with the same key is answered
     /// from the first request; older records are purged.
     pub idempotency_retention: Duration,
+    /// `HOLD_TTL`, default 7 days, at most 30: how long a hold lives when its payer does not say.
+    pub hold_ttl: Duration,
     pub mail: MailSettings,
     /// `ALLOWED_ORIGINS`: browser origins allowed to call the HTTP API (CORS), comma-separated,
     /// e.g. `http://localhost:3000,https://bank.example.com`. Empty (the default): none.
@@ -297,6 +300,7 @@ impl TryFrom<RawSettings> for Settings {
                 refresh: duration(raw.refresh_token_duration, lifetimes.refresh),
             },
             body_limit: raw.http_body_limit.map_or(64 * 1024, Bounded::get),
+            hold_ttl: raw.hold_ttl.map_or(HOLD_TTL_DEFAULT, |HoldTtl(ttl)| ttl),
             idempotency_retention: duration(
                 raw.idempotency_key_retention,
                 Duration::from_secs(24 * 60 * 60),
@@ -519,7 +523,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 33, "{names:?}");
+        assert_eq!(names.len(), 34, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }
@@ -666,6 +670,7 @@ mod tests {
         assert_eq!(s.mail.outbox.link_base, "https://bank.example");
         assert_eq!(s.mail.verification_ttl, Duration::from_secs(3600));
         assert_eq!(s.idempotency_retention, Duration::from_secs(86_400));
+        assert_eq!(s.hold_ttl, HOLD_TTL_DEFAULT);
         let s = settings(&[DB, ("MAIL_SENDER", "log")]).unwrap();
         assert!(matches!(s.mail.sender, MailSenderChoice::Log));
     }

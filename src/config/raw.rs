@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::values::{
-    Address, Bounded, CommitWindow, Environment, Flag, GoDuration, LinkBase, MailFrom,
+    Address, Bounded, CommitWindow, Environment, Flag, GoDuration, HoldTtl, LinkBase, MailFrom,
     MailSenderKind, Origins, TokenKey,
 };
 use crate::mail::SmtpTls;
@@ -53,6 +53,7 @@ pub struct RawSettings {
     pub smtp_from: Option<MailFrom>,
     pub verify_email_base_url: Option<LinkBase>,
     pub verify_email_ttl: Option<GoDuration>,
+    pub hold_ttl: Option<HoldTtl>,
     pub allowed_origins: Option<Origins>,
     pub simple_bank_compat: Option<Flag>,
     pub max_concurrent_requests: Option<Bounded<1, 1_000_000>>,

@@ -12,6 +12,7 @@ use secrecy::SecretBox;
 use serde::de::{Deserialize, Deserializer, Error as _};
 
 use crate::auth::TokenMaker;
+use crate::domain::HOLD_TTL_MAX;
 use crate::mail::SmtpTls;
 use crate::service::TrustedProxies;
 use crate::store::MAX_GROUP_COMMIT_WINDOW;
@@ -41,6 +42,7 @@ deserialize_from_text!(
     Flag,
     GoDuration,
     CommitWindow,
+    HoldTtl,
     TokenKey,
     Origins,
     LinkBase,
@@ -144,6 +146,19 @@ impl FromText for CommitWindow {
             .filter(|window| *window <= MAX_GROUP_COMMIT_WINDOW)
             .map(Self)
             .ok_or_else(|| "must be a duration from 0ms to 2ms, like 500us or 1ms".into())
+    }
+}
+
+/// `HOLD_TTL`: a duration up to [`HOLD_TTL_MAX`], the longest a hold may live.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldTtl(pub Duration);
+
+impl FromText for HoldTtl {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_duration(text)
+            .filter(|ttl| *ttl >= Duration::from_secs(1) && *ttl <= HOLD_TTL_MAX)
+            .map(Self)
+            .ok_or_else(|| "must be a duration from 1s to 720h (30 days), like 168h".into())
     }
 }
 

@@ -64,6 +64,11 @@ row_id!(
     "transfer_id"
 );
 row_id!(
+    /// The id of a hold (SPEC §6).
+    HoldId,
+    "hold_id"
+);
+row_id!(
     /// The id of one entry of an account statement.
     EntryId,
     "entry_id"

@@ -5,6 +5,7 @@
 //! never re-checks. Fields are private so the only way in is through a parser.
 
 mod account;
+mod hold;
 mod idempotency;
 mod money;
 mod page;
@@ -12,7 +13,11 @@ mod records;
 mod user;
 mod verification;
 
-pub use account::{AccountId, AccountKind, AccountStatus, EntryId, TransferId};
+pub use account::{AccountId, AccountKind, AccountStatus, EntryId, HoldId, TransferId};
+pub use hold::{
+    HOLD_TTL_DEFAULT, HOLD_TTL_MAX, Hold, HoldStatus, Metadata, NewHold, Reference,
+    parse_expires_in,
+};
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use money::{Amount, Currency};
 pub use page::{PageKind, PageSize, PageToken};

@@ -38,6 +38,7 @@ impl Default for PageSize {
 pub enum PageKind {
     Accounts,
     Entries,
+    Holds,
 }
 
 impl PageKind {
@@ -45,6 +46,7 @@ impl PageKind {
         match self {
             PageKind::Accounts => "a",
             PageKind::Entries => "e",
+            PageKind::Holds => "h",
         }
     }
 }
@@ -126,7 +128,7 @@ mod tests {
     proptest! {
         #[test]
         fn tokens_round_trip(key in 1..=i64::MAX) {
-            for kind in [PageKind::Accounts, PageKind::Entries] {
+            for kind in [PageKind::Accounts, PageKind::Entries, PageKind::Holds] {
                 let encoded = PageToken::new(kind, key).encode();
                 prop_assert_eq!(PageToken::decode(&encoded, kind).unwrap().key(), key);
             }

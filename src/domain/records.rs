@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use super::{
-    AccountId, AccountKind, AccountStatus, Amount, Currency, Email, EntryId, FullName, Role,
-    TransferId, Username, ValidationError, VerificationCode,
+    AccountId, AccountKind, AccountStatus, Amount, Currency, Email, EntryId, FullName, HoldId,
+    Role, TransferId, Username, ValidationError, VerificationCode,
 };
 
 #[derive(Debug, Clone)]
@@ -43,7 +43,18 @@ pub struct Account {
     pub status: AccountStatus,
     /// How far below zero a banker lets this customer account go; 0 for settlement accounts.
     pub overdraft_limit: i64,
+    /// What its pending, unexpired holds reserve (as payer), as of reading.
+    pub held: i64,
     pub created_at: DateTime<Utc>,
+}
+
+impl Account {
+    /// What a debit may take before the overdraft limit: `balance - held` (SPEC §6).
+    pub fn available_balance(&self) -> i64 {
+        // `held <= balance + overdraft_limit` and `balance >= -overdraft_limit` for customer
+        // accounts, and settlement accounts hold nothing, so this stays in range.
+        self.balance.saturating_sub(self.held)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +64,8 @@ pub struct Transfer {
     pub to_account_id: AccountId,
     pub amount: Amount,
     pub currency: Currency,
+    /// The hold this transfer captured, if it was a capture.
+    pub hold_id: Option<HoldId>,
     pub created_at: DateTime<Utc>,
 }
 

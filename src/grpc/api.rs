@@ -9,13 +9,14 @@ use super::guard::Guarded;
 use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Currency, IdempotencyKey, PageKind, Role, TransferId, TransferReceipt, Username,
+    AccountId, Currency, HoldId, IdempotencyKey, PageKind, Role, TransferId, TransferReceipt,
+    Username,
 };
 use crate::service::edge;
 use crate::service::{
-    BankService, ClientAddress, ClientInfo, MoneyAnswer, NewUserRequest, PageRequest,
-    UpdateUserRequest, parse_account_status, parse_credentials, parse_money, parse_overdraft_limit,
-    parse_transfer, parse_verification,
+    BankService, ClientAddress, ClientInfo, HoldRequest, MoneyAnswer, NewUserRequest, PageRequest,
+    UpdateUserRequest, parse_account_status, parse_capture_amount, parse_credentials, parse_hold,
+    parse_hold_status, parse_money, parse_overdraft_limit, parse_transfer, parse_verification,
 };
 
 /// The gRPC face of the bank.
@@ -373,4 +374,91 @@ impl SimpleBank for GrpcApi {
             account: Some(account.into()),
         }))
     }
+
+    async fn create_hold(
+        &self,
+        request: Request<pb::CreateHoldRequest>,
+    ) -> RpcResult<pb::CreateHoldResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let hold = parse_hold(HoldRequest {
+            from_account_id: r.from_account_id,
+            to_account_id: r.to_account_id,
+            amount: r.amount,
+            currency: &r.currency,
+            // proto3 has no absent integer or string: 0 and "" mean "not given".
+            expires_in: (r.expires_in != 0).then_some(r.expires_in),
+            reference: (!r.reference.is_empty()).then_some(r.reference.as_str()),
+            metadata: (!r.metadata.is_empty()).then(|| r.metadata.into_iter().collect()),
+        })
+        .map_err(invalid)?;
+        let placed = self.service.create_hold(&caller, hold).await?;
+        Ok(Response::new(pb::CreateHoldResponse {
+            hold: Some(placed.hold.into()),
+            from_account: Some(placed.from_account.into()),
+        }))
+    }
+
+    async fn capture_hold(
+        &self,
+        request: Request<pb::CaptureHoldRequest>,
+    ) -> RpcResult<pb::CaptureHoldResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let id = hold_id(r.hold_id)?;
+        let amount = parse_capture_amount(Some(r.amount)).map_err(|e| invalid(vec![e]))?;
+        let captured = self.service.capture_hold(&caller, id, amount).await?;
+        Ok(Response::new(pb::CaptureHoldResponse {
+            hold: Some(captured.hold.into()),
+            transfer: Some(captured.receipt.transfer.into()),
+            to_entry: Some(captured.receipt.to_entry.into()),
+        }))
+    }
+
+    async fn void_hold(
+        &self,
+        request: Request<pb::VoidHoldRequest>,
+    ) -> RpcResult<pb::VoidHoldResponse> {
+        let caller = self.caller(&request)?;
+        let id = hold_id(request.get_ref().hold_id)?;
+        let hold = self.service.void_hold(&caller, id).await?;
+        Ok(Response::new(pb::VoidHoldResponse {
+            hold: Some(hold.into()),
+        }))
+    }
+
+    async fn get_hold(
+        &self,
+        request: Request<pb::GetHoldRequest>,
+    ) -> RpcResult<pb::GetHoldResponse> {
+        let caller = self.caller(&request)?;
+        let id = hold_id(request.get_ref().hold_id)?;
+        let hold = self.service.get_hold(&caller, id).await?;
+        Ok(Response::new(pb::GetHoldResponse {
+            hold: Some(hold.into()),
+        }))
+    }
+
+    async fn list_holds(
+        &self,
+        request: Request<pb::ListHoldsRequest>,
+    ) -> RpcResult<pb::ListHoldsResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let status = parse_hold_status(Some(&r.status)).map_err(|e| invalid(vec![e]))?;
+        let page = page(r.page_size, &r.page_token, PageKind::Holds)?;
+        let found = self
+            .service
+            .list_holds(&caller, account, status, page)
+            .await?;
+        Ok(Response::new(pb::ListHoldsResponse {
+            holds: found.items.into_iter().map(Into::into).collect(),
+            next_page_token: found.next_page_token.unwrap_or_default(),
+        }))
+    }
+}
+
+fn hold_id(raw: i64) -> Result<HoldId, Status> {
+    HoldId::new(raw).map_err(|e| invalid(vec![e]))
 }

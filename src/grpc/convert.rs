@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 
 use super::pb;
 use crate::auth::IssuedToken;
-use crate::domain::{Account, Entry, Transfer, TransferReceipt, User};
+use crate::domain::{Account, Amount, Entry, Hold, HoldId, Transfer, TransferReceipt, User};
 use crate::service::LoginResult;
 
 pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
@@ -42,6 +42,7 @@ impl From<Account> for pb::Account {
             created_at: timestamp(a.created_at),
             status: a.status.as_str().to_owned(),
             overdraft_limit: a.overdraft_limit,
+            available_balance: a.available_balance(),
         }
     }
 }
@@ -81,6 +82,7 @@ impl From<Transfer> for pb::Transfer {
             amount: t.amount.minor_units(),
             currency: t.currency.code().to_owned(),
             created_at: timestamp(t.created_at),
+            hold_id: t.hold_id.map_or(0, HoldId::get),
         }
     }
 }
@@ -92,6 +94,31 @@ impl From<TransferReceipt> for pb::CreateTransferResponse {
             from_account: Some(r.from_account.into()),
             from_entry: Some(r.from_entry.into()),
             to_entry: Some(r.to_entry.into()),
+        }
+    }
+}
+
+impl From<Hold> for pb::Hold {
+    fn from(h: Hold) -> Self {
+        pb::Hold {
+            id: h.id.get(),
+            from_account_id: h.from_account_id.get(),
+            to_account_id: h.to_account_id.get(),
+            amount: h.amount.minor_units(),
+            currency: h.currency.code().to_owned(),
+            status: h.status.as_str().to_owned(),
+            captured_amount: h.captured_amount.map_or(0, Amount::minor_units),
+            expires_at: timestamp(h.expires_at),
+            created_at: timestamp(h.created_at),
+            resolved_at: h.resolved_at.and_then(timestamp),
+            reference: h
+                .reference
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+            metadata: h
+                .metadata
+                .map(|m| m.into_entries().into_iter().collect())
+                .unwrap_or_default(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub fn code_of(code: ErrorCode) -> Code {
         | ErrorCode::CurrencyMismatch
         | ErrorCode::AccountFrozen
         | ErrorCode::AccountClosed
+        | ErrorCode::HoldNotPending
         | ErrorCode::IdempotencyMismatch => Code::FailedPrecondition,
         ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,

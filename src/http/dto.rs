@@ -9,13 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::IssuedToken;
 use crate::domain::{
-    Account, Amount, Currency, Entry, NewTransfer, PageKind, Password, Transfer, TransferReceipt,
-    User, Username, ValidationError,
+    Account, Amount, Currency, Entry, Hold, HoldId, NewHold, NewTransfer, PageKind, Password,
+    Transfer, TransferReceipt, User, Username, ValidationError,
 };
 use crate::service::{
-    LoginResult, NewUserRequest, PageRequest, UpdateUserRequest, parse_credentials, parse_money,
-    parse_transfer,
+    HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest, parse_credentials,
+    parse_hold, parse_money, parse_transfer,
 };
+use crate::store::{CapturedHold, PlacedHold};
 
 // --- requests ----------------------------------------------------------------------------------
 
@@ -178,6 +179,68 @@ impl PageQuery {
     }
 }
 
+/// A hold to place: the payer authorises `amount` for the payee to capture later.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    /// The payer's account (the caller's, unless a banker places it).
+    #[schema(example = 1)]
+    pub from_account_id: i64,
+    /// The payee's account.
+    #[schema(example = 2)]
+    pub to_account_id: i64,
+    /// Minor units reserved, greater than zero.
+    #[schema(example = 5000)]
+    pub amount: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// Seconds until it expires, 1 to 2592000 (30 days); the server's `HOLD_TTL` when absent.
+    #[schema(example = 3600)]
+    pub expires_in: Option<i64>,
+    /// 1 to 64 printable ASCII characters.
+    #[schema(example = "order-1042")]
+    pub reference: Option<String>,
+    /// String values only, at most 4 KiB as JSON.
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl TryFrom<HoldBody> for NewHold {
+    type Error = Vec<ValidationError>;
+
+    fn try_from(body: HoldBody) -> Result<Self, Self::Error> {
+        parse_hold(HoldRequest {
+            from_account_id: body.from_account_id,
+            to_account_id: body.to_account_id,
+            amount: body.amount,
+            currency: &body.currency,
+            expires_in: body.expires_in,
+            reference: body.reference.as_deref(),
+            metadata: body.metadata,
+        })
+    }
+}
+
+/// A capture: all of the hold unless `amount` says less.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureBody {
+    /// Minor units, at most the hold's amount; the rest is released.
+    #[schema(example = 3000)]
+    pub amount: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsQuery {
+    /// Only holds in this status: `pending`, `captured`, `voided` or `expired` (as of now).
+    pub status: Option<String>,
+    /// Rows per page, 1 to 100 (default 20).
+    pub page_size: Option<i64>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +297,9 @@ pub struct AccountView {
     pub status: &'static str,
     /// How far below zero the balance may go, in minor units (set by bankers).
     pub overdraft_limit: i64,
+    /// `balance` minus what pending, unexpired holds reserve: what debits may take, with the
+    /// overdraft limit on top.
+    pub available_balance: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -246,6 +312,7 @@ impl From<Account> for AccountView {
             balance: a.balance,
             status: a.status.as_str(),
             overdraft_limit: a.overdraft_limit,
+            available_balance: a.available_balance(),
             created_at: a.created_at,
         }
     }
@@ -300,6 +367,9 @@ pub struct TransferView {
     pub to_account_id: i64,
     pub amount: i64,
     pub currency: &'static str,
+    /// The hold this transfer captured; absent for other transfers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -311,6 +381,7 @@ impl From<Transfer> for TransferView {
             to_account_id: t.to_account_id.get(),
             amount: t.amount.minor_units(),
             currency: t.currency.code(),
+            hold_id: t.hold_id.map(HoldId::get),
             created_at: t.created_at,
         }
     }
@@ -351,6 +422,98 @@ pub struct TransferResult {
     pub from_account: AccountView,
     pub from_entry: EntryView,
     pub to_entry: CounterpartyEntryView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    pub id: i64,
+    pub from_account_id: i64,
+    pub to_account_id: i64,
+    /// Minor units reserved.
+    pub amount: i64,
+    pub currency: &'static str,
+    /// `pending`, `captured`, `voided` or `expired` (a pending hold past `expires_at` reads
+    /// `expired` at once).
+    #[schema(example = "pending")]
+    pub status: &'static str,
+    /// What the capture took; present once captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captured_amount: Option<i64>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// When it was captured or voided, or its `expires_at` once expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl From<Hold> for HoldView {
+    fn from(h: Hold) -> Self {
+        HoldView {
+            id: h.id.get(),
+            from_account_id: h.from_account_id.get(),
+            to_account_id: h.to_account_id.get(),
+            amount: h.amount.minor_units(),
+            currency: h.currency.code(),
+            status: h.status.as_str(),
+            captured_amount: h.captured_amount.map(Amount::minor_units),
+            expires_at: h.expires_at,
+            created_at: h.created_at,
+            resolved_at: h.resolved_at,
+            reference: h.reference.map(|r| r.as_str().to_owned()),
+            metadata: h.metadata.map(|m| m.into_entries()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldResponse {
+    pub hold: HoldView,
+}
+
+/// A placed hold, and the payer's account with the amount reserved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacedHoldResult {
+    pub hold: HoldView,
+    pub from_account: AccountView,
+}
+
+impl From<PlacedHold> for PlacedHoldResult {
+    fn from(placed: PlacedHold) -> Self {
+        PlacedHoldResult {
+            hold: placed.hold.into(),
+            from_account: placed.from_account.into(),
+        }
+    }
+}
+
+/// A captured hold, the transfer that captured it and the payee's entry (the payer's balance is
+/// not the payee's to see).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptureResult {
+    pub hold: HoldView,
+    pub transfer: TransferView,
+    pub to_entry: EntryView,
+}
+
+impl From<CapturedHold> for CaptureResult {
+    fn from(captured: CapturedHold) -> Self {
+        CaptureResult {
+            hold: captured.hold.into(),
+            transfer: captured.receipt.transfer.into(),
+            to_entry: captured.receipt.to_entry.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldList {
+    pub holds: Vec<HoldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// The result of a deposit or withdrawal: the customer's account and entry.

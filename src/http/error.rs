@@ -25,6 +25,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::CurrencyMismatch
         | ErrorCode::AccountFrozen
         | ErrorCode::AccountClosed
+        | ErrorCode::HoldNotPending
         | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

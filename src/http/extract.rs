@@ -34,6 +34,40 @@ where
     }
 }
 
+/// A JSON body that may be left out: no body at all (no `Content-Type`, nothing sent) reads as
+/// `T::default()`; anything sent is read as `ApiJson` reads it.
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return ApiJson::from_request(req, state)
+                .await
+                .map(|ApiJson(value)| OptionalJson(value));
+        }
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(body) if body.is_empty() => Ok(OptionalJson(T::default())),
+            Ok(_) => Err(ApiError::with_status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ServiceError::invalid(
+                    "body",
+                    "the body must be JSON, sent with Content-Type: application/json",
+                ),
+            )),
+            Err(rejection) => Err(ApiError::with_status(
+                rejection.status(),
+                ServiceError::invalid("body", "the body is larger than the server accepts"),
+            )),
+        }
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let description = match &rejection {

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod guard;
 mod handlers;
+mod holds;
 mod request_log;
 
 pub use guard::MAX_HEADER_BYTES;
@@ -53,6 +54,7 @@ pub struct AppState {
         (name = "users", description = "Sign up, log in, sessions, profiles and roles"),
         (name = "accounts", description = "Accounts and statements"),
         (name = "transfers", description = "Transfers, deposits and withdrawals"),
+        (name = "holds", description = "Holds: funds the payer authorises and the payee captures (in all or in part) or releases"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "simple_bank compatibility", description = "simple_bank's own routes and JSON shapes, served only with SIMPLE_BANK_COMPAT=true; see doc/simple_bank-compat.md for every difference"),
     )
@@ -95,6 +97,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(withdraw))
         .routes(routes!(create_transfer))
         .routes(routes!(get_transfer))
+        .routes(routes!(holds::create_hold))
+        .routes(routes!(holds::get_hold))
+        .routes(routes!(holds::capture_hold))
+        .routes(routes!(holds::void_hold))
+        .routes(routes!(holds::list_holds))
 }
 
 /// How the HTTP side is set up (from `Settings`).

@@ -20,6 +20,7 @@ pub enum ErrorCode {
     IdempotencyMismatch,
     AccountFrozen,
     AccountClosed,
+    HoldNotPending,
     RateLimited,
     Unavailable,
     Internal,
@@ -39,6 +40,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
             ErrorCode::AccountFrozen => "account_frozen",
             ErrorCode::AccountClosed => "account_closed",
+            ErrorCode::HoldNotPending => "hold_not_pending",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -72,6 +74,8 @@ pub enum ServiceError {
     #[error("{0}")]
     AccountClosed(String),
     #[error("{0}")]
+    HoldNotPending(String),
+    #[error("{0}")]
     IdempotencyMismatch(&'static str),
     /// Too many attempts; the client may try again after `retry_after`.
     #[error("rate limited for {retry_after:?}")]
@@ -95,6 +99,7 @@ impl ServiceError {
             ServiceError::CurrencyMismatch(_) => ErrorCode::CurrencyMismatch,
             ServiceError::AccountFrozen(_) => ErrorCode::AccountFrozen,
             ServiceError::AccountClosed(_) => ErrorCode::AccountClosed,
+            ServiceError::HoldNotPending(_) => ErrorCode::HoldNotPending,
             ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
@@ -119,7 +124,8 @@ impl ServiceError {
             | ServiceError::InsufficientFunds(message)
             | ServiceError::CurrencyMismatch(message)
             | ServiceError::AccountFrozen(message)
-            | ServiceError::AccountClosed(message) => message.clone(),
+            | ServiceError::AccountClosed(message)
+            | ServiceError::HoldNotPending(message) => message.clone(),
             ServiceError::RateLimited { .. } => format!(
                 "too many attempts; try again in {} s",
                 self.retry_after_secs().unwrap_or(1)
@@ -210,9 +216,24 @@ impl From<StoreError> for ServiceError {
                 "status",
                 format!("account {id} can be closed only at a zero balance"),
             ),
+            StoreError::PendingHolds(id) => ServiceError::invalid(
+                "status",
+                format!("account {id} can be closed only with no pending hold"),
+            ),
+            StoreError::HoldNotPending { hold, status } => ServiceError::HoldNotPending(format!(
+                "hold {hold} is {}, not pending: capture, void and expiry are final",
+                status.as_str()
+            )),
+            StoreError::CaptureExceedsHold { hold, reserved } => ServiceError::invalid(
+                "amount",
+                format!(
+                    "must be at most the {} minor units hold {hold} reserves",
+                    reserved.minor_units()
+                ),
+            ),
             StoreError::LimitBelowDebt(id) => ServiceError::invalid(
                 "limit",
-                format!("must be at least what account {id} owes now"),
+                format!("must cover what account {id} owes and has on hold now"),
             ),
             StoreError::InsufficientFunds(id) => {
                 ServiceError::InsufficientFunds(format!("account {id} has insufficient funds"))

@@ -9,6 +9,7 @@ mod admission;
 mod client_address;
 pub mod edge;
 mod error;
+mod holds;
 mod port;
 mod rate_limit;
 mod transfers;
@@ -23,6 +24,7 @@ pub use accounts::{
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
+pub use holds::{HoldRequest, parse_capture_amount, parse_hold, parse_hold_status};
 pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
 pub use transfers::{MoneyAnswer, parse_money, parse_transfer};
@@ -58,6 +60,8 @@ pub struct BankService {
     lifetimes: TokenLifetimes,
     /// How long an email verification code stays valid.
     verification_ttl: Duration,
+    /// How long a hold lives when its payer does not say (`HOLD_TTL`).
+    hold_ttl: Duration,
     metrics: Arc<Metrics>,
     /// Login attempts per client address and failures per username (`rate_limit.rs`).
     login_limiter: Arc<LoginLimiter>,
@@ -82,6 +86,7 @@ impl BankService {
             tokens,
             lifetimes,
             verification_ttl: DEFAULT_VERIFICATION_TTL,
+            hold_ttl: crate::domain::HOLD_TTL_DEFAULT,
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),
@@ -132,6 +137,11 @@ impl BankService {
     /// Money movements are counted here, by outcome, whichever transport asked.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    pub fn with_hold_ttl(mut self, ttl: Duration) -> Self {
+        self.hold_ttl = ttl;
         self
     }
 

@@ -1,5 +1,5 @@
 //! What the service needs from storage: the store's own traits, one per concern — `UserStore`,
-//! `SessionStore`, `AccountStore`, `TransferStore`, `IdempotentStore` — each implemented by
+//! `SessionStore`, `AccountStore`, `TransferStore`, `HoldStore`, `IdempotentStore` — each implemented by
 //! `Store` next to its SQL, and each mocked by mockall (`automock`) for the service's unit tests
 //! (paths a real database cannot easily produce: it being down, a broken invariant). An
 //! operation is written twice, its signature in the trait and its body in the impl, never
@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use crate::store::{AccountStore, IdempotentStore, SessionStore, Store, TransferStore, UserStore};
+use crate::store::{
+    AccountStore, HoldStore, IdempotentStore, SessionStore, Store, TransferStore, UserStore,
+};
 
 /// One handle per concern; in production all of them are the same `Store`.
 #[derive(Clone)]
@@ -20,6 +22,7 @@ pub struct StorePorts {
     pub sessions: Arc<dyn SessionStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub transfers: Arc<dyn TransferStore>,
+    pub holds: Arc<dyn HoldStore>,
     pub keyed: Arc<dyn IdempotentStore>,
 }
 
@@ -31,6 +34,7 @@ impl From<Store> for StorePorts {
             sessions: store.clone(),
             accounts: store.clone(),
             transfers: store.clone(),
+            holds: store.clone(),
             keyed: store,
         }
     }

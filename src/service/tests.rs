@@ -16,7 +16,7 @@ use crate::domain::{
     User, Username, VerificationCode, VerifyOutcome,
 };
 use crate::store::{
-    Entity, KeyedOutcome, MockAccountStore, MockIdempotentStore, MockSessionStore,
+    Entity, KeyedOutcome, MockAccountStore, MockHoldStore, MockIdempotentStore, MockSessionStore,
     MockTransferStore, MockUserStore, MoneyMove, Page, StoreError,
 };
 
@@ -41,6 +41,7 @@ struct Mocks {
     sessions: MockSessionStore,
     accounts: MockAccountStore,
     transfers: MockTransferStore,
+    holds: MockHoldStore,
     keyed: MockIdempotentStore,
 }
 
@@ -51,6 +52,7 @@ fn service(store: Mocks) -> BankService {
             sessions: Arc::new(store.sessions),
             accounts: Arc::new(store.accounts),
             transfers: Arc::new(store.transfers),
+            holds: Arc::new(store.holds),
             keyed: Arc::new(store.keyed),
         },
         Arc::new(TokenMaker::new(KEY).unwrap()),
@@ -80,6 +82,7 @@ fn account(id: i64, owner: &str) -> Account {
         kind: AccountKind::Customer,
         status: AccountStatus::Active,
         overdraft_limit: 0,
+        held: 0,
         created_at: Utc::now(),
     }
 }
@@ -300,6 +303,7 @@ async fn a_transfer_is_readable_by_either_party_and_bankers() {
                     to_account_id: id(2),
                     amount: Amount::new(5).unwrap(),
                     currency: Currency::Usd,
+                    hold_id: None,
                     created_at: Utc::now(),
                 },
                 from_owner: name("alice"),

@@ -4,16 +4,28 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::holds::HoldStore;
 use super::{Page, Store, StoreError, decode};
 use crate::domain::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, PageSize, TransferId,
     Username,
 };
 
-/// The column list every query of this table returns (a macro so queries stay `&'static str`).
+/// The column list every query of this table returns (a macro so queries stay `&'static str`),
+/// with `held` as of the statement's snapshot. `holds_pending` (the payer's holds still marked
+/// pending) is 0 for most accounts and spares them the subquery.
+///
+/// Only for statements that take no lock or run after their transaction took it: a statement
+/// that waits for a row lock keeps its older snapshot for subqueries, and must read `held`
+/// through `account_held` instead (see the holds migration and `MOVE_MONEY`).
 macro_rules! account_columns {
     () => {
-        "id, owner, currency, balance, kind, status, overdraft_limit, created_at"
+        "id, owner, currency, balance, kind, status, overdraft_limit, created_at, \
+         CASE WHEN holds_pending > 0 THEN \
+             (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h \
+              WHERE h.from_account_id = accounts.id AND h.status = 'pending' \
+                AND h.expires_at > now()) \
+         ELSE 0 END AS held"
     };
 }
 
@@ -158,6 +170,11 @@ impl AccountStore for Store {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<Account, StoreError> {
+        if status == AccountStatus::Closed {
+            // Holds past their expiry no longer count but are still marked pending; mark them
+            // first, so only a live hold stands in the way (`accounts_closed_without_holds`).
+            while self.expire_due_holds(500, Some(id)).await? > 0 {}
+        }
         let update = sqlx::query(concat!(
             "UPDATE accounts SET status = $2, status_reason = $3 WHERE id = $1 RETURNING ",
             account_columns!()
@@ -167,9 +184,11 @@ impl AccountStore for Store {
         .bind(reason);
         // Setting the status it has changes nothing, closed included.
         let unchanged = |current: &Account| current.status == status;
-        // The lock keeps the balance as checked: `accounts_closed_empty` is the zero-balance rule.
-        self.change_customer_account(id, unchanged, update, "accounts_closed_empty", || {
-            StoreError::AccountNotEmpty(id)
+        // The lock keeps the balance and the holds as checked.
+        self.change_customer_account(id, unchanged, update, |violated| match violated {
+            "accounts_closed_empty" => Some(StoreError::AccountNotEmpty(id)),
+            "accounts_closed_without_holds" => Some(StoreError::PendingHolds(id)),
+            _ => None,
         })
         .await
     }
@@ -185,8 +204,10 @@ impl AccountStore for Store {
             id,
             |current| current.overdraft_limit == limit,
             update,
-            "accounts_balance_within_limit",
-            || StoreError::LimitBelowDebt(id),
+            |violated| {
+                (violated == "accounts_balance_within_limit")
+                    .then_some(StoreError::LimitBelowDebt(id))
+            },
         )
         .await
     }
@@ -195,15 +216,16 @@ impl AccountStore for Store {
 impl Store {
     /// A banker's change of one customer account, under its row lock (so a debit is ordered
     /// before or after it, never beside it): `update` runs unless `unchanged` says it would
-    /// change nothing; a closed account refuses any change; a violation of `constraint` is
-    /// `refusal`.
+    /// change nothing; a closed account refuses any change; `refusal` names the refusal of a
+    /// violated constraint. The changed account must still cover its holds
+    /// (`held <= balance + overdraft_limit`, which no constraint can hold: `held` depends on the
+    /// clock); `LimitBelowDebt` otherwise.
     async fn change_customer_account(
         &self,
         id: AccountId,
         unchanged: impl FnOnce(&Account) -> bool,
         update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-        constraint: &str,
-        refusal: impl FnOnce() -> StoreError,
+        refusal: impl FnOnce(&str) -> Option<StoreError>,
     ) -> Result<Account, StoreError> {
         let mut tx = self.pool.begin().await?;
         let current = lock_customer_account(&mut tx, id).await?;
@@ -216,15 +238,25 @@ impl Store {
                 Err(StoreError::AccountClosed(id))
             };
         }
+        // A statement after the lock: its snapshot, and so `held`, is current.
         let changed = update
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
-                StoreError::ConstraintViolated(c) if c == constraint => refusal(),
+                StoreError::ConstraintViolated(c) => {
+                    refusal(&c).unwrap_or(StoreError::ConstraintViolated(c))
+                }
                 other => other,
             })?;
+        let changed = account_from_row(&changed)?;
+        if i128::from(changed.held)
+            > i128::from(changed.balance) + i128::from(changed.overdraft_limit)
+        {
+            tx.rollback().await?;
+            return Err(StoreError::LimitBelowDebt(id));
+        }
         tx.commit().await?;
-        account_from_row(&changed)
+        Ok(changed)
     }
 }
 
@@ -258,6 +290,7 @@ pub(super) fn account_from_row(row: &PgRow) -> Result<Account, StoreError> {
         kind: decode(row, "kind", |s: String| s.parse())?,
         status: decode(row, "status", |s: String| s.parse())?,
         overdraft_limit: row.try_get("overdraft_limit")?,
+        held: row.try_get("held")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -5,7 +5,7 @@
 //! variant that carries a `sqlx::Error` (`Internal`/`Unavailable`) keeps it only as a `source`
 //! for the log.
 
-use crate::domain::{AccountId, Currency};
+use crate::domain::{AccountId, Amount, Currency, HoldId, HoldStatus};
 
 /// A row the caller asked for, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,7 @@ pub enum Entity {
     User,
     Account,
     Transfer,
+    Hold,
 }
 
 impl std::fmt::Display for Entity {
@@ -21,6 +22,7 @@ impl std::fmt::Display for Entity {
             Entity::User => "user",
             Entity::Account => "account",
             Entity::Transfer => "transfer",
+            Entity::Hold => "hold",
         })
     }
 }
@@ -62,6 +64,12 @@ pub enum StoreError {
     AccountClosed(AccountId),
     #[error("account {0} still holds money")]
     AccountNotEmpty(AccountId),
+    #[error("account {0} has pending holds")]
+    PendingHolds(AccountId),
+    #[error("hold {hold} is {status}, not pending", status = .status.as_str())]
+    HoldNotPending { hold: HoldId, status: HoldStatus },
+    #[error("hold {hold} reserves {reserved}; cannot capture more")]
+    CaptureExceedsHold { hold: HoldId, reserved: Amount },
     #[error("the overdraft limit of account {0} would be below its debt")]
     LimitBelowDebt(AccountId),
     #[error("insufficient funds in account {0}")]
@@ -121,7 +129,10 @@ impl From<sqlx::Error> for StoreError {
                     _ => {}
                 },
                 // check_violation; the other checks fall through to `ConstraintViolated` below.
-                "23514" if constraint == "transfers_distinct_accounts" => {
+                "23514"
+                    if constraint == "transfers_distinct_accounts"
+                        || constraint == "holds_distinct_accounts" =>
+                {
                     return StoreError::SameAccount;
                 }
                 "40P01" | "40001" => return StoreError::Contended,

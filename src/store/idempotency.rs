@@ -80,16 +80,18 @@ const FIND_KEY: &str = r#"
 SELECT k.request_hash,
        COALESCE(k.refusal, 'ok') AS status,
        k.refusal_currency AS from_currency, k.refusal_currency AS to_currency,
-       tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       tr.id AS transfer_id, tr.created_at AS transfer_created_at, tr.hold_id AS transfer_hold_id,
        fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
        fe.created_at AS from_entry_created_at,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
        te.created_at AS to_entry_created_at,
        fa.owner AS from_owner, fe.balance_after AS from_balance, fa.kind AS from_kind,
        fa.status AS from_status, fa.overdraft_limit AS from_overdraft_limit,
+       CASE WHEN fa.holds_pending > 0 THEN account_held(fa.id) ELSE 0 END AS from_held,
        fa.created_at AS from_created_at,
        ta.owner AS to_owner, te.balance_after AS to_balance, ta.kind AS to_kind,
        ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
+       CASE WHEN ta.holds_pending > 0 THEN account_held(ta.id) ELSE 0 END AS to_held,
        ta.created_at AS to_created_at
 FROM idempotency_keys k
 LEFT JOIN transfers tr ON tr.id = k.transfer_id
@@ -138,7 +140,9 @@ impl Attempt<'_> {
         if let Some(answered) = self.claim(tx).await? {
             return Ok(answered);
         }
-        let row = move_money_query(&self.movement).fetch_one(&mut *tx).await?;
+        let row = move_money_query(&self.movement, None)
+            .fetch_one(&mut *tx)
+            .await?;
         let status: String = row.try_get("status")?;
         let verdict = Verdict::parse(&status).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let (transfer_id, refusal_currency): (Option<i64>, Option<String>) =

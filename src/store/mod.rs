@@ -8,6 +8,7 @@ mod account_gate;
 mod accounts;
 mod error;
 mod group_commit;
+mod holds;
 mod idempotency;
 mod rules;
 mod sessions;
@@ -27,7 +28,9 @@ use crate::domain::{AccountId, Currency, ValidationError};
 
 /// The store's traits, for callers of `Store` outside the service: `use store::prelude::*`.
 pub mod prelude {
-    pub use super::{AccountStore, IdempotentStore, SessionStore, TransferStore, UserStore};
+    pub use super::{
+        AccountStore, HoldStore, IdempotentStore, SessionStore, TransferStore, UserStore,
+    };
 }
 
 pub use accounts::AccountStore;
@@ -35,6 +38,9 @@ pub use accounts::AccountStore;
 pub use accounts::MockAccountStore;
 pub use error::{Entity, StoreError, Unique};
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
+#[cfg(test)]
+pub use holds::MockHoldStore;
+pub use holds::{CapturedHold, HoldParties, HoldStore, PlacedHold};
 #[cfg(test)]
 pub use idempotency::MockIdempotentStore;
 pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};

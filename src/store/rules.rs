@@ -66,6 +66,8 @@ pub struct Side<'a> {
     pub kind: AccountKind,
     pub status: AccountStatus,
     pub overdraft_limit: i64,
+    /// What its pending, unexpired holds reserve, read under the lock.
+    pub held: i64,
 }
 
 impl<'a> Side<'a> {
@@ -77,6 +79,7 @@ impl<'a> Side<'a> {
             kind: account.kind,
             status: account.status,
             overdraft_limit: account.overdraft_limit,
+            held: account.held,
         }
     }
 }
@@ -202,9 +205,10 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
     let Some(t) = to else {
         return Verdict::ToNotFound;
     };
-    // Positive, and the limit is not negative, so `amount - overdraft_limit` cannot overflow
-    // (where `balance + overdraft_limit` could).
+    // In i128: `balance - held` and `amount - overdraft_limit` stay in i64 for any account the
+    // invariants allow, but the rules must not depend on the invariants they enforce.
     let amount = movement.amount.minor_units();
+    let available = i128::from(f.balance) - i128::from(f.held);
     if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit {
         Verdict::FromNotCustomer
     } else if t.kind != AccountKind::Customer && movement.kind != MovementKind::Withdrawal {
@@ -220,7 +224,9 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
         Verdict::FromCurrencyMismatch
     } else if t.currency != movement.currency {
         Verdict::ToCurrencyMismatch
-    } else if f.kind == AccountKind::Customer && f.balance < amount - f.overdraft_limit {
+    } else if f.kind == AccountKind::Customer
+        && available < i128::from(amount) - i128::from(f.overdraft_limit)
+    {
         Verdict::InsufficientFunds
     } else if f.balance.checked_sub(amount).is_none() {
         Verdict::FromOverflow
@@ -262,6 +268,7 @@ mod tests {
             kind,
             status: AccountStatus::Active,
             overdraft_limit: 0,
+            held: 0,
         }
     }
 

@@ -10,8 +10,8 @@ use sqlx::postgres::PgRow;
 use super::rules::{Movement, MovementKind, Verdict};
 use super::{Entity, Store, StoreError, decode, retrying};
 use crate::domain::{
-    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, NewTransfer, Transfer,
-    TransferId, TransferParties, TransferReceipt, Username,
+    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, HoldId, NewTransfer,
+    Transfer, TransferId, TransferParties, TransferReceipt, Username,
 };
 
 /// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
@@ -31,6 +31,13 @@ use crate::domain::{
 ///    row, two entries with their `balance_after`, two balance updates. Each depends on the
 ///    previous through its `FROM`, so nothing is written before both locks are held.
 ///
+/// `held` (what the payer's pending, unexpired holds reserve) is read by the VOLATILE function
+/// `account_held`, called from `held` after `locked` has the locks. A subquery here would read
+/// the statement's snapshot, taken before any wait for the lock, and miss a hold committed by
+/// the transaction that held it: two holds and a transfer racing for the last euro could all
+/// pass. A volatile function takes a fresh snapshot for its query. `holds_pending` (on the
+/// locked, so current, row) is 0 for most accounts and spares them the call.
+///
 /// The new balances are computed from `locked`, **not** from `accounts.balance`. The UPDATE scans
 /// with the statement's snapshot, which predates any wait for the locks; PostgreSQL builds the new
 /// row from that stale version and checks `accounts_balance_within_limit` on it *before* it notices
@@ -43,11 +50,15 @@ use crate::domain::{
 /// database.
 pub(super) const MOVE_MONEY: &str = r#"
 WITH locked AS MATERIALIZED (
-    SELECT id, owner, currency, balance, kind, status, overdraft_limit
+    SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending
     FROM accounts
     WHERE id = $1 OR id = $2
     ORDER BY id
     FOR NO KEY UPDATE
+),
+held AS MATERIALIZED (
+    SELECT id, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held
+    FROM locked
 ),
 verdict AS (
     SELECT CASE
@@ -61,22 +72,26 @@ verdict AS (
             WHEN f.status = 'frozen' THEN 'from_frozen'
             WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
             WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
-            WHEN f.kind = 'customer' AND f.balance < $3 - f.overdraft_limit
+            WHEN f.kind = 'customer' AND f.balance - fh.held < $3 - f.overdraft_limit
                 THEN 'insufficient_funds'
             WHEN f.balance < (-9223372036854775807 - 1) + $3 THEN 'from_overflow'
             WHEN t.balance > 9223372036854775807 - $3 THEN 'to_overflow'
             ELSE 'ok'
            END AS status,
            f.currency AS from_currency,
-           t.currency AS to_currency
+           t.currency AS to_currency,
+           fh.held AS from_held,
+           th.held AS to_held
     FROM (VALUES (1)) AS one (x)
     LEFT JOIN locked f ON f.id = $1
     LEFT JOIN locked t ON t.id = $2
+    LEFT JOIN held fh ON fh.id = $1
+    LEFT JOIN held th ON th.id = $2
 ),
 transfer AS (
-    INSERT INTO transfers (from_account_id, to_account_id, amount, currency)
-    SELECT $1, $2, $3, $4 FROM verdict WHERE status = 'ok'
-    RETURNING id, created_at
+    INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id)
+    SELECT $1, $2, $3, $4, $7 FROM verdict WHERE status = 'ok'
+    RETURNING id, created_at, hold_id
 ),
 entry_rows AS (
     INSERT INTO entries (account_id, transfer_id, amount, balance_after)
@@ -93,17 +108,17 @@ updated AS (
     RETURNING a.id, a.owner, a.balance, a.kind, a.status, a.overdraft_limit, a.created_at
 )
 SELECT v.status, v.from_currency, v.to_currency,
-       tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       tr.id AS transfer_id, tr.created_at AS transfer_created_at, tr.hold_id AS transfer_hold_id,
        fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
        fe.created_at AS from_entry_created_at,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
        te.created_at AS to_entry_created_at,
        fa.owner AS from_owner, fa.balance AS from_balance, fa.kind AS from_kind,
        fa.status AS from_status, fa.overdraft_limit AS from_overdraft_limit,
-       fa.created_at AS from_created_at,
+       v.from_held, fa.created_at AS from_created_at,
        ta.owner AS to_owner, ta.balance AS to_balance, ta.kind AS to_kind,
        ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
-       ta.created_at AS to_created_at
+       v.to_held, ta.created_at AS to_created_at
 FROM verdict v
 LEFT JOIN transfer tr ON true
 LEFT JOIN entry_rows fe ON fe.account_id = $1
@@ -195,7 +210,8 @@ impl TransferStore for Store {
     }
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
-            "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.created_at, \
+            "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
+                    t.created_at, \
                     f.owner AS from_owner, r.owner AS to_owner \
              FROM transfers t \
              JOIN accounts f ON f.id = t.from_account_id \
@@ -213,6 +229,9 @@ impl TransferStore for Store {
                 to_account_id: decode(&row, "to_account_id", AccountId::new)?,
                 amount: decode(&row, "amount", Amount::new)?,
                 currency: decode(&row, "currency", |s: String| s.parse())?,
+                hold_id: decode(&row, "hold_id", |id: Option<i64>| {
+                    id.map(HoldId::new).transpose()
+                })?,
                 created_at: row.try_get("created_at")?,
             },
             from_owner: decode(&row, "from_owner", |s: String| Username::parse(&s))?,
@@ -239,7 +258,7 @@ impl Store {
     ) -> Result<TransferReceipt, StoreError> {
         // Each account's share of the pool first (`account_gate.rs`).
         let _pass = self.gate.enter(&movement.customer_accounts()).await?;
-        let row = retrying(|| move_money_query(movement).fetch_one(&self.pool)).await?;
+        let row = retrying(|| move_money_query(movement, None).fetch_one(&self.pool)).await?;
         receipt_from_row(&row, movement)
     }
 }
@@ -247,6 +266,7 @@ impl Store {
 /// `MOVE_MONEY` with its parameters bound, to run alone or inside a transaction.
 pub(super) fn move_money_query(
     movement: &Movement,
+    hold: Option<HoldId>,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(MOVE_MONEY)
         .bind(movement.from.get())
@@ -255,6 +275,7 @@ pub(super) fn move_money_query(
         .bind(movement.currency.code())
         .bind(movement.kind.as_str())
         .bind(movement.owner.as_ref().map(Username::as_str))
+        .bind(hold.map(HoldId::get))
 }
 
 /// The receipt of `MOVE_MONEY` (or of a replayed record, under the same column names), or the
@@ -304,6 +325,7 @@ pub(super) fn receipt_from_row(
             })?,
             status: decode(row, &format!("{side}_status"), |s: String| s.parse())?,
             overdraft_limit: row.try_get(format!("{side}_overdraft_limit").as_str())?,
+            held: row.try_get(format!("{side}_held").as_str())?,
             created_at: row.try_get(format!("{side}_created_at").as_str())?,
         })
     };
@@ -314,6 +336,9 @@ pub(super) fn receipt_from_row(
             to_account_id: to,
             amount,
             currency,
+            hold_id: decode(row, "transfer_hold_id", |id: Option<i64>| {
+                id.map(HoldId::new).transpose()
+            })?,
             created_at,
         },
         from_entry: entry("from", from, -amount.minor_units())?,

@@ -8,6 +8,7 @@ use sqlx::{PgPool, Row};
 
 use crate::domain::{Account, AccountId, Entry, EntryId, Transfer, TransferId, TransferReceipt};
 use crate::store::accounts::account_from_row;
+use crate::store::holds::LOCK_ACCOUNTS;
 use crate::store::rules::{self, Movement, Side, Verdict};
 use crate::store::{StoreError, decode};
 
@@ -26,12 +27,6 @@ pub(super) enum Failure {
 /// behind it. On `lock_not_available` the batch rolls back and its movements run alone, so only
 /// those touching the held row wait.
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
-
-/// Locks every account of the batch, ascending, with every column `account_from_row` reads: the
-/// rules need them, and the receipts show them.
-const LOCK_ACCOUNTS: &str = "SELECT id, owner, currency, balance, kind, status, overdraft_limit, \
-     created_at \
-     FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// Writes the accepted movements, in arrival order, in one statement: transfers, then two entries
 /// each, then the accounts' final balances.
@@ -272,6 +267,7 @@ fn receipt(
             to_account_id: job.to,
             amount: job.amount,
             currency: job.currency,
+            hold_id: None,
             created_at: row.try_get("transfer_created_at")?,
         },
         from_entry: entry("from", job.from, -amount, accepted.from_after)?,

@@ -25,6 +25,7 @@ async fn migrations_are_reversible() {
             "currencies",
             "email_outbox",
             "entries",
+            "holds",
             "idempotency_keys",
             "sessions",
             "transfers",

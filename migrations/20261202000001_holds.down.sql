@@ -1,0 +1,10 @@
+DROP FUNCTION account_held(bigint);
+ALTER TABLE transfers
+    DROP CONSTRAINT transfers_hold_key,
+    DROP CONSTRAINT transfers_hold_fkey,
+    DROP COLUMN hold_id;
+ALTER TABLE accounts
+    DROP CONSTRAINT accounts_closed_without_holds,
+    DROP CONSTRAINT accounts_holds_pending_nonnegative,
+    DROP COLUMN holds_pending;
+DROP TABLE holds;

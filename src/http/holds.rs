@@ -1,0 +1,160 @@
+//! The hold routes (SPEC §6): place, capture, void, read, and an account's holds.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::AppState;
+use super::dto::*;
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Auth, OptionalJson};
+use crate::domain::{AccountId, HoldId, NewHold, PageKind};
+use crate::service::{PageRequest, parse_capture_amount, parse_hold_status};
+
+fn hold_in_path(raw: &str) -> ApiResult<HoldId> {
+    Ok(raw.parse::<HoldId>()?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/holds",
+    tag = "holds",
+    request_body = HoldBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The hold, and the payer's account with the amount reserved", body = PlacedHoldResult),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The from-account is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "insufficient_funds (of the available balance), currency_mismatch, account_frozen, account_closed", body = ErrorBody),
+    )
+)]
+pub async fn create_hold(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<HoldBody>,
+) -> ApiResult<(StatusCode, Json<PlacedHoldResult>)> {
+    let hold = NewHold::try_from(body)?;
+    let placed = app.service.create_hold(&caller, hold).await?;
+    Ok((StatusCode::CREATED, Json(placed.into())))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/holds/{id}/capture",
+    tag = "holds",
+    params(("id" = i64, Path, description = "The hold id")),
+    request_body(content = CaptureBody, description = "Optional: without a body, all of the hold is captured"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The captured hold, the one transfer that captured it and the payee's entry", body = CaptureResult),
+        (status = 400, description = "Invalid input (an amount over the hold's); `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The to-account is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "hold_not_pending (captured, voided or expired), account_frozen (the payer), account_closed (the payee)", body = ErrorBody),
+    )
+)]
+pub async fn capture_hold(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CaptureBody>,
+) -> ApiResult<(StatusCode, Json<CaptureResult>)> {
+    let id = hold_in_path(&id)?;
+    let amount = parse_capture_amount(body.amount)?;
+    let captured = app.service.capture_hold(&caller, id, amount).await?;
+    Ok((StatusCode::CREATED, Json(captured.into())))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/holds/{id}/void",
+    tag = "holds",
+    params(("id" = i64, Path, description = "The hold id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The released hold", body = HoldResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The to-account is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 422, description = "hold_not_pending (captured, voided or expired)", body = ErrorBody),
+    )
+)]
+pub async fn void_hold(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HoldResponse>> {
+    let id = hold_in_path(&id)?;
+    let hold = app.service.void_hold(&caller, id).await?;
+    Ok(Json(HoldResponse { hold: hold.into() }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/holds/{id}",
+    tag = "holds",
+    params(("id" = i64, Path, description = "The hold id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The hold, its status as of now", body = HoldResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Neither account is the caller's", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
+pub async fn get_hold(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HoldResponse>> {
+    let id = hold_in_path(&id)?;
+    let hold = app.service.get_hold(&caller, id).await?;
+    Ok(Json(HoldResponse { hold: hold.into() }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/holds",
+    tag = "holds",
+    params(("id" = i64, Path, description = "The account id"), HoldsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the holds the account pays or receives, newest first", body = HoldList),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
+pub async fn list_holds(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<HoldsQuery>,
+) -> ApiResult<Json<HoldList>> {
+    let id = id.parse::<AccountId>()?;
+    let status = parse_hold_status(query.status.as_deref());
+    let page = PageRequest::parse(
+        query.page_size,
+        query.page_token.as_deref(),
+        PageKind::Holds,
+    );
+    let (status, page) = match (status, page) {
+        (Ok(status), Ok(page)) => (status, page),
+        (status, page) => {
+            let mut all: Vec<_> = status.err().into_iter().collect();
+            all.extend(page.err().unwrap_or_default());
+            return Err(crate::service::ServiceError::InvalidArgument(all).into());
+        }
+    };
+    let found = app.service.list_holds(&caller, id, status, page).await?;
+    Ok(Json(HoldList {
+        holds: found.items.into_iter().map(Into::into).collect(),
+        next_page_token: found.next_page_token,
+    }))
+}

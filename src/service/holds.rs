@@ -1,0 +1,173 @@
+//! Holds (SPEC §6): the payer (or a banker) places one, the payee (or a banker) captures or
+//! voids it, either side reads it. The rules of the money are the store's, under the row locks.
+
+use std::collections::BTreeMap;
+
+use super::{BankService, ListPage, PageRequest, ServiceError};
+use crate::auth::Principal;
+use crate::domain::{
+    AccountId, Amount, Currency, Hold, HoldId, HoldStatus, Metadata, NewHold, PageKind, Reference,
+    ValidationError, Violations, parse_expires_in,
+};
+use crate::store::{CapturedHold, PlacedHold, StoreError};
+
+/// A hold as a client writes it, from either transport, every bad field reported.
+#[derive(Debug, Clone, Default)]
+pub struct HoldRequest<'a> {
+    pub from_account_id: i64,
+    pub to_account_id: i64,
+    pub amount: i64,
+    pub currency: &'a str,
+    /// Seconds; absent: `HOLD_TTL`.
+    pub expires_in: Option<i64>,
+    pub reference: Option<&'a str>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+pub fn parse_hold(request: HoldRequest<'_>) -> Result<NewHold, Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let from = v
+        .check(AccountId::new(request.from_account_id).map_err(|e| e.for_field("from_account_id")));
+    let to =
+        v.check(AccountId::new(request.to_account_id).map_err(|e| e.for_field("to_account_id")));
+    let amount = v.check(Amount::new(request.amount));
+    let currency = v.check(request.currency.parse::<Currency>());
+    let expires_in = v.check(request.expires_in.map(parse_expires_in).transpose());
+    let reference = v.check(request.reference.map(Reference::parse).transpose());
+    let metadata = v.check(request.metadata.map(Metadata::new).transpose());
+    if let (Some(f), Some(t)) = (from, to)
+        && f == t
+    {
+        v.check::<()>(Err(ValidationError::new(
+            "to_account_id",
+            "must differ from from_account_id",
+        )));
+    }
+    v.finish(|| {
+        Some(NewHold {
+            from: from?,
+            to: to?,
+            amount: amount?,
+            currency: currency?,
+            expires_in: expires_in?,
+            reference: reference?,
+            metadata: metadata?,
+        })
+    })
+}
+
+/// The amount of a capture: absent or 0 means all of the hold (proto3 has no absent integer).
+pub fn parse_capture_amount(amount: Option<i64>) -> Result<Option<Amount>, ValidationError> {
+    match amount {
+        None | Some(0) => Ok(None),
+        Some(raw) => Amount::new(raw).map(Some),
+    }
+}
+
+/// A list filter: absent or empty means every status.
+pub fn parse_hold_status(raw: Option<&str>) -> Result<Option<HoldStatus>, ValidationError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => raw.parse().map(Some),
+    }
+}
+
+impl BankService {
+    /// The payer's owner or a banker. Funds, statuses and currencies are the store's to check,
+    /// under the payer's lock.
+    pub async fn create_hold(
+        &self,
+        principal: &Principal,
+        mut hold: NewHold,
+    ) -> Result<PlacedHold, ServiceError> {
+        hold.expires_in.get_or_insert(self.hold_ttl);
+        let owner = (!principal.is_banker()).then(|| principal.username.clone());
+        let outcome = (self.store.holds.place_hold(&hold, owner).await)
+            .map_err(|e| settlement_field(e, hold.from));
+        self.count_hold("hold", outcome)
+    }
+
+    /// The payee's owner or a banker.
+    pub async fn capture_hold(
+        &self,
+        principal: &Principal,
+        id: HoldId,
+        amount: Option<Amount>,
+    ) -> Result<CapturedHold, ServiceError> {
+        let payee = (!principal.is_banker()).then(|| principal.username.clone());
+        let outcome = self.store.holds.capture_hold(id, amount, payee).await;
+        self.count_hold("capture", outcome.map_err(Into::into))
+    }
+
+    /// The payee's owner or a banker: a payee may always decline money it was promised.
+    pub async fn void_hold(&self, principal: &Principal, id: HoldId) -> Result<Hold, ServiceError> {
+        let payee = (!principal.is_banker()).then(|| principal.username.clone());
+        let outcome = self.store.holds.void_hold(id, payee).await;
+        self.count_hold("void", outcome.map_err(Into::into))
+    }
+
+    /// The owner of either account, or a banker.
+    pub async fn get_hold(&self, principal: &Principal, id: HoldId) -> Result<Hold, ServiceError> {
+        let parties = self.store.holds.get_hold(id).await?;
+        if principal.may_act_for(&parties.from_owner) || principal.may_act_for(&parties.to_owner) {
+            Ok(parties.hold)
+        } else {
+            Err(ServiceError::PermissionDenied(format!(
+                "hold {id} does not involve your accounts"
+            )))
+        }
+    }
+
+    /// The holds an account pays or receives, newest first: its owner or a banker.
+    pub async fn list_holds(
+        &self,
+        principal: &Principal,
+        account: AccountId,
+        status: Option<HoldStatus>,
+        page: PageRequest,
+    ) -> Result<ListPage<Hold>, ServiceError> {
+        self.get_account(principal, account).await?;
+        let before = page.token.map(|t| HoldId::new(t.key())).transpose()?;
+        let found = self
+            .store
+            .holds
+            .list_holds(account, status, before, page.size)
+            .await?;
+        Ok(ListPage {
+            items: found.items,
+            next_page_token: found
+                .next
+                .map(|id| crate::domain::PageToken::new(PageKind::Holds, id.get()).encode()),
+        })
+    }
+
+    /// Counted with the money movements (`money_movements_total`, kinds `hold`, `capture`,
+    /// `void`): a hold is money promised.
+    fn count_hold<T>(
+        &self,
+        kind: &'static str,
+        outcome: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let label = match &outcome {
+            Ok(_) => "committed",
+            Err(err) => err.code().as_str(),
+        };
+        self.metrics.money_movement(kind, label);
+        outcome
+    }
+}
+
+/// A settlement account given as either side names the field the client used.
+fn settlement_field(err: StoreError, from: AccountId) -> ServiceError {
+    match err {
+        StoreError::NotCustomerAccount(id) => ServiceError::invalid(
+            if id == from {
+                "from_account_id"
+            } else {
+                "to_account_id"
+            },
+            format!("account {id} is a bank settlement account"),
+        ),
+        other => other.into(),
+    }
+}
