@@ -176,7 +176,9 @@ impl AccountStore for Store {
             while self.expire_due_holds(500, Some(id)).await? > 0 {}
         }
         let update = sqlx::query(concat!(
-            "UPDATE accounts SET status = $2, status_reason = $3 WHERE id = $1 RETURNING ",
+            "UPDATE accounts SET status = $2, status_reason = $3, \
+                 closed_at = CASE WHEN $2 = 'closed' THEN clock_timestamp() END \
+             WHERE id = $1 RETURNING ",
             account_columns!()
         ))
         .bind(id.get())

@@ -124,7 +124,10 @@ impl From<sqlx::Error> for StoreError {
                     }
                     "transfers_from_account_fkey"
                     | "transfers_to_account_fkey"
+                    | "holds_from_account_fkey"
+                    | "holds_to_account_fkey"
                     | "entries_account_fkey" => return StoreError::NotFound(Entity::Account),
+                    "transfers_hold_fkey" => return StoreError::NotFound(Entity::Hold),
                     "entries_transfer_fkey" => return StoreError::NotFound(Entity::Transfer),
                     _ => {}
                 },

@@ -240,7 +240,7 @@ pub async fn snapshot(pool: &PgPool) -> LedgerSnapshot {
 
 /// The double-entry invariants. Any row listed is a broken invariant; all lists must be empty.
 pub async fn assert_ledger_consistent(pool: &PgPool) {
-    let checks: [(&str, &'static str); 7] = [
+    let checks: [(&str, &'static str); 12] = [
         (
             "every balance equals the sum of its entries",
             "SELECT a.id FROM accounts a LEFT JOIN entries e ON e.account_id = a.id \
@@ -276,6 +276,36 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
         (
             "a closed account holds nothing",
             "SELECT id FROM accounts WHERE status = 'closed' AND balance <> 0",
+        ),
+        (
+            "no account's pending holds reserve more than its balance and overdraft allow",
+            "SELECT id FROM accounts \
+             WHERE kind = 'customer' AND account_held(id) > balance + overdraft_limit",
+        ),
+        (
+            "holds_pending is the sum of the account's holds still marked pending",
+            "SELECT a.id FROM accounts a \
+             LEFT JOIN holds h ON h.from_account_id = a.id AND h.status = 'pending' \
+             GROUP BY a.id, a.holds_pending HAVING a.holds_pending <> coalesce(sum(h.amount), 0)",
+        ),
+        (
+            "each captured hold has exactly one transfer, of its captured amount",
+            "SELECT h.id FROM holds h LEFT JOIN transfers t ON t.hold_id = h.id \
+             WHERE h.status = 'captured' \
+             GROUP BY h.id, h.captured_amount \
+             HAVING count(t.id) <> 1 OR min(t.amount) <> h.captured_amount",
+        ),
+        (
+            "a capture's transfer is between the hold's accounts, of a captured hold",
+            "SELECT t.id FROM transfers t JOIN holds h ON h.id = t.hold_id \
+             WHERE h.status <> 'captured' OR t.from_account_id <> h.from_account_id \
+                OR t.to_account_id <> h.to_account_id OR t.currency <> h.currency",
+        ),
+        (
+            "no transfer into or out of a closed account after its closing",
+            "SELECT t.id FROM transfers t \
+             JOIN accounts a ON a.id IN (t.from_account_id, t.to_account_id) \
+             WHERE a.closed_at IS NOT NULL AND t.created_at >= a.closed_at",
         ),
     ];
     for (invariant, sql) in checks {

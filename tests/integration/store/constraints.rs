@@ -86,7 +86,7 @@ async fn account_constraints_refuse_bad_rows() {
         Err(StoreError::NotFound(Entity::User))
     ));
 
-    let cases: [(&'static str, &str); 8] = [
+    let cases: [(&'static str, &str); 11] = [
         (
             "INSERT INTO accounts (owner, currency) VALUES ('alice', 'XXX')",
             "accounts_currency_fkey",
@@ -114,9 +114,22 @@ async fn account_constraints_refuse_bad_rows() {
             "accounts_balance_within_limit",
         ),
         (
-            "INSERT INTO accounts (owner, currency, balance, status) \
-             VALUES ('alice', 'EUR', 5, 'closed')",
+            "INSERT INTO accounts (owner, currency, balance, status, closed_at) \
+             VALUES ('alice', 'EUR', 5, 'closed', now())",
             "accounts_closed_empty",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, status) VALUES ('alice', 'EUR', 'closed')",
+            "accounts_closed_at_when_closed",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, status, closed_at, holds_pending) \
+             VALUES ('alice', 'EUR', 'closed', now(), 5)",
+            "accounts_closed_without_holds",
+        ),
+        (
+            "INSERT INTO accounts (owner, currency, holds_pending) VALUES ('alice', 'EUR', -1)",
+            "accounts_holds_pending_nonnegative",
         ),
         (
             "UPDATE accounts SET status = 'frozen' WHERE kind = 'settlement'",
@@ -143,7 +156,7 @@ async fn account_constraints_refuse_bad_rows() {
         .await
         .expect("a balance down to minus the limit");
     // ... and closing is final.
-    sqlx::query("UPDATE accounts SET balance = 0, status = 'closed' WHERE owner = 'alice'")
+    sqlx::query("UPDATE accounts SET balance = 0, status = 'closed', closed_at = now() WHERE owner = 'alice'")
         .execute(pool)
         .await
         .expect("an empty account closes");
@@ -206,6 +219,127 @@ async fn transfer_and_entry_constraints_refuse_bad_rows() {
     assert!(matches!(
         refusal(pool, "INSERT INTO entries (account_id, transfer_id, amount, balance_after) SELECT min(id), 999999, 1, 1 FROM accounts").await,
         StoreError::NotFound(Entity::Transfer)
+    ));
+}
+
+#[tokio::test]
+async fn hold_constraints_refuse_bad_rows() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let a = funded_account(&db.store, "alice", Currency::Usd, 100).await;
+    let b = funded_account(&db.store, "bob", Currency::Usd, 0).await;
+    let insert = |columns: &str, values: &str| {
+        format!(
+            "INSERT INTO holds (from_account_id, to_account_id, currency, expires_at, {columns}) \
+             VALUES ({}, {}, 'USD', now() + interval '1 hour', {values})",
+            a.id, b.id
+        )
+    };
+    let cases = [
+        (insert("amount", "0"), "holds_amount_positive"),
+        (
+            insert("amount, status, resolved_at", "5, 'held', now()"),
+            "holds_status_valid",
+        ),
+        (
+            insert("amount, status, resolved_at", "5, 'captured', now()"),
+            "holds_captured_amount_valid",
+        ),
+        (
+            insert(
+                "amount, status, captured_amount, resolved_at",
+                "5, 'captured', 6, now()",
+            ),
+            "holds_captured_amount_valid",
+        ),
+        (
+            insert("amount, captured_amount", "5, 5"),
+            "holds_captured_amount_valid",
+        ),
+        (
+            insert("amount, status", "5, 'voided'"),
+            "holds_resolved_when_final",
+        ),
+        (
+            insert("amount, resolved_at", "5, now()"),
+            "holds_resolved_when_final",
+        ),
+        (
+            insert("amount, created_at", "5, now() + interval '2 hours'"),
+            "holds_expiry_after_creation",
+        ),
+        (
+            insert("amount, reference", "5, ''"),
+            "holds_reference_format",
+        ),
+        (
+            insert("amount, reference", "5, E'a\\tb'"),
+            "holds_reference_format",
+        ),
+        (
+            insert("amount, metadata", "5, '[1]'"),
+            "holds_metadata_object",
+        ),
+    ];
+    for (sql, constraint) in cases {
+        assert_eq!(
+            violated(refusal(pool, sqlx::AssertSqlSafe(sql.clone())).await),
+            constraint,
+            "{sql}"
+        );
+    }
+    let unknown_currency = format!(
+        "INSERT INTO holds (from_account_id, to_account_id, amount, currency, expires_at) \
+         VALUES ({}, {}, 5, 'XYZ', now() + interval '1 hour')",
+        a.id, b.id
+    );
+    assert_eq!(
+        violated(refusal(pool, sqlx::AssertSqlSafe(unknown_currency)).await),
+        "holds_currency_fkey"
+    );
+    let same = format!(
+        "INSERT INTO holds (from_account_id, to_account_id, amount, currency, expires_at) \
+         VALUES ({0}, {0}, 5, 'USD', now() + interval '1 hour')",
+        a.id
+    );
+    assert!(matches!(
+        refusal(pool, sqlx::AssertSqlSafe(same)).await,
+        StoreError::SameAccount
+    ));
+    let nowhere = format!(
+        "INSERT INTO holds (from_account_id, to_account_id, amount, currency, expires_at) \
+         VALUES ({}, 999999, 5, 'USD', now() + interval '1 hour')",
+        a.id
+    );
+    assert!(matches!(
+        refusal(pool, sqlx::AssertSqlSafe(nowhere)).await,
+        StoreError::NotFound(Entity::Account)
+    ));
+
+    // One transfer per hold, and only a hold that exists.
+    let hold: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(insert("amount", "5") + " RETURNING id"))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let capture = |hold: i64| {
+        format!(
+            "INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id) \
+             VALUES ({}, {}, 5, 'USD', {hold})",
+            a.id, b.id
+        )
+    };
+    sqlx::query(sqlx::AssertSqlSafe(capture(hold)))
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        violated(refusal(pool, sqlx::AssertSqlSafe(capture(hold))).await),
+        "transfers_hold_key"
+    );
+    assert!(matches!(
+        refusal(pool, sqlx::AssertSqlSafe(capture(999_999))).await,
+        StoreError::NotFound(Entity::Hold)
     ));
 }
 
