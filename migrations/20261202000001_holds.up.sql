@@ -68,3 +68,17 @@ BEGIN
             WHERE from_account_id = account AND status = 'pending' AND expires_at > now());
 END;
 $$;
+
+-- Hold writes take idempotency keys too (SPEC §6). A record names the hold it placed, captured
+-- or voided (and, for a capture, its transfer), or the refusal, with what the refusal needs to
+-- be told again (`refusal_detail`: an account id, a hold's status, an amount).
+ALTER TABLE idempotency_keys
+    ADD COLUMN hold_id bigint,
+    ADD COLUMN refusal_detail text,
+    ADD CONSTRAINT idempotency_keys_hold_fkey FOREIGN KEY (hold_id) REFERENCES holds (id),
+    DROP CONSTRAINT idempotency_keys_operation_known,
+    ADD CONSTRAINT idempotency_keys_operation_known
+        CHECK (operation IN ('transfer', 'deposit', 'withdrawal', 'hold', 'capture', 'void')),
+    DROP CONSTRAINT idempotency_keys_one_outcome,
+    ADD CONSTRAINT idempotency_keys_one_outcome
+        CHECK ((refusal IS NULL) = (transfer_id IS NOT NULL OR hold_id IS NOT NULL));

@@ -9,8 +9,7 @@ use super::guard::Guarded;
 use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Currency, HoldId, IdempotencyKey, PageKind, Role, TransferId, TransferReceipt,
-    Username,
+    AccountId, Currency, HoldId, IdempotencyKey, PageKind, Role, TransferId, Username,
 };
 use crate::service::edge;
 use crate::service::{
@@ -91,10 +90,7 @@ fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, St
 
 /// The rendered receipt or the error; with `idempotent-replayed: true` metadata when the answer
 /// is an earlier request's under the same key.
-fn money_response<T>(
-    answer: MoneyAnswer,
-    render: impl FnOnce(TransferReceipt) -> T,
-) -> RpcResult<T> {
+fn money_response<R, T>(answer: MoneyAnswer<R>, render: impl FnOnce(R) -> T) -> RpcResult<T> {
     let replayed = answer.replayed.then(|| MetadataValue::from_static("true"));
     match answer.outcome {
         Ok(receipt) => {
@@ -380,6 +376,7 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::CreateHoldRequest>,
     ) -> RpcResult<pb::CreateHoldResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let hold = parse_hold(HoldRequest {
             from_account_id: r.from_account_id,
@@ -392,11 +389,11 @@ impl SimpleBank for GrpcApi {
             metadata: (!r.metadata.is_empty()).then(|| r.metadata.into_iter().collect()),
         })
         .map_err(invalid)?;
-        let placed = self.service.create_hold(&caller, hold).await?;
-        Ok(Response::new(pb::CreateHoldResponse {
+        let answer = self.service.create_hold(&caller, hold, key).await;
+        money_response(answer, |placed| pb::CreateHoldResponse {
             hold: Some(placed.hold.into()),
             from_account: Some(placed.from_account.into()),
-        }))
+        })
     }
 
     async fn capture_hold(
@@ -404,15 +401,16 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::CaptureHoldRequest>,
     ) -> RpcResult<pb::CaptureHoldResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let id = hold_id(r.hold_id)?;
         let amount = parse_capture_amount(Some(r.amount)).map_err(|e| invalid(vec![e]))?;
-        let captured = self.service.capture_hold(&caller, id, amount).await?;
-        Ok(Response::new(pb::CaptureHoldResponse {
+        let answer = self.service.capture_hold(&caller, id, amount, key).await;
+        money_response(answer, |captured| pb::CaptureHoldResponse {
             hold: Some(captured.hold.into()),
             transfer: Some(captured.receipt.transfer.into()),
             to_entry: Some(captured.receipt.to_entry.into()),
-        }))
+        })
     }
 
     async fn void_hold(
@@ -420,11 +418,12 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::VoidHoldRequest>,
     ) -> RpcResult<pb::VoidHoldResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let id = hold_id(request.get_ref().hold_id)?;
-        let hold = self.service.void_hold(&caller, id).await?;
-        Ok(Response::new(pb::VoidHoldResponse {
+        let answer = self.service.void_hold(&caller, id, key).await;
+        money_response(answer, |hold| pb::VoidHoldResponse {
             hold: Some(hold.into()),
-        }))
+        })
     }
 
     async fn get_hold(

@@ -11,7 +11,7 @@ use super::dto::*;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
 use crate::domain::{
-    AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, TransferReceipt, Username,
+    AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, Username,
 };
 use crate::service::{
     MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_account_status, parse_overdraft_limit,
@@ -428,10 +428,10 @@ pub async fn create_transfer(
 /// `success` with the rendered receipt, or the error in the table's shape; marked
 /// `Idempotent-Replayed: true` when it is an earlier request's answer under the same key.
 /// (The native routes answer 201; the simple_bank compatibility route 200.)
-pub(super) fn money_response<T: serde::Serialize>(
-    answer: MoneyAnswer,
+pub(super) fn money_response<R, T: serde::Serialize>(
+    answer: MoneyAnswer<R>,
     success: StatusCode,
-    render: impl FnOnce(TransferReceipt) -> T,
+    render: impl FnOnce(R) -> T,
 ) -> Response {
     let mut response = match answer.outcome {
         Ok(receipt) => (success, Json(render(receipt))).into_response(),

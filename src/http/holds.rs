@@ -3,11 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 
 use super::AppState;
 use super::dto::*;
 use super::error::{ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, Auth, OptionalJson};
+use super::extract::{ApiJson, ApiQuery, Auth, IdemKey, OptionalJson};
+use super::handlers::money_response;
 use crate::domain::{AccountId, HoldId, NewHold, PageKind};
 use crate::service::{PageRequest, parse_capture_amount, parse_hold_status};
 
@@ -19,78 +21,98 @@ fn hold_in_path(raw: &str) -> ApiResult<HoldId> {
     post,
     path = "/v1/holds",
     tag = "holds",
+    params(IdempotencyKeyHeader),
     request_body = HoldBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The hold, and the payer's account with the amount reserved", body = PlacedHoldResult),
+        (status = 201, description = "The hold, and the payer's account with the amount reserved", body = PlacedHoldResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "The from-account is not the caller's", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "insufficient_funds (of the available balance), currency_mismatch, account_frozen, account_closed", body = ErrorBody),
+        (status = 422, description = "insufficient_funds (of the available balance), currency_mismatch, account_frozen, account_closed, idempotency_mismatch", body = ErrorBody),
     )
 )]
 pub async fn create_hold(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<HoldBody>,
-) -> ApiResult<(StatusCode, Json<PlacedHoldResult>)> {
+) -> ApiResult<Response> {
     let hold = NewHold::try_from(body)?;
-    let placed = app.service.create_hold(&caller, hold).await?;
-    Ok((StatusCode::CREATED, Json(placed.into())))
+    let answer = app.service.create_hold(&caller, hold, key).await;
+    Ok(money_response(
+        answer,
+        StatusCode::CREATED,
+        PlacedHoldResult::from,
+    ))
 }
 
 #[utoipa::path(
     post,
     path = "/v1/holds/{id}/capture",
     tag = "holds",
-    params(("id" = i64, Path, description = "The hold id")),
+    params(("id" = i64, Path, description = "The hold id"), IdempotencyKeyHeader),
     request_body(content = CaptureBody, description = "Optional: without a body, all of the hold is captured"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The captured hold, the one transfer that captured it and the payee's entry", body = CaptureResult),
+        (status = 201, description = "The captured hold, the one transfer that captured it and the payee's entry", body = CaptureResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input (an amount over the hold's); `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "The to-account is not the caller's", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "hold_not_pending (captured, voided or expired), account_frozen (the payer), account_closed (the payee)", body = ErrorBody),
+        (status = 422, description = "hold_not_pending (captured, voided or expired), account_frozen (the payer), account_closed (the payee), idempotency_mismatch", body = ErrorBody),
     )
 )]
 pub async fn capture_hold(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    IdemKey(key): IdemKey,
     OptionalJson(body): OptionalJson<CaptureBody>,
-) -> ApiResult<(StatusCode, Json<CaptureResult>)> {
+) -> ApiResult<Response> {
     let id = hold_in_path(&id)?;
     let amount = parse_capture_amount(body.amount)?;
-    let captured = app.service.capture_hold(&caller, id, amount).await?;
-    Ok((StatusCode::CREATED, Json(captured.into())))
+    let answer = app.service.capture_hold(&caller, id, amount, key).await;
+    Ok(money_response(
+        answer,
+        StatusCode::CREATED,
+        CaptureResult::from,
+    ))
 }
 
 #[utoipa::path(
     post,
     path = "/v1/holds/{id}/void",
     tag = "holds",
-    params(("id" = i64, Path, description = "The hold id")),
+    params(("id" = i64, Path, description = "The hold id"), IdempotencyKeyHeader),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The released hold", body = HoldResponse),
+        (status = 200, description = "The released hold", body = HoldResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "The to-account is not the caller's", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "hold_not_pending (captured, voided or expired)", body = ErrorBody),
+        (status = 422, description = "hold_not_pending (captured, voided or expired), idempotency_mismatch", body = ErrorBody),
     )
 )]
 pub async fn void_hold(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<HoldResponse>> {
+    IdemKey(key): IdemKey,
+) -> ApiResult<Response> {
     let id = hold_in_path(&id)?;
-    let hold = app.service.void_hold(&caller, id).await?;
-    Ok(Json(HoldResponse { hold: hold.into() }))
+    let answer = app.service.void_hold(&caller, id, key).await;
+    Ok(money_response(answer, StatusCode::OK, |hold| {
+        HoldResponse { hold: hold.into() }
+    }))
 }
 
 #[utoipa::path(

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{BankService, ListPage, PageRequest, ServiceError};
+use super::transfers::keyed_answer;
+use super::{BankService, ListPage, MoneyAnswer, PageRequest, ServiceError};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Amount, Currency, Hold, HoldId, HoldStatus, Metadata, NewHold, PageKind, Reference,
-    ValidationError, Violations, parse_expires_in,
+    AccountId, Amount, Currency, Hold, HoldId, HoldStatus, IdempotencyKey, Metadata, NewHold,
+    PageKind, Reference, ValidationError, Violations, parse_expires_in,
 };
-use crate::store::{CapturedHold, PlacedHold, StoreError};
+use crate::store::{CapturedHold, HoldAnswer, HoldOp, PlacedHold, StoreError};
 
 /// A hold as a client writes it, from either transport, every bad field reported.
 #[derive(Debug, Clone, Default)]
@@ -79,12 +80,20 @@ impl BankService {
         &self,
         principal: &Principal,
         mut hold: NewHold,
-    ) -> Result<PlacedHold, ServiceError> {
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<PlacedHold> {
         hold.expires_in.get_or_insert(self.hold_ttl);
-        let owner = (!principal.is_banker()).then(|| principal.username.clone());
-        let outcome = (self.store.holds.place_hold(&hold, owner).await)
-            .map_err(|e| settlement_field(e, hold.from));
-        self.count_hold("hold", outcome)
+        let from = hold.from;
+        let op = HoldOp::Place {
+            hold,
+            owner: (!principal.is_banker()).then(|| principal.username.clone()),
+        };
+        let refusal = |e| settlement_field(e, from);
+        self.write_hold(principal, op, key, refusal, |answer| match answer {
+            HoldAnswer::Placed(placed) => Some(placed),
+            _ => None,
+        })
+        .await
     }
 
     /// The payee's owner or a banker.
@@ -93,17 +102,68 @@ impl BankService {
         principal: &Principal,
         id: HoldId,
         amount: Option<Amount>,
-    ) -> Result<CapturedHold, ServiceError> {
-        let payee = (!principal.is_banker()).then(|| principal.username.clone());
-        let outcome = self.store.holds.capture_hold(id, amount, payee).await;
-        self.count_hold("capture", outcome.map_err(Into::into))
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<CapturedHold> {
+        let op = HoldOp::Capture {
+            id,
+            amount,
+            payee: (!principal.is_banker()).then(|| principal.username.clone()),
+        };
+        self.write_hold(principal, op, key, Into::into, |answer| match answer {
+            HoldAnswer::Captured(captured) => Some(*captured),
+            _ => None,
+        })
+        .await
     }
 
     /// The payee's owner or a banker: a payee may always decline money it was promised.
-    pub async fn void_hold(&self, principal: &Principal, id: HoldId) -> Result<Hold, ServiceError> {
-        let payee = (!principal.is_banker()).then(|| principal.username.clone());
-        let outcome = self.store.holds.void_hold(id, payee).await;
-        self.count_hold("void", outcome.map_err(Into::into))
+    pub async fn void_hold(
+        &self,
+        principal: &Principal,
+        id: HoldId,
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<Hold> {
+        let op = HoldOp::Void {
+            id,
+            payee: (!principal.is_banker()).then(|| principal.username.clone()),
+        };
+        self.write_hold(principal, op, key, Into::into, |answer| match answer {
+            HoldAnswer::Voided(hold) => Some(hold),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Runs `op` — once per key when the caller gave one — and counts its outcome with the
+    /// money movements (`money_movements_total`, kinds `hold`, `capture`, `void`): a hold is
+    /// money promised.
+    async fn write_hold<T>(
+        &self,
+        principal: &Principal,
+        op: HoldOp,
+        key: Option<IdempotencyKey>,
+        refusal: impl Fn(StoreError) -> ServiceError,
+        pick: impl FnOnce(HoldAnswer) -> Option<T>,
+    ) -> MoneyAnswer<T> {
+        let answer = match key {
+            None => MoneyAnswer::fresh(self.store.holds.write_hold(&op).await.map_err(refusal)),
+            Some(key) => keyed_answer(
+                self.store
+                    .holds
+                    .write_hold_once(&op, &principal.username, &key)
+                    .await,
+                refusal,
+            ),
+        };
+        let answer = MoneyAnswer {
+            outcome: answer.outcome.and_then(|done| {
+                pick(done).ok_or_else(|| {
+                    ServiceError::internal("a hold write answered for another operation")
+                })
+            }),
+            replayed: answer.replayed,
+        };
+        self.count(op.kind(), answer)
     }
 
     /// The owner of either account, or a banker.
@@ -139,21 +199,6 @@ impl BankService {
                 .next
                 .map(|id| crate::domain::PageToken::new(PageKind::Holds, id.get()).encode()),
         })
-    }
-
-    /// Counted with the money movements (`money_movements_total`, kinds `hold`, `capture`,
-    /// `void`): a hold is money promised.
-    fn count_hold<T>(
-        &self,
-        kind: &'static str,
-        outcome: Result<T, ServiceError>,
-    ) -> Result<T, ServiceError> {
-        let label = match &outcome {
-            Ok(_) => "committed",
-            Err(err) => err.code().as_str(),
-        };
-        self.metrics.money_movement(kind, label);
-        outcome
     }
 }
 

@@ -40,14 +40,15 @@ pub fn parse_money(
 
 /// The answer to a money movement. `replayed` says that an idempotency key matched an earlier
 /// request and `outcome` is that request's outcome, success or refusal, exactly as it was then.
+/// Hold writes answer the same way, with their own result (`MoneyAnswer<PlacedHold>`, ...).
 #[derive(Debug)]
-pub struct MoneyAnswer {
-    pub outcome: Result<TransferReceipt, ServiceError>,
+pub struct MoneyAnswer<T = TransferReceipt> {
+    pub outcome: Result<T, ServiceError>,
     pub replayed: bool,
 }
 
-impl MoneyAnswer {
-    fn fresh(outcome: Result<TransferReceipt, ServiceError>) -> Self {
+impl<T> MoneyAnswer<T> {
+    pub(super) fn fresh(outcome: Result<T, ServiceError>) -> Self {
         Self {
             outcome,
             replayed: false,
@@ -135,7 +136,7 @@ impl BankService {
         self.count(movement.kind(), answer)
     }
 
-    fn count(&self, kind: &'static str, answer: MoneyAnswer) -> MoneyAnswer {
+    pub(super) fn count<T>(&self, kind: &'static str, answer: MoneyAnswer<T>) -> MoneyAnswer<T> {
         self.metrics.money_movement(kind, answer.outcome_label());
         answer
     }
@@ -208,27 +209,33 @@ impl BankService {
         key: &IdempotencyKey,
         refusal: impl Fn(StoreError) -> ServiceError,
     ) -> MoneyAnswer {
-        match self
+        let outcome = self
             .store
             .keyed
             .move_money_once(movement, &principal.username, key)
-            .await
-        {
-            Ok(KeyedOutcome::Done(outcome)) => MoneyAnswer::fresh(outcome.map_err(refusal)),
-            Ok(KeyedOutcome::Replayed(outcome)) => MoneyAnswer {
-                outcome: outcome.map_err(refusal),
-                replayed: true,
-            },
-            Ok(KeyedOutcome::InFlight) => MoneyAnswer::fresh(Err(ServiceError::Conflict(
-                "a request with this idempotency key is still in progress; retry shortly"
-                    .to_owned(),
-            ))),
-            Ok(KeyedOutcome::Mismatch) => {
-                MoneyAnswer::fresh(Err(ServiceError::IdempotencyMismatch(
-                    "this idempotency key was already used for a different request",
-                )))
-            }
-            Err(err) => MoneyAnswer::fresh(Err(refusal(err))),
-        }
+            .await;
+        keyed_answer(outcome, refusal)
+    }
+}
+
+/// The answer to a keyed request, whatever it wrote: its outcome now or replayed, or why the
+/// key answers by itself (in flight, used for another request).
+pub(super) fn keyed_answer<T>(
+    outcome: Result<KeyedOutcome<T>, StoreError>,
+    refusal: impl Fn(StoreError) -> ServiceError,
+) -> MoneyAnswer<T> {
+    match outcome {
+        Ok(KeyedOutcome::Done(outcome)) => MoneyAnswer::fresh(outcome.map_err(refusal)),
+        Ok(KeyedOutcome::Replayed(outcome)) => MoneyAnswer {
+            outcome: outcome.map_err(refusal),
+            replayed: true,
+        },
+        Ok(KeyedOutcome::InFlight) => MoneyAnswer::fresh(Err(ServiceError::Conflict(
+            "a request with this idempotency key is still in progress; retry shortly".to_owned(),
+        ))),
+        Ok(KeyedOutcome::Mismatch) => MoneyAnswer::fresh(Err(ServiceError::IdempotencyMismatch(
+            "this idempotency key was already used for a different request",
+        ))),
+        Err(err) => MoneyAnswer::fresh(Err(refusal(err))),
     }
 }

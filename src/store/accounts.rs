@@ -28,6 +28,7 @@ macro_rules! account_columns {
          ELSE 0 END AS held"
     };
 }
+pub(super) use account_columns;
 
 /// The column list every query of `entries` returns (a macro so queries stay `&'static str`).
 macro_rules! entry_columns {

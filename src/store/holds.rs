@@ -16,13 +16,15 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::accounts::account_from_row;
+use super::accounts::{account_columns, account_from_row};
+use super::idempotency::{Claim, KeyedOutcome, advisory_lock_key, claim};
 use super::rules::{self, Movement, MovementKind, Side};
 use super::transfers::{move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
-    Account, AccountId, Amount, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus, Metadata, NewHold,
-    PageSize, Reference, TransferReceipt, Username,
+    Account, AccountId, Amount, Currency, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus,
+    IdempotencyKey, Metadata, NewHold, PageSize, Reference, RequestFingerprint, TransferReceipt,
+    Username,
 };
 
 /// The column list of every read of `holds`, with the status as of the statement's clock: a
@@ -124,28 +126,93 @@ pub struct CapturedHold {
     pub receipt: TransferReceipt,
 }
 
+/// A hold write, as a keyed request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOp {
+    /// With `owner`, the payer's account must be theirs.
+    Place {
+        hold: NewHold,
+        owner: Option<Username>,
+    },
+    /// `amount: None` captures all of it. With `payee`, the to-account must be theirs.
+    Capture {
+        id: HoldId,
+        amount: Option<Amount>,
+        payee: Option<Username>,
+    },
+    Void {
+        id: HoldId,
+        payee: Option<Username>,
+    },
+}
+
+impl HoldOp {
+    /// `hold`, `capture` or `void`: the operation's name in key records and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HoldOp::Place { .. } => "hold",
+            HoldOp::Capture { .. } => "capture",
+            HoldOp::Void { .. } => "void",
+        }
+    }
+
+    /// What identifies the request under a key: a retry must be the same request.
+    fn fingerprint(&self) -> RequestFingerprint {
+        let user = |u: &Option<Username>| u.as_ref().map_or("", Username::as_str).to_owned();
+        let fields: Vec<String> = match self {
+            HoldOp::Place { hold, owner } => vec![
+                hold.from.to_string(),
+                hold.to.to_string(),
+                hold.amount.minor_units().to_string(),
+                hold.currency.code().to_owned(),
+                hold.expires_in
+                    .map_or(String::new(), |d| d.as_secs().to_string()),
+                hold.reference
+                    .as_ref()
+                    .map_or(String::new(), |r| r.as_str().to_owned()),
+                hold.metadata
+                    .as_ref()
+                    .map_or(String::new(), Metadata::to_json),
+                user(owner),
+            ],
+            HoldOp::Capture { id, amount, payee } => vec![
+                id.to_string(),
+                amount.map_or(String::new(), |a| a.minor_units().to_string()),
+                user(payee),
+            ],
+            HoldOp::Void { id, payee } => vec![id.to_string(), user(payee)],
+        };
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        RequestFingerprint::of(self.kind(), &fields)
+    }
+}
+
+/// What a hold write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldAnswer {
+    Placed(PlacedHold),
+    /// Boxed: a receipt is most of the enum's size.
+    Captured(Box<CapturedHold>),
+    Voided(Hold),
+}
+
 /// Holds, as the service sees them.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait HoldStore: Send + Sync {
-    /// Reserves `hold.amount` of the payer's funds for the payee. With `owner`, the payer's
-    /// account must be theirs. Refused by the rules of a transfer (`rules::judge`: statuses,
-    /// currencies, available funds under the payer's lock).
-    async fn place_hold(
+    /// Runs a hold write: `Place` reserves `hold.amount` of the payer's funds, refused by the
+    /// rules of a transfer (`rules::judge`: statuses, currencies, available funds under the
+    /// payer's lock); `Capture` takes all or part of a pending hold as one ordinary transfer
+    /// naming the hold (the rest is released); `Void` releases it.
+    async fn write_hold(&self, op: &HoldOp) -> Result<HoldAnswer, StoreError>;
+    /// `write_hold` once per (`caller`, `key`), in the transaction that records it; a retry is
+    /// answered with the first outcome, success or refusal (see `idempotency.rs`).
+    async fn write_hold_once(
         &self,
-        hold: &NewHold,
-        owner: Option<Username>,
-    ) -> Result<PlacedHold, StoreError>;
-    /// Captures `amount` (all of it when `None`) of a pending hold as one ordinary transfer
-    /// naming the hold; the rest is released. With `payee`, the to-account must be theirs.
-    async fn capture_hold(
-        &self,
-        id: HoldId,
-        amount: Option<Amount>,
-        payee: Option<Username>,
-    ) -> Result<CapturedHold, StoreError>;
-    /// Releases a pending hold. With `payee`, the to-account must be theirs.
-    async fn void_hold(&self, id: HoldId, payee: Option<Username>) -> Result<Hold, StoreError>;
+        op: &HoldOp,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome<HoldAnswer>, StoreError>;
     async fn get_hold(&self, id: HoldId) -> Result<HoldParties, StoreError>;
     /// The holds an account pays or receives, newest first, one page before the key `before`;
     /// with `status`, only those in it (as of now: `pending` leaves out the expired).
@@ -168,148 +235,45 @@ pub trait HoldStore: Send + Sync {
 
 #[async_trait]
 impl HoldStore for Store {
-    async fn place_hold(
-        &self,
-        new: &NewHold,
-        owner: Option<Username>,
-    ) -> Result<PlacedHold, StoreError> {
-        if new.from == new.to {
+    async fn write_hold(&self, op: &HoldOp) -> Result<HoldAnswer, StoreError> {
+        if let HoldOp::Place { hold, .. } = op
+            && hold.from == hold.to
+        {
             return Err(StoreError::SameAccount);
         }
-        // A hold is judged as the transfer it may become: both accounts customers', open, the
-        // payer not frozen, one currency, the amount available.
-        let movement = Movement {
-            from: new.from,
-            to: new.to,
-            amount: new.amount,
-            currency: new.currency,
-            kind: MovementKind::Transfer,
-            owner,
-        };
-        let _pass = self.gate.enter(&movement.customer_accounts()).await?;
-        let metadata = new.metadata.as_ref().map(Metadata::to_json);
+        let _pass = self.gate.enter(&self.hold_accounts(op).await?).await?;
         retrying_tx(|| async {
             let mut tx = self.pool.begin().await?;
-            let [from, to] = lock_pair(&mut tx, new.from, new.to).await?;
-            let verdict = rules::judge(
-                &movement,
-                from.as_ref().map(Side::of),
-                to.as_ref().map(Side::of),
-            );
-            let actual = match verdict.currency_column() {
-                Some("from_currency") => from.as_ref().map(|a| a.currency),
-                Some(_) => to.as_ref().map(|a| a.currency),
-                None => None,
-            };
-            if let Some(refusal) = verdict.refusal(&movement, actual) {
-                tx.rollback().await?;
-                return Ok(Err(refusal));
+            let done = self.run_hold_op(&mut tx, op).await;
+            match &done {
+                Ok(Ok(_)) => tx.commit().await?,
+                _ => tx.rollback().await?,
             }
-            let row = sqlx::query(PLACE)
-                .bind(new.from.get())
-                .bind(new.to.get())
-                .bind(new.amount.minor_units())
-                .bind(new.currency.code())
-                .bind(new.expires_in.unwrap_or(HOLD_TTL_DEFAULT).as_secs_f64())
-                .bind(new.reference.as_ref().map(Reference::as_str))
-                .bind(metadata.as_deref())
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            let mut from_account = from.expect("an accepted hold has its payer");
-            from_account.held += new.amount.minor_units();
-            Ok(Ok(PlacedHold {
-                hold: hold_from_row(&row)?,
-                from_account,
-            }))
+            done
         })
         .await?
     }
 
-    async fn capture_hold(
+    async fn write_hold_once(
         &self,
-        id: HoldId,
-        amount: Option<Amount>,
-        payee: Option<Username>,
-    ) -> Result<CapturedHold, StoreError> {
-        let parties = self.get_hold(id).await?;
-        let accounts = [parties.hold.from_account_id, parties.hold.to_account_id];
-        let _pass = self.gate.enter(&accounts).await?;
-        retrying_tx(|| async {
-            let mut tx = self.pool.begin().await?;
-            let hold = match lock_pending(&mut tx, id, payee.as_ref()).await? {
-                Ok(hold) => hold,
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    return Ok(Err(refusal));
-                }
-            };
-            let captured = amount.unwrap_or(hold.amount);
-            if captured > hold.amount {
-                tx.rollback().await?;
-                return Ok(Err(StoreError::CaptureExceedsHold {
-                    hold: id,
-                    reserved: hold.amount,
-                }));
-            }
-            // Both accounts, ascending, before the payer's `holds_pending` changes: the order
-            // every money movement takes them in.
-            lock_pair(&mut tx, hold.from_account_id, hold.to_account_id).await?;
-            let resolved = sqlx::query(RESOLVE)
-                .bind(id.get())
-                .bind(HoldStatus::Captured.as_str())
-                .bind(captured.minor_units())
-                .fetch_one(&mut *tx)
-                .await?;
-            // The hold no longer counts in `held`, so the capture may use what it reserved. The
-            // rest of the rules are a transfer's: a frozen payer or a closed payee refuses it.
-            let movement = Movement {
-                from: hold.from_account_id,
-                to: hold.to_account_id,
-                amount: captured,
-                currency: hold.currency,
-                kind: MovementKind::Transfer,
-                owner: None,
-            };
-            let row = move_money_query(&movement, Some(id))
-                .fetch_one(&mut *tx)
-                .await?;
-            match receipt_from_row(&row, &movement) {
-                Ok(receipt) => {
-                    tx.commit().await?;
-                    Ok(Ok(CapturedHold {
-                        hold: hold_from_row(&resolved)?,
-                        receipt,
-                    }))
-                }
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    Ok(Err(refusal))
-                }
-            }
-        })
-        .await?
-    }
-
-    async fn void_hold(&self, id: HoldId, payee: Option<Username>) -> Result<Hold, StoreError> {
-        retrying_tx(|| async {
-            let mut tx = self.pool.begin().await?;
-            if let Err(refusal) = lock_pending(&mut tx, id, payee.as_ref()).await? {
-                tx.rollback().await?;
-                return Ok(Err(refusal));
-            }
-            // Only the payer's `holds_pending` changes: a hold on a frozen account may still be
-            // released.
-            let row = sqlx::query(RESOLVE)
-                .bind(id.get())
-                .bind(HoldStatus::Voided.as_str())
-                .bind(None::<i64>)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Ok(hold_from_row(&row)?))
-        })
-        .await?
+        op: &HoldOp,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome<HoldAnswer>, StoreError> {
+        if let HoldOp::Place { hold, .. } = op
+            && hold.from == hold.to
+        {
+            return Ok(KeyedOutcome::Done(Err(StoreError::SameAccount)));
+        }
+        let (store, op, caller, key) = (self.clone(), op.clone(), caller.clone(), key.clone());
+        // A task of its own, for the reason `IdempotentStore::move_money_once` gives.
+        tokio::spawn(async move { store.run_keyed_hold(&op, &caller, &key).await })
+            .await
+            .unwrap_or_else(|failed| {
+                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
+                    "keyed hold task failed: {failed}"
+                ))))
+            })
     }
 
     async fn get_hold(&self, id: HoldId) -> Result<HoldParties, StoreError> {
@@ -397,6 +361,401 @@ impl HoldStore for Store {
         })
         .await
     }
+}
+
+impl Store {
+    /// The accounts a hold write touches, for their share of the pool (`account_gate.rs`).
+    async fn hold_accounts(&self, op: &HoldOp) -> Result<Vec<AccountId>, StoreError> {
+        Ok(match op {
+            HoldOp::Place { hold, .. } => vec![hold.from, hold.to],
+            HoldOp::Capture { id, .. } | HoldOp::Void { id, .. } => {
+                let hold = self.get_hold(*id).await?.hold;
+                vec![hold.from_account_id, hold.to_account_id]
+            }
+        })
+    }
+
+    /// One hold write inside `tx`, which the caller ends: committed on `Ok(Ok(_))`, rolled back
+    /// otherwise (a refusal may come after a write, as a capture's transfer refused).
+    async fn run_hold_op(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        op: &HoldOp,
+    ) -> Result<Result<HoldAnswer, StoreError>, TxError> {
+        Ok(match op {
+            HoldOp::Place { hold, owner } => place_in(tx, hold, owner.clone())
+                .await?
+                .map(HoldAnswer::Placed),
+            HoldOp::Capture { id, amount, payee } => capture_in(tx, *id, *amount, payee.as_ref())
+                .await?
+                .map(|captured| HoldAnswer::Captured(Box::new(captured))),
+            HoldOp::Void { id, payee } => void_in(tx, *id, payee.as_ref())
+                .await?
+                .map(HoldAnswer::Voided),
+        })
+    }
+
+    async fn run_keyed_hold(
+        &self,
+        op: &HoldOp,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome<HoldAnswer>, StoreError> {
+        let accounts = match self.hold_accounts(op).await {
+            Ok(accounts) => accounts,
+            // No such hold: nothing to protect, nothing to remember.
+            Err(StoreError::NotFound(Entity::Hold)) => {
+                return Ok(KeyedOutcome::Done(Err(StoreError::NotFound(Entity::Hold))));
+            }
+            Err(other) => return Err(other),
+        };
+        let _pass = self.gate.enter(&accounts).await?;
+        let keyed = KeyedHold {
+            lock: advisory_lock_key(caller, key),
+            caller,
+            key,
+            fingerprint: op.fingerprint(),
+            op,
+        };
+        retrying_tx(|| async {
+            let mut tx = self.pool.begin().await?;
+            let done = self.keyed_hold_in(&mut tx, &keyed).await;
+            match &done {
+                Ok(Ok(KeyedOutcome::Done(_))) => tx.commit().await?,
+                _ => tx.rollback().await?,
+            }
+            done
+        })
+        .await?
+    }
+
+    /// Claims the key, or answers from its record; else runs the write under a savepoint and
+    /// records its outcome, success or refusal, in `tx`.
+    async fn keyed_hold_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        keyed: &KeyedHold<'_>,
+    ) -> Result<Result<KeyedOutcome<HoldAnswer>, StoreError>, TxError> {
+        match claim(tx, keyed.lock, keyed.caller, keyed.key).await? {
+            Some(Claim::InFlight) => return Ok(Ok(KeyedOutcome::InFlight)),
+            Some(Claim::Found(row)) => return replay(tx, &row, keyed).await,
+            None => {}
+        }
+        // A savepoint: a refused capture has written before its refusal, and only the record
+        // of the refusal may stay.
+        let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
+        let outcome = self.run_hold_op(&mut attempt, keyed.op).await?;
+        match &outcome {
+            Ok(_) => attempt.commit().await?,
+            Err(_) => attempt.rollback().await?,
+        }
+        let (hold_id, transfer_id, refusal, detail) = match &outcome {
+            Ok(HoldAnswer::Placed(placed)) => (Some(placed.hold.id.get()), None, None, None),
+            Ok(HoldAnswer::Captured(captured)) => (
+                Some(captured.hold.id.get()),
+                Some(captured.receipt.transfer.id.get()),
+                None,
+                None,
+            ),
+            Ok(HoldAnswer::Voided(hold)) => (Some(hold.id.get()), None, None, None),
+            Err(refused) => match refusal_record(refused) {
+                Some((name, detail)) => (None, None, Some(name), detail),
+                None => return Ok(Err(outcome.expect_err("a refusal"))),
+            },
+        };
+        sqlx::query(RECORD_HOLD_KEY)
+            .bind(keyed.caller.as_str())
+            .bind(keyed.key.as_str())
+            .bind(&keyed.fingerprint.as_bytes()[..])
+            .bind(keyed.op.kind())
+            .bind(transfer_id)
+            .bind(hold_id)
+            .bind(refusal)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Ok(KeyedOutcome::Done(outcome)))
+    }
+}
+
+const RECORD_HOLD_KEY: &str = "INSERT INTO idempotency_keys \
+     (username, key, request_hash, operation, transfer_id, hold_id, refusal, refusal_detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// A keyed hold write: the key's lock, and what identifies the request.
+struct KeyedHold<'a> {
+    lock: i64,
+    caller: &'a Username,
+    key: &'a IdempotencyKey,
+    fingerprint: RequestFingerprint,
+    op: &'a HoldOp,
+}
+
+/// The first answer again, from the key's record (`FIND_KEY`'s row). A capture and a void are
+/// final, so their hold reads as it was answered; a placed hold is shown as placed (pending),
+/// whatever became of it since, with the payer's account as it stands now.
+async fn replay(
+    tx: &mut sqlx::PgConnection,
+    row: &PgRow,
+    keyed: &KeyedHold<'_>,
+) -> Result<Result<KeyedOutcome<HoldAnswer>, StoreError>, TxError> {
+    let stored: Vec<u8> = row.try_get("request_hash")?;
+    if RequestFingerprint::from_bytes(&stored) != Some(keyed.fingerprint) {
+        return Ok(Ok(KeyedOutcome::Mismatch));
+    }
+    if let Some(name) = row.try_get::<Option<String>, _>("refusal")? {
+        let detail: Option<String> = row.try_get("refusal_detail")?;
+        let refusal = refusal_from_record(&name, detail.as_deref())?;
+        return Ok(Ok(KeyedOutcome::Replayed(Err(refusal))));
+    }
+    let hold_id = decode(row, "key_hold_id", |id: Option<i64>| {
+        HoldId::new(id.unwrap_or(0))
+    })?;
+    let hold = hold_from_row(
+        &sqlx::query(concat!(
+            "SELECT ",
+            hold_columns!(),
+            " FROM holds WHERE id = $1"
+        ))
+        .bind(hold_id.get())
+        .fetch_one(&mut *tx)
+        .await?,
+    )?;
+    let answer = match keyed.op {
+        HoldOp::Place { .. } => {
+            let from_account = account_from_row(
+                &sqlx::query(concat!(
+                    "SELECT ",
+                    account_columns!(),
+                    " FROM accounts WHERE id = $1"
+                ))
+                .bind(hold.from_account_id.get())
+                .fetch_one(&mut *tx)
+                .await?,
+            )?;
+            HoldAnswer::Placed(PlacedHold {
+                hold: Hold {
+                    status: HoldStatus::Pending,
+                    captured_amount: None,
+                    resolved_at: None,
+                    ..hold
+                },
+                from_account,
+            })
+        }
+        HoldOp::Capture { .. } => {
+            let movement = Movement {
+                from: hold.from_account_id,
+                to: hold.to_account_id,
+                amount: hold.captured_amount.unwrap_or(hold.amount),
+                currency: hold.currency,
+                kind: MovementKind::Transfer,
+                owner: None,
+            };
+            let receipt = receipt_from_row(row, &movement)?;
+            HoldAnswer::Captured(Box::new(CapturedHold { hold, receipt }))
+        }
+        HoldOp::Void { .. } => HoldAnswer::Voided(hold),
+    };
+    Ok(Ok(KeyedOutcome::Replayed(Ok(answer))))
+}
+
+/// A business refusal as a key record keeps it (`refusal`, `refusal_detail`); `None` for a
+/// failure that is not the request's answer (the database down), which is never recorded.
+fn refusal_record(refusal: &StoreError) -> Option<(&'static str, Option<String>)> {
+    let id = |account: &AccountId| Some(account.to_string());
+    Some(match refusal {
+        StoreError::AccountNotFound(a) => ("account_not_found", id(a)),
+        StoreError::NotOwner(a) => ("not_owner", id(a)),
+        StoreError::NotCustomerAccount(a) => ("not_customer_account", id(a)),
+        StoreError::AccountFrozen(a) => ("account_frozen", id(a)),
+        StoreError::AccountClosed(a) => ("account_closed", id(a)),
+        StoreError::InsufficientFunds(a) => ("insufficient_funds", id(a)),
+        StoreError::BalanceOverflow(a) => ("balance_overflow", id(a)),
+        StoreError::CurrencyMismatch {
+            account,
+            expected,
+            actual,
+        } => (
+            "currency_mismatch",
+            Some(format!("{account}:{}:{}", expected.code(), actual.code())),
+        ),
+        StoreError::SameAccount => ("same_account", None),
+        StoreError::NotFound(Entity::Hold) => ("hold_not_found", None),
+        StoreError::HoldNotPending { hold, status } => (
+            "hold_not_pending",
+            Some(format!("{hold}:{}", status.as_str())),
+        ),
+        StoreError::CaptureExceedsHold { hold, reserved } => (
+            "capture_exceeds_hold",
+            Some(format!("{hold}:{}", reserved.minor_units())),
+        ),
+        _ => return None,
+    })
+}
+
+/// `refusal_record` read back; a record this server cannot read is a broken invariant.
+fn refusal_from_record(name: &str, detail: Option<&str>) -> Result<StoreError, StoreError> {
+    let broken = || StoreError::ConstraintViolated(format!("unreadable hold refusal {name}"));
+    let parts: Vec<&str> = detail.map(|d| d.split(':').collect()).unwrap_or_default();
+    let account = |i: usize| -> Result<AccountId, StoreError> {
+        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(broken)
+    };
+    let hold = || -> Result<HoldId, StoreError> {
+        parts
+            .first()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(broken)
+    };
+    let currency = |i: usize| -> Result<Currency, StoreError> {
+        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(broken)
+    };
+    Ok(match name {
+        "account_not_found" => StoreError::AccountNotFound(account(0)?),
+        "not_owner" => StoreError::NotOwner(account(0)?),
+        "not_customer_account" => StoreError::NotCustomerAccount(account(0)?),
+        "account_frozen" => StoreError::AccountFrozen(account(0)?),
+        "account_closed" => StoreError::AccountClosed(account(0)?),
+        "insufficient_funds" => StoreError::InsufficientFunds(account(0)?),
+        "balance_overflow" => StoreError::BalanceOverflow(account(0)?),
+        "currency_mismatch" => StoreError::CurrencyMismatch {
+            account: account(0)?,
+            expected: currency(1)?,
+            actual: currency(2)?,
+        },
+        "same_account" => StoreError::SameAccount,
+        "hold_not_found" => StoreError::NotFound(Entity::Hold),
+        "hold_not_pending" => StoreError::HoldNotPending {
+            hold: hold()?,
+            status: parts
+                .get(1)
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(broken)?,
+        },
+        "capture_exceeds_hold" => StoreError::CaptureExceedsHold {
+            hold: hold()?,
+            reserved: parts
+                .get(1)
+                .and_then(|p| p.parse::<i64>().ok())
+                .and_then(|n| Amount::new(n).ok())
+                .ok_or_else(broken)?,
+        },
+        _ => return Err(broken()),
+    })
+}
+
+async fn place_in(
+    tx: &mut sqlx::PgConnection,
+    new: &NewHold,
+    owner: Option<Username>,
+) -> Result<Result<PlacedHold, StoreError>, TxError> {
+    // A hold is judged as the transfer it may become: both accounts customers', open, the
+    // payer not frozen, one currency, the amount available.
+    let movement = Movement {
+        from: new.from,
+        to: new.to,
+        amount: new.amount,
+        currency: new.currency,
+        kind: MovementKind::Transfer,
+        owner,
+    };
+    let [from, to] = lock_pair(tx, new.from, new.to).await?;
+    let verdict = rules::judge(
+        &movement,
+        from.as_ref().map(Side::of),
+        to.as_ref().map(Side::of),
+    );
+    let actual = match verdict.currency_column() {
+        Some("from_currency") => from.as_ref().map(|a| a.currency),
+        Some(_) => to.as_ref().map(|a| a.currency),
+        None => None,
+    };
+    if let Some(refusal) = verdict.refusal(&movement, actual) {
+        return Ok(Err(refusal));
+    }
+    let row = sqlx::query(PLACE)
+        .bind(new.from.get())
+        .bind(new.to.get())
+        .bind(new.amount.minor_units())
+        .bind(new.currency.code())
+        .bind(new.expires_in.unwrap_or(HOLD_TTL_DEFAULT).as_secs_f64())
+        .bind(new.reference.as_ref().map(Reference::as_str))
+        .bind(new.metadata.as_ref().map(Metadata::to_json))
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut from_account = from.expect("an accepted hold has its payer");
+    from_account.held += new.amount.minor_units();
+    Ok(Ok(PlacedHold {
+        hold: hold_from_row(&row)?,
+        from_account,
+    }))
+}
+
+async fn capture_in(
+    tx: &mut sqlx::PgConnection,
+    id: HoldId,
+    amount: Option<Amount>,
+    payee: Option<&Username>,
+) -> Result<Result<CapturedHold, StoreError>, TxError> {
+    let hold = match lock_pending(tx, id, payee).await? {
+        Ok(hold) => hold,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let captured = amount.unwrap_or(hold.amount);
+    if captured > hold.amount {
+        return Ok(Err(StoreError::CaptureExceedsHold {
+            hold: id,
+            reserved: hold.amount,
+        }));
+    }
+    // Both accounts, ascending, before the payer's `holds_pending` changes: the order every
+    // money movement takes them in.
+    lock_pair(tx, hold.from_account_id, hold.to_account_id).await?;
+    let resolved = sqlx::query(RESOLVE)
+        .bind(id.get())
+        .bind(HoldStatus::Captured.as_str())
+        .bind(captured.minor_units())
+        .fetch_one(&mut *tx)
+        .await?;
+    // The hold no longer counts in `held`, so the capture may use what it reserved. The rest of
+    // the rules are a transfer's: a frozen payer or a closed payee refuses it (and the caller
+    // rolls the resolution back).
+    let movement = Movement {
+        from: hold.from_account_id,
+        to: hold.to_account_id,
+        amount: captured,
+        currency: hold.currency,
+        kind: MovementKind::Transfer,
+        owner: None,
+    };
+    let row = move_money_query(&movement, Some(id))
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(
+        receipt_from_row(&row, &movement).map(|receipt| CapturedHold {
+            hold: hold_from_row(&resolved).expect("a resolved hold decodes"),
+            receipt,
+        }),
+    )
+}
+
+async fn void_in(
+    tx: &mut sqlx::PgConnection,
+    id: HoldId,
+    payee: Option<&Username>,
+) -> Result<Result<Hold, StoreError>, TxError> {
+    if let Err(refusal) = lock_pending(tx, id, payee).await? {
+        return Ok(Err(refusal));
+    }
+    // Only the payer's `holds_pending` changes: a hold on a frozen account may still be
+    // released.
+    let row = sqlx::query(RESOLVE)
+        .bind(id.get())
+        .bind(HoldStatus::Voided.as_str())
+        .bind(None::<i64>)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Ok(hold_from_row(&row)?))
 }
 
 /// `retrying` for a transaction whose business refusals are values (`Ok(Err(_))`), so only a
@@ -519,4 +878,47 @@ pub(super) fn hold_from_row(row: &PgRow) -> Result<Hold, StoreError> {
             m.as_deref().map(Metadata::from_json).transpose()
         })?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_recorded_refusal_reads_back_as_it_was() {
+        let account = AccountId::new(7).unwrap();
+        let hold = HoldId::new(9).unwrap();
+        let refusals = [
+            StoreError::AccountNotFound(account),
+            StoreError::NotOwner(account),
+            StoreError::NotCustomerAccount(account),
+            StoreError::AccountFrozen(account),
+            StoreError::AccountClosed(account),
+            StoreError::InsufficientFunds(account),
+            StoreError::BalanceOverflow(account),
+            StoreError::CurrencyMismatch {
+                account,
+                expected: Currency::Usd,
+                actual: Currency::Jpy,
+            },
+            StoreError::SameAccount,
+            StoreError::NotFound(Entity::Hold),
+            StoreError::HoldNotPending {
+                hold,
+                status: HoldStatus::Expired,
+            },
+            StoreError::CaptureExceedsHold {
+                hold,
+                reserved: Amount::new(500).unwrap(),
+            },
+        ];
+        for refusal in refusals {
+            let (name, detail) = refusal_record(&refusal).expect("a business refusal");
+            let back = refusal_from_record(name, detail.as_deref()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{refusal:?}"));
+        }
+        assert!(refusal_record(&StoreError::Contended).is_none());
+        assert!(refusal_from_record("hold_not_pending", Some("9")).is_err());
+        assert!(refusal_from_record("maybe", None).is_err());
+    }
 }

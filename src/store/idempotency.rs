@@ -60,13 +60,13 @@ impl MoneyMove {
     }
 }
 
-/// What a keyed request came to.
+/// What a keyed request came to: a money movement's (`TransferReceipt`) or a hold write's.
 #[derive(Debug)]
-pub enum KeyedOutcome {
-    /// First use of the key: the movement ran now (committed, or refused by a business rule).
-    Done(Result<TransferReceipt, StoreError>),
+pub enum KeyedOutcome<T = TransferReceipt> {
+    /// First use of the key: the request ran now (committed, or refused by a business rule).
+    Done(Result<T, StoreError>),
     /// The key was used before for this same request: its first outcome, unchanged.
-    Replayed(Result<TransferReceipt, StoreError>),
+    Replayed(Result<T, StoreError>),
     /// Another request with this key is running right now.
     InFlight,
     /// The key was used before for a different request.
@@ -92,7 +92,8 @@ SELECT k.request_hash,
        ta.owner AS to_owner, te.balance_after AS to_balance, ta.kind AS to_kind,
        ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
        CASE WHEN ta.holds_pending > 0 THEN account_held(ta.id) ELSE 0 END AS to_held,
-       ta.created_at AS to_created_at
+       ta.created_at AS to_created_at,
+       k.refusal, k.refusal_detail, k.hold_id AS key_hold_id
 FROM idempotency_keys k
 LEFT JOIN transfers tr ON tr.id = k.transfer_id
 LEFT JOIN entries fe ON fe.transfer_id = tr.id AND fe.account_id = tr.from_account_id
@@ -116,23 +117,14 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Lock the key and look it up: `Some` when the key answers by itself (in flight elsewhere,
-    /// or already recorded), `None` when this transaction holds it and nothing is recorded.
-    /// Takes no row lock, so it never waits.
+    /// `claim` for this attempt.
     async fn claim(&self, tx: &mut sqlx::PgConnection) -> Result<Option<Step>, sqlx::Error> {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(self.lock)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
-            return Ok(Some(Step::InFlight));
-        }
-        Ok(sqlx::query(FIND_KEY)
-            .bind(self.caller.as_str())
-            .bind(self.key.as_str())
-            .fetch_optional(&mut *tx)
+        Ok(claim(tx, self.lock, self.caller, self.key)
             .await?
-            .map(Step::Found))
+            .map(|found| match found {
+                Claim::InFlight => Step::InFlight,
+                Claim::Found(row) => Step::Found(row),
+            }))
     }
 
     /// Lock the key, look it up, or move the money and record the outcome. Does not commit.
@@ -164,6 +156,38 @@ impl Attempt<'_> {
             .await?;
         Ok(Step::Ran(row))
     }
+}
+
+/// What a key says by itself, before anything runs under it.
+pub(super) enum Claim {
+    /// Another request holds it now.
+    InFlight,
+    /// Its record (`FIND_KEY`'s row).
+    Found(sqlx::postgres::PgRow),
+}
+
+/// Lock the key (`lock`, see `advisory_lock_key`) and look it up: `Some` when the key answers by
+/// itself (in flight elsewhere, or already recorded), `None` when this transaction holds it and
+/// nothing is recorded. Takes no row lock, so it never waits. Hold writes use it too.
+pub(super) async fn claim(
+    tx: &mut sqlx::PgConnection,
+    lock: i64,
+    caller: &Username,
+    key: &IdempotencyKey,
+) -> Result<Option<Claim>, sqlx::Error> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(lock)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(Some(Claim::InFlight));
+    }
+    Ok(sqlx::query(FIND_KEY)
+        .bind(caller.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(Claim::Found))
 }
 
 /// What the transaction found or did, before decoding (decoding is not retried).
@@ -384,7 +408,7 @@ impl Store {
 /// SHA-256 over the user and the key (length-prefixed, so no two pairs collide by
 /// concatenation). Two different pairs sharing a lock would take a 2^-64 chance, and cost only
 /// a spurious `conflict` the client retries.
-fn advisory_lock_key(caller: &Username, key: &IdempotencyKey) -> i64 {
+pub(super) fn advisory_lock_key(caller: &Username, key: &IdempotencyKey) -> i64 {
     let mut hash = Sha256::new();
     hash.update(b"simplebank idempotency\0");
     for part in [caller.as_str(), key.as_str()] {

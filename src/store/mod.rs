@@ -40,7 +40,7 @@ pub use error::{Entity, StoreError, Unique};
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]
 pub use holds::MockHoldStore;
-pub use holds::{CapturedHold, HoldParties, HoldStore, PlacedHold};
+pub use holds::{CapturedHold, HoldAnswer, HoldOp, HoldParties, HoldStore, PlacedHold};
 #[cfg(test)]
 pub use idempotency::MockIdempotentStore;
 pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};

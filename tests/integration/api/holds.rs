@@ -733,3 +733,147 @@ async fn two_holds_never_both_take_the_last_funds() {
     }
     assert_ledger_consistent(app.db.pool()).await;
 }
+
+async fn keyed(app: &TestApp, token: &str, path: &str, key: &str, body: Option<Value>) -> Reply {
+    app.call_with(
+        Method::POST,
+        path,
+        Some(token),
+        &[("Idempotency-Key", key)],
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hold_writes_under_a_key_happen_once_and_answer_the_same_way_again() {
+    let World {
+        app,
+        alice,
+        bob,
+        banker,
+        a,
+        b,
+        ..
+    } = World::new().await;
+    app.deposit(&banker, a, 1_000, "USD").await;
+    let body = json!({ "from_account_id": a, "to_account_id": b, "amount": 400, "currency": "USD", "reference": "cart-9" });
+
+    let first = keyed(&app, &alice, "/v1/holds", "place-1", Some(body.clone())).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.header("idempotent-replayed"), "");
+    let again = keyed(&app, &alice, "/v1/holds", "place-1", Some(body.clone())).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.body["hold"], first.body["hold"]);
+    let hold = id(&first.body);
+    assert_eq!(account(&app, &alice, a).await["available_balance"], 600);
+    // Another request under the same key is refused, and changes nothing.
+    let other =
+        json!({ "from_account_id": a, "to_account_id": b, "amount": 401, "currency": "USD" });
+    keyed(&app, &alice, "/v1/holds", "place-1", Some(other))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch");
+    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM holds")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(holds, 1);
+
+    // A refusal is the answer too: replayed even once its cause is gone.
+    app.call(
+        Method::PUT,
+        &format!("/v1/accounts/{a}/status"),
+        Some(&banker),
+        Some(json!({ "status": "frozen" })),
+    )
+    .await
+    .assert(StatusCode::OK);
+    let path = format!("/v1/holds/{hold}/capture");
+    keyed(&app, &bob, &path, "cap-1", Some(json!({ "amount": 150 })))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_frozen");
+    app.call(
+        Method::PUT,
+        &format!("/v1/accounts/{a}/status"),
+        Some(&banker),
+        Some(json!({ "status": "active" })),
+    )
+    .await
+    .assert(StatusCode::OK);
+    let replayed_refusal = keyed(&app, &bob, &path, "cap-1", Some(json!({ "amount": 150 }))).await;
+    replayed_refusal.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_frozen");
+    assert_eq!(replayed_refusal.header("idempotent-replayed"), "true");
+
+    // A capture under a fresh key: once, then the same transfer again.
+    let captured = keyed(&app, &bob, &path, "cap-2", Some(json!({ "amount": 150 })))
+        .await
+        .assert(StatusCode::CREATED);
+    let retried = keyed(&app, &bob, &path, "cap-2", Some(json!({ "amount": 150 }))).await;
+    assert_eq!(retried.status, StatusCode::CREATED);
+    assert_eq!(retried.header("idempotent-replayed"), "true");
+    assert_eq!(retried.body["transfer"], captured["transfer"]);
+    assert_eq!(retried.body["to_entry"], captured["to_entry"]);
+    assert_eq!(retried.body["hold"], captured["hold"]);
+    // The placement's replay still shows the hold as it was placed.
+    let placed_again = keyed(&app, &alice, "/v1/holds", "place-1", Some(body)).await;
+    assert_eq!(placed_again.body["hold"]["status"], "pending");
+
+    // A void under a key, replayed rather than refused as no longer pending.
+    let second = id(&place(&app, &alice, a, b, 100)
+        .await
+        .assert(StatusCode::CREATED));
+    let path = format!("/v1/holds/{second}/void");
+    let voided = keyed(&app, &bob, &path, "void-1", None)
+        .await
+        .assert(StatusCode::OK);
+    let revoid = keyed(&app, &bob, &path, "void-1", None).await;
+    assert_eq!(revoid.status, StatusCode::OK);
+    assert_eq!(revoid.header("idempotent-replayed"), "true");
+    assert_eq!(revoid.body["hold"], voided["hold"]);
+    let transfers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transfers WHERE hold_id IS NOT NULL")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(transfers, 1);
+    assert_ledger_consistent(app.db.pool()).await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_keyed_hold_place_it_once() {
+    let World {
+        app,
+        alice,
+        banker,
+        a,
+        b,
+        ..
+    } = World::new().await;
+    app.deposit(&banker, a, 1_000, "USD").await;
+    let app = std::sync::Arc::new(app);
+    let body =
+        json!({ "from_account_id": a, "to_account_id": b, "amount": 300, "currency": "USD" });
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (app, alice, body) = (app.clone(), alice.clone(), body.clone());
+        tasks.spawn(async move { keyed(&app, &alice, "/v1/holds", "same", Some(body)).await });
+    }
+    let mut ids = Vec::new();
+    while let Some(reply) = tasks.join_next().await {
+        let reply = reply.unwrap();
+        match reply.status {
+            StatusCode::CREATED => ids.push(id(&reply.body)),
+            StatusCode::CONFLICT => assert_eq!(reply.code(), "conflict"),
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|h| *h == ids[0]), "{ids:?}");
+    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM holds")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(holds, 1);
+    assert_ledger_consistent(app.db.pool()).await;
+}
