@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use crate::harness::TestApp;
 
-/// Alice owns `account` and sent `transfer`; Bob is a stranger to both; the banker is a clerk.
+/// Alice owns `account`, sent `transfer` and placed `hold` from it; Bob is a stranger to all
+/// three; the banker is a clerk.
 pub struct World {
     pub app: TestApp,
     pub alice: String,
@@ -14,6 +15,7 @@ pub struct World {
     pub banker: String,
     pub account: i64,
     pub transfer: i64,
+    pub hold: i64,
 }
 
 pub async fn world() -> World {
@@ -30,6 +32,12 @@ pub async fn world() -> World {
         .assert(StatusCode::CREATED)["transfer"]["id"]
         .as_i64()
         .unwrap();
+    let hold = app
+        .post("/v1/holds", Some(&alice), json!({ "from_account_id": account, "to_account_id": other, "amount": 5, "currency": "USD" }))
+        .await
+        .assert(StatusCode::CREATED)["hold"]["id"]
+        .as_i64()
+        .unwrap();
     World {
         app,
         alice,
@@ -37,6 +45,7 @@ pub async fn world() -> World {
         banker,
         account,
         transfer,
+        hold,
     }
 }
 
@@ -60,6 +69,18 @@ fn routes(w: &World) -> Vec<(Method, String, Option<Value>, [StatusCode; 3])> {
         (
             Method::GET,
             format!("/v1/transfers/{}", w.transfer),
+            None,
+            [S::OK, S::FORBIDDEN, S::OK],
+        ),
+        (
+            Method::GET,
+            format!("/v1/holds/{}", w.hold),
+            None,
+            [S::OK, S::FORBIDDEN, S::OK],
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{a}/holds"),
             None,
             [S::OK, S::FORBIDDEN, S::OK],
         ),

@@ -18,6 +18,8 @@ enum Rpc {
     GetAccount,
     ListEntries,
     GetTransfer,
+    GetHold,
+    ListHolds,
     GetUser,
     UpdateUser,
     ListAccountsOfAlice,
@@ -27,10 +29,12 @@ enum Rpc {
 }
 
 impl Rpc {
-    const ALL: [Rpc; 9] = [
+    const ALL: [Rpc; 11] = [
         Rpc::GetAccount,
         Rpc::ListEntries,
         Rpc::GetTransfer,
+        Rpc::GetHold,
+        Rpc::ListHolds,
         Rpc::GetUser,
         Rpc::UpdateUser,
         Rpc::ListAccountsOfAlice,
@@ -67,6 +71,20 @@ impl Rpc {
                 .map(drop),
             Rpc::GetTransfer => c
                 .get_transfer(authed(token, pb::GetTransferRequest { id: w.transfer }))
+                .await
+                .map(drop),
+            Rpc::GetHold => c
+                .get_hold(authed(token, pb::GetHoldRequest { hold_id: w.hold }))
+                .await
+                .map(drop),
+            Rpc::ListHolds => c
+                .list_holds(authed(
+                    token,
+                    pb::ListHoldsRequest {
+                        account_id: account,
+                        ..Default::default()
+                    },
+                ))
                 .await
                 .map(drop),
             Rpc::GetUser => c

@@ -664,3 +664,170 @@ async fn bankers_freeze_accounts_and_set_overdraft_limits_over_grpc() {
         }
     }
 }
+
+#[tokio::test]
+async fn holds_are_placed_captured_in_part_voided_and_listed_over_grpc() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let bob = app.user("bob").await;
+    let banker = app.banker("clerk").await;
+    let from = app.open_account(&alice, "USD").await;
+    let to = app.open_account(&bob, "USD").await;
+    app.deposit(&banker, from, 1_000, "USD").await;
+    let hold_of = |amount: i64, reference: &str| {
+        authed(
+            &alice,
+            pb::CreateHoldRequest {
+                from_account_id: from,
+                to_account_id: to,
+                amount,
+                currency: "USD".into(),
+                expires_in: 0,
+                reference: reference.into(),
+                metadata: [("order".to_owned(), "42".to_owned())].into(),
+            },
+        )
+    };
+
+    let placed = c
+        .create_hold(hold_of(600, "order-42"))
+        .await
+        .unwrap()
+        .into_inner();
+    let hold = placed.hold.unwrap();
+    assert_eq!(
+        (hold.status.as_str(), hold.amount, hold.reference.as_str()),
+        ("pending", 600, "order-42")
+    );
+    assert_eq!(hold.metadata["order"], "42");
+    assert!(hold.resolved_at.is_none());
+    // HOLD_TTL's default, 7 days.
+    let lifetime = hold.expires_at.unwrap().seconds - hold.created_at.unwrap().seconds;
+    assert!(
+        (7 * 86_400 - 2..=7 * 86_400 + 2).contains(&lifetime),
+        "{lifetime}"
+    );
+    assert_eq!(placed.from_account.unwrap().available_balance, 400);
+    let short = c.create_hold(hold_of(401, "")).await.unwrap_err();
+    assert_eq!(
+        (short.code(), table_code(&short).as_str()),
+        (Code::FailedPrecondition, "insufficient_funds")
+    );
+
+    let captured = c
+        .capture_hold(authed(
+            &bob,
+            pb::CaptureHoldRequest {
+                hold_id: hold.id,
+                amount: 250,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let transfer = captured.transfer.unwrap();
+    assert_eq!((transfer.amount, transfer.hold_id), (250, hold.id));
+    assert_eq!(captured.to_entry.unwrap().balance_after, 250);
+    assert_eq!(captured.hold.unwrap().captured_amount, 250);
+    let again = c
+        .void_hold(authed(&bob, pb::VoidHoldRequest { hold_id: hold.id }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), table_code(&again).as_str()),
+        (Code::FailedPrecondition, "hold_not_pending")
+    );
+
+    let second = c
+        .create_hold(hold_of(100, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+    let by_payer = c
+        .void_hold(authed(&alice, pb::VoidHoldRequest { hold_id: second.id }))
+        .await
+        .unwrap_err();
+    assert_eq!(by_payer.code(), Code::PermissionDenied);
+    let voided = c
+        .void_hold(authed(&bob, pb::VoidHoldRequest { hold_id: second.id }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+    assert_eq!(voided.status, "voided");
+    let read = c
+        .get_hold(authed(&alice, pb::GetHoldRequest { hold_id: second.id }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+    assert_eq!(read.status, "voided");
+
+    let listed = c
+        .list_holds(authed(
+            &alice,
+            pb::ListHoldsRequest {
+                account_id: from,
+                status: String::new(),
+                page_size: 1,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.holds.len(), 1);
+    assert_eq!(listed.holds[0].id, second.id);
+    let rest = c
+        .list_holds(authed(
+            &alice,
+            pb::ListHoldsRequest {
+                account_id: from,
+                status: String::new(),
+                page_size: 10,
+                page_token: listed.next_page_token,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.holds.iter().map(|h| h.id).collect::<Vec<_>>(),
+        [hold.id]
+    );
+    let bad = c
+        .create_hold(authed(
+            &alice,
+            pb::CreateHoldRequest {
+                from_account_id: from,
+                to_account_id: from,
+                amount: -1,
+                currency: "USD".into(),
+                expires_in: -5,
+                reference: "\u{e9}".into(),
+                metadata: Default::default(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let mut fields = violated_fields(&bad);
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["amount", "expires_in", "reference", "to_account_id"]
+    );
+    let account = c
+        .get_account(authed(&alice, pb::GetAccountRequest { id: from }))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!((account.balance, account.available_balance), (750, 750));
+}
