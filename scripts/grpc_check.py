@@ -304,6 +304,34 @@ def scenario(bank, server, binary, db_source):
     )
     bank.call("SetAccountStatus", {"account_id": a_id, "status": "active"}, c_token)
 
+    # Holds: alice authorises 300 for bob, bob captures 100 of it; the rest goes back.
+    hold_request = {"from_account_id": a_id, "to_account_id": b_id, "amount": 300,
+                    "currency": "USD", "reference": f"grpc-{tag}"}
+    placed = bank.call("CreateHold", hold_request, a_token)
+    hold_id = int(placed["hold"]["id"])
+    check(placed["hold"]["status"] == "pending"
+          and int(placed["from_account"]["available_balance"]) == -655,
+          f"CreateHold reserves the amount: {placed}")
+    bank.call("CaptureHold", {"hold_id": hold_id}, a_token,
+              expect=grpc.StatusCode.PERMISSION_DENIED)
+    captured = bank.call("CaptureHold", {"hold_id": hold_id, "amount": 100}, b_token)
+    check(int(captured["transfer"]["hold_id"]) == hold_id
+          and int(captured["hold"]["captured_amount"]) == 100,
+          f"CaptureHold in part makes one transfer: {captured}")
+    bank.call("VoidHold", {"hold_id": hold_id}, b_token,
+              expect=grpc.StatusCode.FAILED_PRECONDITION, error="hold_not_pending")
+    second = bank.call("CreateHold", {**hold_request, "amount": 50}, a_token)
+    voided = bank.call("VoidHold", {"hold_id": int(second["hold"]["id"])}, b_token)
+    check(voided["hold"]["status"] == "voided", f"VoidHold: {voided}")
+    got = bank.call("GetHold", {"hold_id": hold_id}, a_token)["hold"]
+    check(got["status"] == "captured" and got["reference"] == f"grpc-{tag}", f"GetHold: {got}")
+    holds = bank.call("ListHolds", {"account_id": a_id, "page_size": 10}, a_token)["holds"]
+    check([int(h["id"]) for h in holds] == [int(second["hold"]["id"]), hold_id],
+          f"ListHolds newest first: {holds}")
+    after = bank.call("GetAccount", {"id": a_id}, a_token)["account"]
+    check(int(after["balance"]) == -455 and int(after["available_balance"]) == -455,
+          f"after the capture only the captured amount left: {after}")
+
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
               expect=grpc.StatusCode.UNAUTHENTICATED)
