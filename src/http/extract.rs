@@ -34,8 +34,9 @@ where
     }
 }
 
-/// A JSON body that may be left out: no body at all (no `Content-Type`, nothing sent) reads as
-/// `T::default()`; anything sent is read as `ApiJson` reads it.
+/// A JSON body that may be left out: a request that sends no body (`Content-Length: 0`, or
+/// neither a length nor chunks), with or without a `Content-Type`, reads as `T::default()`;
+/// anything sent is read as `ApiJson` reads it.
 pub struct OptionalJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for OptionalJson<T>
@@ -46,25 +47,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if req.headers().contains_key(header::CONTENT_TYPE) {
-            return ApiJson::from_request(req, state)
-                .await
-                .map(|ApiJson(value)| OptionalJson(value));
+        let headers = req.headers();
+        let empty = match headers.get(header::CONTENT_LENGTH) {
+            Some(length) => length.as_bytes() == b"0",
+            None => !headers.contains_key(header::TRANSFER_ENCODING),
+        };
+        if empty {
+            return Ok(OptionalJson(T::default()));
         }
-        match axum::body::Bytes::from_request(req, state).await {
-            Ok(body) if body.is_empty() => Ok(OptionalJson(T::default())),
-            Ok(_) => Err(ApiError::with_status(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ServiceError::invalid(
-                    "body",
-                    "the body must be JSON, sent with Content-Type: application/json",
-                ),
-            )),
-            Err(rejection) => Err(ApiError::with_status(
-                rejection.status(),
-                ServiceError::invalid("body", "the body is larger than the server accepts"),
-            )),
-        }
+        ApiJson::from_request(req, state)
+            .await
+            .map(|ApiJson(value)| OptionalJson(value))
     }
 }
 
