@@ -128,6 +128,19 @@ def check_account_controls(text):
         lambda o: o.get("balance") == 6500 and o.get("status") == "active")
 
 
+def check_holds(text):
+    one(text, "the pending hold reserving 2000 of 6500",
+        lambda o: o.get("status") == "pending" and o.get("amount") == 2000
+        and o.get("balance") == 6500 and o.get("available_balance") == 4500)
+    one(text, "a capture of 1200 as one transfer",
+        lambda o: o.get("status") == "captured" and o.get("captured_amount") == 1200
+        and o.get("transfer_amount") == 1200)
+    one(text, "Alice at 5300 with nothing reserved",
+        lambda o: o.get("balance") == 5300 and o.get("available_balance") == 5300)
+    expect('"hold_not_pending"' in text, "the second capture refused with hold_not_pending", text)
+    expect(re.search(r"^1200$", text, re.M), "the refund of 1200 landing", text)
+
+
 def check_grpc_clients(text):
     for tool in (ROOT / ".venv" / "bin" / "grpcurl", ROOT / ".tools" / "buf" / "node_modules" / ".bin" / "buf"):
         expect(tool.exists(), f"{tool} installed", text)
@@ -169,6 +182,7 @@ CHECKS = {
     "email": check_email,
     "idempotency": check_idempotency,
     "account-controls": check_account_controls,
+    "holds": check_holds,
     "grpc-clients": check_grpc_clients,
     "grpcurl": check_grpcurl,
     "buf-curl": check_buf_curl,
