@@ -1,6 +1,6 @@
 //! The two paths of a money movement apply the same rules: random batches of movements (random
-//! accounts, owners, amounts, currencies, kinds, account statuses and overdraft limits —
-//! settlement accounts and missing ones included)
+//! accounts, owners, amounts, currencies, kinds, account statuses, overdraft limits and pending
+//! and expired holds — settlement accounts and missing ones included)
 //! run through one group-commit batch on one database and one at a time through `MOVE_MONEY` on
 //! another, both databases built the same way. Every movement must get the same verdict and
 //! receipt, and afterwards both ledgers must hold the same balances and entries.
@@ -36,6 +36,10 @@ struct Opening {
     balance: i64,
     limit: i64,
     status: AccountStatus,
+    /// A pending hold on it as payer (0: none), within what it may reserve.
+    held: i64,
+    /// A hold past its expiry, not yet swept (0: none): it must reserve nothing.
+    expired: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,8 @@ fn case() -> impl Strategy<Value = Case> {
                 2 => Just(AccountStatus::Frozen),
                 1 => Just(AccountStatus::Closed),
             ],
+            proptest::sample::select(vec![0i64, 0, 50, 100, 250]),
+            proptest::sample::select(vec![0i64, 0, 70]),
         );
         (
             Just(pairs),
@@ -100,22 +106,32 @@ fn case() -> impl Strategy<Value = Case> {
             .into_iter()
             .zip(balances)
             .zip(controls)
-            .map(|(((u, c), b), (limit, status))| {
+            .map(|(((u, c), b), (limit, status, held, expired))| {
                 let b = if b > 400 && std::mem::replace(&mut big[c], true) {
                     100
                 } else {
                     b
                 };
+                // Only an empty account can be closed.
+                let status = match status {
+                    AccountStatus::Closed if b != 0 => AccountStatus::Frozen,
+                    other => other,
+                };
+                let closed = status == AccountStatus::Closed;
                 Opening {
                     owner: u,
                     currency: c,
                     balance: b,
                     limit,
-                    // Only an empty account can be closed.
-                    status: match status {
-                        AccountStatus::Closed if b != 0 => AccountStatus::Frozen,
-                        other => other,
+                    status,
+                    // A hold never reserves more than the balance and the limit allow, and a
+                    // closed account has none.
+                    held: if closed {
+                        0
+                    } else {
+                        held.min(b.saturating_add(limit))
                     },
+                    expired: if closed { 0 } else { expired },
                 }
             })
             .collect::<Vec<_>>()
@@ -175,7 +191,7 @@ fn user(case: usize, index: usize) -> String {
 /// large opening balances never drive a settlement account out of range.
 async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Movement> {
     sqlx::raw_sql(
-        "TRUNCATE entries, transfers CASCADE; \
+        "TRUNCATE entries, transfers, holds CASCADE; \
          DELETE FROM accounts WHERE kind = 'customer'; \
          UPDATE accounts SET balance = 0;",
     )
@@ -206,6 +222,30 @@ async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Moveme
             .set_account_status(account.id, opening.status, None)
             .await
             .expect("status");
+        // Holds as the hold writes leave them (payee: the settlement account, any account
+        // will do), one pending and one past its expiry but not swept.
+        for (amount, expired) in [(opening.held, false), (opening.expired, true)] {
+            if amount == 0 {
+                continue;
+            }
+            sqlx::query(
+                "WITH hold AS ( \
+                     INSERT INTO holds (from_account_id, to_account_id, amount, currency, \
+                                        created_at, expires_at) \
+                     SELECT $1, s.id, $2, $3, \
+                            CASE WHEN $4 THEN now() - interval '2 hours' ELSE now() END, \
+                            now() + CASE WHEN $4 THEN interval '-1 hour' ELSE interval '1 hour' END \
+                     FROM accounts s WHERE s.kind = 'settlement' AND s.currency = $3) \
+                 UPDATE accounts SET holds_pending = holds_pending + $2 WHERE id = $1",
+            )
+            .bind(account.id.get())
+            .bind(amount)
+            .bind(currency.code())
+            .bind(expired)
+            .execute(pool)
+            .await
+            .expect("a hold");
+        }
         ids.push(account.id);
     }
     for currency in CURRENCIES {
@@ -236,7 +276,8 @@ async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Moveme
 fn gist(outcome: &Result<TransferReceipt, StoreError>) -> String {
     match outcome {
         Ok(r) => format!(
-            "ok {}->{} {} {:?}; from entry {} after {}; to entry {} after {}; balances {} {}",
+            "ok {}->{} {} {:?}; from entry {} after {}; to entry {} after {}; balances {} {}; \
+             available {} {}",
             r.transfer.from_account_id,
             r.transfer.to_account_id,
             r.transfer.amount.minor_units(),
@@ -247,6 +288,8 @@ fn gist(outcome: &Result<TransferReceipt, StoreError>) -> String {
             r.to_entry.balance_after,
             r.from_account.balance,
             r.to_account.balance,
+            r.from_account.available_balance(),
+            r.to_account.available_balance(),
         ),
         Err(refused) => format!("refused {refused:?}"),
     }
