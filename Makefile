@@ -76,8 +76,11 @@ fuzz: db-ready ## schemathesis against the HTTP API from its OpenAPI document (F
 	$(CARGO) build --locked --quiet
 	@scripts/fuzz.py
 
-bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours, our HTTP and gRPC APIs (not a test)
-	@bench/bench.py
+# The last commit before holds: rows B0 and C0 of `make bench` measure it beside the current code.
+BENCH_BASELINE ?= b9b2f09
+
+bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours (and BENCH_BASELINE's), our HTTP and gRPC APIs (not a test)
+	@bench/bench.py --baseline $(BENCH_BASELINE)
 
 build-bench: ## release server and load generator, for make bench and make fault's login flood
 	$(CARGO) build --locked --release --quiet --features bench --bins

@@ -14,6 +14,11 @@ Rows:
   E  hot pair: C with every transfer between the same two accounts, both directions.
   C1 and E1: C and E against a second server started with GROUP_COMMIT=false (one database
      transaction per transfer), to show what group commit itself is worth.
+  B0 and C0: B and C for a baseline revision (`--baseline`, the Makefile's BENCH_BASELINE: the
+     last commit before holds), its MOVE_MONEY under pgbench and its release binary, built from
+     `git archive` into target/bench-baseline, over the same database: what the checks added
+     since (holds' `held`, account status, overdraft) cost the transfer path. Each runs before
+     its counterpart, so a table grown by the earlier rows counts against the new code.
 All on 10,000 funded accounts whose users are all logged in, at concurrency 16 and 64, each for
 a fixed time after a warm-up. Afterwards the ledger invariants are checked; the table (with the
 server's peak RSS and the ratios C/A, D/A, C/B) goes to stdout and bench/results/.
@@ -155,15 +160,18 @@ COMMIT;
 """
 
 
-def our_transfer_script():
-    """B: MOVE_MONEY exactly as the server sends it, its $n bound to pgbench variables."""
-    source = (ROOT / "src/store/transfers.rs").read_text()
+def our_transfer_script(source=None):
+    """B: MOVE_MONEY exactly as the server sends it, its $n bound to pgbench variables (B0: the
+    baseline revision's, from `source`)."""
+    source = source or (ROOT / "src/store/transfers.rs").read_text()
     sql = re.search(r'const MOVE_MONEY: &str = r#"(.*?)"#;', source, re.S).group(1)
     # $1 from, $2 to, $3 amount, $4 currency, $5 movement, $6 owner (the from-account's owner,
-    # whose username is the account id). sqlx declares each parameter's type in its Parse
-    # message; pgbench declares none, so the same types are written as casts.
-    for n, value in [(6, ":owner::text"), (5, ":movement::text"), (4, ":currency::text"),
-                     (3, ":amount::bigint"), (2, ":to::bigint"), (1, ":from::bigint")]:
+    # whose username is the account id), $7 the hold a capture names (none here). sqlx declares
+    # each parameter's type in its Parse message; pgbench declares none, so the same types are
+    # written as casts.
+    for n, value in [(7, "NULL::bigint"), (6, ":owner::text"), (5, ":movement::text"),
+                     (4, ":currency::text"), (3, ":amount::bigint"), (2, ":to::bigint"),
+                     (1, ":from::bigint")]:
         sql = sql.replace(f"${n}", value)
     body = " ".join(line.strip() for line in sql.strip().splitlines())
     # pgbench's \\set is numeric only: the text parameters come from -D (see `pgbench`).
@@ -209,12 +217,34 @@ def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
     return {"tps": tps, "p50": p50, "p99": p99, "failed": failed}
 
 
+def baseline(rev):
+    """The baseline revision's MOVE_MONEY source and release binary (built once per revision,
+    from `git archive`, in a target directory of its own)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    home = ROOT / "target" / "bench-baseline"
+    tree = home / commit[:12]
+    binary = tree / "target" / "release" / "simplebank"
+    if not binary.exists():
+        print(f"bench: building the baseline {commit[:12]} (release, once)", flush=True)
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        subprocess.run(["cargo", "build", "--locked", "--release", "--quiet", "--bin",
+                        "simplebank"], cwd=tree, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=str(tree / "target")))
+    source = subprocess.run(["git", "show", f"{commit}:src/store/transfers.rs"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    return commit[:12], source, binary
+
+
 class Server:
     """The release server on free ports over the bench database."""
 
-    def __init__(self, url, log_path, **settings):
+    def __init__(self, url, log_path, binary=None, **settings):
         self.process, self.http, grpc = served.serve(
-            BINARY, log_path, args=("serve", "--no-migrate"), DB_SOURCE=url,
+            binary or BINARY, log_path, args=("serve", "--no-migrate"), DB_SOURCE=url,
             TOKEN_SYMMETRIC_KEY=TOKEN_KEY, MAIL_SENDER="log",
             DB_MAX_CONNECTIONS="32",
             # 10,000 logins from one address: the login limits would refuse most.
@@ -289,18 +319,25 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--clients", default="16,64")
     parser.add_argument("--binary", default=str(BINARY), help="the simplebank binary to migrate with")
+    parser.add_argument("--baseline", help="a git revision to measure rows B0 and C0 for")
     args = parser.parse_args()
     BINARY = pathlib.Path(args.binary)
     base = os.environ.get("DB_SOURCE") or sys.exit("DB_SOURCE must be set (make bench sets it)")
+    base_rev, base_source, base_binary = baseline(args.baseline) if args.baseline \
+        else (None, None, None)
     print("bench: seeding 10,000 funded accounts (ours and simple_bank's copy)", flush=True)
     url = setup(base)
     rows = []
     with tempfile.TemporaryDirectory() as logs:
         for clients in (int(c) for c in args.clients.split(",")):
-            for name, script in [("A simple_bank SQL", SIMPLE_BANK), ("B our transfer SQL", our_transfer_script())]:
+            scripts = [("A simple_bank SQL", SIMPLE_BANK)]
+            if base_rev:
+                scripts.append((f"B0 baseline SQL ({base_rev})", our_transfer_script(base_source)))
+            scripts.append(("B our transfer SQL", our_transfer_script()))
+            for name, script in scripts:
                 print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
                 result = pgbench(url, script, clients, args.seconds, args.warmup, logs,
-                                 f"{name[0]}{clients}")
+                                 name.split()[0] + str(clients))
                 rows.append((name, clients, result))
         # One process for the logins and the measured rows: its peak RSS (the kernel's VmHWM)
         # covers the whole run, 10,000 argon2 logins included — the figure a pod's memory limit
@@ -311,6 +348,19 @@ def main():
         try:
             tokens = log_everyone_in(url, server, logs)
             login_peak_rss = server.peak_rss_mib()
+            if base_rev:
+                # The baseline first (the server above idles meanwhile): the same tokens, the
+                # same database, its own binary.
+                old = Server(url, ROOT / "target" / "bench-server-baseline.log", base_binary)
+                try:
+                    for clients in clients_list:
+                        name = f"C0 baseline HTTP ({base_rev})"
+                        print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
+                        result = loadgen("http", old.http, tokens, clients, args.seconds,
+                                         args.warmup, False, url)
+                        rows.append((name, clients, result))
+                finally:
+                    old.stop()
             for clients in clients_list:
                 for name, api, target, hot in [("C our HTTP API", "http", server.http, False),
                                                ("D our gRPC API", "grpc", server.grpc, False),
@@ -345,7 +395,12 @@ def main():
         a, b = by.get(("A", clients)), by.get(("B", clients))
         c, d, c1 = by.get(("C", clients)), by.get(("D", clients)), by.get(("C1", clients))
         e, e1 = by.get(("E", clients)), by.get(("E1", clients))
+        b0, c0 = by.get(("B0", clients)), by.get(("C0", clients))
         ratios = [f"B/A {b['tps'] / a['tps']:.2f}"]
+        if b0:
+            ratios.append(f"B/B0 {b['tps'] / b0['tps']:.2f} (SQL now / baseline)")
+        if c and c0:
+            ratios.append(f"C/C0 {c['tps'] / c0['tps']:.2f} (HTTP now / baseline)")
         if c and d:
             ratios += [f"C/A {c['tps'] / a['tps']:.2f}", f"D/A {d['tps'] / a['tps']:.2f}",
                        f"C/B {c['tps'] / b['tps']:.2f}"]
