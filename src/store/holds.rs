@@ -731,12 +731,8 @@ async fn capture_in(
     let row = move_money_query(&movement, Some(id))
         .fetch_one(&mut *tx)
         .await?;
-    Ok(
-        receipt_from_row(&row, &movement).map(|receipt| CapturedHold {
-            hold: hold_from_row(&resolved).expect("a resolved hold decodes"),
-            receipt,
-        }),
-    )
+    let hold = hold_from_row(&resolved)?;
+    Ok(receipt_from_row(&row, &movement).map(|receipt| CapturedHold { hold, receipt }))
 }
 
 async fn void_in(
