@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::transfers::keyed_answer;
-use super::{BankService, ListPage, MoneyAnswer, PageRequest, ServiceError};
+use super::{BankService, ListPage, MoneyAnswer, PageRequest, ServiceError, require_party};
 use crate::auth::Principal;
 use crate::domain::{
     AccountId, Amount, Currency, Hold, HoldId, HoldStatus, IdempotencyKey, Metadata, NewHold,
@@ -169,13 +169,10 @@ impl BankService {
     /// The owner of either account, or a banker.
     pub async fn get_hold(&self, principal: &Principal, id: HoldId) -> Result<Hold, ServiceError> {
         let parties = self.store.holds.get_hold(id).await?;
-        if principal.may_act_for(&parties.from_owner) || principal.may_act_for(&parties.to_owner) {
-            Ok(parties.hold)
-        } else {
-            Err(ServiceError::PermissionDenied(format!(
-                "hold {id} does not involve your accounts"
-            )))
-        }
+        require_party(principal, [&parties.from_owner, &parties.to_owner], || {
+            format!("hold {id} does not involve your accounts")
+        })?;
+        Ok(parties.hold)
     }
 
     /// The holds an account pays or receives, newest first: its owner or a banker.

@@ -175,5 +175,19 @@ fn require_banker(principal: &Principal, what: &str) -> Result<(), ServiceError>
     }
 }
 
+/// Refuses a caller who is neither a banker nor the owner of one of `owners` (the two sides of
+/// a transfer or a hold).
+fn require_party(
+    principal: &Principal,
+    owners: [&crate::domain::Username; 2],
+    denied: impl FnOnce() -> String,
+) -> Result<(), ServiceError> {
+    if owners.into_iter().any(|owner| principal.may_act_for(owner)) {
+        Ok(())
+    } else {
+        Err(ServiceError::PermissionDenied(denied()))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! Moving money: transfers between customers, and the bankers' deposits and withdrawals.
 
-use super::{BankService, ServiceError, require_banker};
+use super::{BankService, ServiceError, require_banker, require_party};
 use crate::auth::Principal;
 use crate::domain::{
     AccountId, Amount, Currency, IdempotencyKey, NewTransfer, Transfer, TransferId,
@@ -148,16 +148,10 @@ impl BankService {
         id: TransferId,
     ) -> Result<Transfer, ServiceError> {
         let parties = self.store.transfers.get_transfer(id).await?;
-        if principal.is_banker()
-            || principal.username == parties.from_owner
-            || principal.username == parties.to_owner
-        {
-            Ok(parties.transfer)
-        } else {
-            Err(ServiceError::PermissionDenied(format!(
-                "transfer {id} does not involve your accounts"
-            )))
-        }
+        require_party(principal, [&parties.from_owner, &parties.to_owner], || {
+            format!("transfer {id} does not involve your accounts")
+        })?;
+        Ok(parties.transfer)
     }
 
     /// Bankers only: money enters the bank into `account`.
