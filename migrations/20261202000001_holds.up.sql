@@ -69,16 +69,21 @@ BEGIN
 END;
 $$;
 
--- Hold writes take idempotency keys too (SPEC §6). A record names the hold it placed, captured
--- or voided (and, for a capture, its transfer), or the refusal, with what the refusal needs to
--- be told again (`refusal_detail`: an account id, a hold's status, an amount).
+-- Hold writes and the bankers' account controls take idempotency keys too (SPEC §6). A record
+-- names the hold it placed, captured or voided (and, for a capture, its transfer), or the
+-- account it changed, or the refusal, with what the refusal needs to be told again
+-- (`refusal_detail`: an account id, a hold's status, an amount).
 ALTER TABLE idempotency_keys
     ADD COLUMN hold_id bigint,
+    ADD COLUMN account_id bigint,
     ADD COLUMN refusal_detail text,
     ADD CONSTRAINT idempotency_keys_hold_fkey FOREIGN KEY (hold_id) REFERENCES holds (id),
+    ADD CONSTRAINT idempotency_keys_account_fkey FOREIGN KEY (account_id) REFERENCES accounts (id),
     DROP CONSTRAINT idempotency_keys_operation_known,
     ADD CONSTRAINT idempotency_keys_operation_known
-        CHECK (operation IN ('transfer', 'deposit', 'withdrawal', 'hold', 'capture', 'void')),
+        CHECK (operation IN ('transfer', 'deposit', 'withdrawal', 'hold', 'capture', 'void',
+                             'status', 'overdraft_limit')),
     DROP CONSTRAINT idempotency_keys_one_outcome,
     ADD CONSTRAINT idempotency_keys_one_outcome
-        CHECK ((refusal IS NULL) = (transfer_id IS NOT NULL OR hold_id IS NOT NULL));
+        CHECK ((refusal IS NULL)
+               = (transfer_id IS NOT NULL OR hold_id IS NOT NULL OR account_id IS NOT NULL));

@@ -345,16 +345,17 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::SetAccountStatusRequest>,
     ) -> RpcResult<pb::SetAccountStatusResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let id = account_id(r.account_id, "account_id")?;
         let (status, reason) = parse_account_status(&r.status, Some(&r.reason)).map_err(invalid)?;
-        let account = self
+        let answer = self
             .service
-            .set_account_status(&caller, id, status, reason)
-            .await?;
-        Ok(Response::new(pb::SetAccountStatusResponse {
+            .set_account_status(&caller, id, status, reason, key)
+            .await;
+        money_response(answer, |account| pb::SetAccountStatusResponse {
             account: Some(account.into()),
-        }))
+        })
     }
 
     async fn set_overdraft_limit(
@@ -362,13 +363,17 @@ impl SimpleBank for GrpcApi {
         request: Request<pb::SetOverdraftLimitRequest>,
     ) -> RpcResult<pb::SetOverdraftLimitResponse> {
         let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let id = account_id(r.account_id, "account_id")?;
         let limit = parse_overdraft_limit(r.limit).map_err(|e| invalid(vec![e]))?;
-        let account = self.service.set_overdraft_limit(&caller, id, limit).await?;
-        Ok(Response::new(pb::SetOverdraftLimitResponse {
+        let answer = self
+            .service
+            .set_overdraft_limit(&caller, id, limit, key)
+            .await;
+        money_response(answer, |account| pb::SetOverdraftLimitResponse {
             account: Some(account.into()),
-        }))
+        })
     }
 
     async fn create_hold(

@@ -240,32 +240,37 @@ pub async fn create_account(
     put,
     path = "/v1/accounts/{id}/status",
     tag = "accounts",
-    params(("id" = i64, Path, description = "The account id")),
+    params(("id" = i64, Path, description = "The account id"), IdempotencyKeyHeader),
     request_body = AccountStatusBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The account with its new status", body = AccountResponse),
-        (status = 400, description = "Invalid input (closing an account that holds money, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 200, description = "The account with its new status", body = AccountResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
+        (status = 400, description = "Invalid input (closing an account that holds money or has a pending hold, a settlement account); `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Bankers only", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "account_closed: closing is final", body = ErrorBody),
+        (status = 422, description = "account_closed: closing is final; idempotency_mismatch", body = ErrorBody),
     )
 )]
 pub async fn set_account_status(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<AccountStatusBody>,
-) -> ApiResult<Json<AccountResponse>> {
+) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
     let (status, reason) = parse_account_status(&body.status, body.reason.as_deref())?;
-    let account = app
+    let answer = app
         .service
-        .set_account_status(&caller, id, status, reason)
-        .await?;
-    Ok(Json(AccountResponse {
-        account: account.into(),
+        .set_account_status(&caller, id, status, reason, key)
+        .await;
+    Ok(money_response(answer, StatusCode::OK, |account| {
+        AccountResponse {
+            account: account.into(),
+        }
     }))
 }
 
@@ -273,12 +278,14 @@ pub async fn set_account_status(
     put,
     path = "/v1/accounts/{id}/overdraft_limit",
     tag = "accounts",
-    params(("id" = i64, Path, description = "The account id")),
+    params(("id" = i64, Path, description = "The account id"), IdempotencyKeyHeader),
     request_body = OverdraftLimitBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The account with its new limit", body = AccountResponse),
-        (status = 400, description = "Invalid input (a limit below what the account owes, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 200, description = "The account with its new limit", body = AccountResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
+        (status = 400, description = "Invalid input (a limit below what the account owes and has on hold, a settlement account); `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Bankers only", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
@@ -289,13 +296,19 @@ pub async fn set_overdraft_limit(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<OverdraftLimitBody>,
-) -> ApiResult<Json<AccountResponse>> {
+) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
     let limit = parse_overdraft_limit(body.limit)?;
-    let account = app.service.set_overdraft_limit(&caller, id, limit).await?;
-    Ok(Json(AccountResponse {
-        account: account.into(),
+    let answer = app
+        .service
+        .set_overdraft_limit(&caller, id, limit, key)
+        .await;
+    Ok(money_response(answer, StatusCode::OK, |account| {
+        AccountResponse {
+            account: account.into(),
+        }
     }))
 }
 

@@ -1,11 +1,13 @@
 //! Accounts and account statements.
 
-use super::{BankService, ServiceError, require_banker};
+use super::transfers::keyed_answer;
+use super::{BankService, MoneyAnswer, ServiceError, require_banker};
 use crate::auth::Principal;
 use crate::domain::{
-    Account, AccountId, AccountStatus, Currency, Entry, EntryId, PageKind, PageSize, PageToken,
-    Username, ValidationError, Violations,
+    Account, AccountId, AccountStatus, Currency, Entry, EntryId, IdempotencyKey, PageKind,
+    PageSize, PageToken, Username, ValidationError, Violations,
 };
+use crate::store::AccountControl;
 
 /// A page request, parsed: the size, and where the previous page ended.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,13 +206,11 @@ impl BankService {
         id: AccountId,
         status: AccountStatus,
         reason: Option<String>,
-    ) -> Result<Account, ServiceError> {
-        require_banker(principal, "change an account's status")?;
-        Ok(self
-            .store
-            .accounts
-            .set_account_status(id, status, reason)
-            .await?)
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<Account> {
+        let control = AccountControl::Status { id, status, reason };
+        self.control_account(principal, "change an account's status", control, key)
+            .await
     }
 
     /// Bankers only: how far below zero a customer account may go.
@@ -219,8 +219,41 @@ impl BankService {
         principal: &Principal,
         id: AccountId,
         limit: i64,
-    ) -> Result<Account, ServiceError> {
-        require_banker(principal, "set overdraft limits")?;
-        Ok(self.store.accounts.set_overdraft_limit(id, limit).await?)
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<Account> {
+        let control = AccountControl::OverdraftLimit { id, limit };
+        self.control_account(principal, "set overdraft limits", control, key)
+            .await
+    }
+
+    /// A banker's change, once per key when the caller gave one.
+    async fn control_account(
+        &self,
+        principal: &Principal,
+        what: &str,
+        control: AccountControl,
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer<Account> {
+        if let Err(denied) = require_banker(principal, what) {
+            return MoneyAnswer::fresh(Err(denied));
+        }
+        let accounts = &self.store.accounts;
+        match (&control, key) {
+            (_, Some(key)) => keyed_answer(
+                accounts
+                    .control_account_once(&control, &principal.username, &key)
+                    .await,
+                Into::into,
+            ),
+            (AccountControl::Status { id, status, reason }, None) => MoneyAnswer::fresh(
+                (accounts
+                    .set_account_status(*id, *status, reason.clone())
+                    .await)
+                    .map_err(Into::into),
+            ),
+            (AccountControl::OverdraftLimit { id, limit }, None) => MoneyAnswer::fresh(
+                (accounts.set_overdraft_limit(*id, *limit).await).map_err(Into::into),
+            ),
+        }
     }
 }

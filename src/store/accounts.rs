@@ -5,10 +5,12 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::holds::HoldStore;
+use super::idempotency::KeyedOutcome;
+use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
 use super::{Page, Store, StoreError, decode};
 use crate::domain::{
-    Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, PageSize, TransferId,
-    Username,
+    Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, IdempotencyKey,
+    PageSize, RequestFingerprint, TransferId, Username,
 };
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`),
@@ -85,6 +87,137 @@ pub trait AccountStore: Send + Sync {
     /// A banker's overdraft limit: how far below zero the balance may go. Refused below the
     /// account's current debt (`LimitBelowDebt`), for a settlement or a closed account.
     async fn set_overdraft_limit(&self, id: AccountId, limit: i64) -> Result<Account, StoreError>;
+    /// Either change under an idempotency key: done once per (`caller`, `key`), and answered
+    /// the same way again (a refusal too; the account as it stands now on success).
+    async fn control_account_once(
+        &self,
+        control: &AccountControl,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome<Account>, StoreError>;
+}
+
+/// A banker's change of a customer account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountControl {
+    Status {
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<String>,
+    },
+    OverdraftLimit {
+        id: AccountId,
+        limit: i64,
+    },
+}
+
+impl AccountControl {
+    fn id(&self) -> AccountId {
+        match self {
+            AccountControl::Status { id, .. } | AccountControl::OverdraftLimit { id, .. } => *id,
+        }
+    }
+
+    /// Whether `current` already is as this change would leave it: then it changes nothing.
+    fn unchanged(&self, current: &Account) -> bool {
+        match self {
+            AccountControl::Status { status, .. } => current.status == *status,
+            AccountControl::OverdraftLimit { limit, .. } => current.overdraft_limit == *limit,
+        }
+    }
+
+    fn update(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match self {
+            AccountControl::Status { id, status, reason } => sqlx::query(concat!(
+                "UPDATE accounts SET status = $2, status_reason = $3, \
+                     closed_at = CASE WHEN $2 = 'closed' THEN clock_timestamp() END \
+                 WHERE id = $1 RETURNING ",
+                account_columns!()
+            ))
+            .bind(id.get())
+            .bind(status.as_str())
+            .bind(reason.as_deref()),
+            AccountControl::OverdraftLimit { id, limit } => sqlx::query(concat!(
+                "UPDATE accounts SET overdraft_limit = $2 WHERE id = $1 RETURNING ",
+                account_columns!()
+            ))
+            .bind(id.get())
+            .bind(*limit),
+        }
+    }
+
+    /// The refusal a violated constraint stands for.
+    fn refusal(&self, constraint: &str) -> Option<StoreError> {
+        let id = self.id();
+        match constraint {
+            "accounts_closed_empty" => Some(StoreError::AccountNotEmpty(id)),
+            "accounts_closed_without_holds" => Some(StoreError::PendingHolds(id)),
+            "accounts_balance_within_limit" => Some(StoreError::LimitBelowDebt(id)),
+            _ => None,
+        }
+    }
+}
+
+impl KeyedWrite for AccountControl {
+    type Answer = Account;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            AccountControl::Status { .. } => "status",
+            AccountControl::OverdraftLimit { .. } => "overdraft_limit",
+        }
+    }
+
+    fn fingerprint(&self) -> RequestFingerprint {
+        match self {
+            AccountControl::Status { id, status, reason } => RequestFingerprint::of(
+                self.kind(),
+                &[
+                    &id.to_string(),
+                    status.as_str(),
+                    reason.as_deref().unwrap_or(""),
+                ],
+            ),
+            AccountControl::OverdraftLimit { id, limit } => {
+                RequestFingerprint::of(self.kind(), &[&id.to_string(), &limit.to_string()])
+            }
+        }
+    }
+
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+    ) -> impl Future<Output = Result<Result<Account, StoreError>, TxError>> + Send + 'a {
+        control_in(tx, self)
+    }
+
+    fn outcome(answer: &Account) -> Recorded {
+        Recorded::account(answer.id)
+    }
+
+    async fn replay(&self, tx: &mut sqlx::PgConnection, _row: &PgRow) -> Result<Account, TxError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts WHERE id = $1"
+        ))
+        .bind(self.id().get())
+        .fetch_one(&mut *tx)
+        .await?;
+        // As first answered: the status or limit it set (a success means it was set), the
+        // rest as it stands now.
+        let now = account_from_row(&row)?;
+        Ok(match self {
+            AccountControl::Status { status, .. } => Account {
+                status: *status,
+                ..now
+            },
+            AccountControl::OverdraftLimit { limit, .. } => Account {
+                overdraft_limit: *limit,
+                ..now
+            },
+        })
+    }
 }
 
 #[async_trait]
@@ -171,96 +304,109 @@ impl AccountStore for Store {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<Account, StoreError> {
-        if status == AccountStatus::Closed {
-            // Holds past their expiry no longer count but are still marked pending; mark them
-            // first, so only a live hold stands in the way (`accounts_closed_without_holds`).
-            while self.expire_due_holds(500, Some(id)).await? > 0 {}
-        }
-        let update = sqlx::query(concat!(
-            "UPDATE accounts SET status = $2, status_reason = $3, \
-                 closed_at = CASE WHEN $2 = 'closed' THEN clock_timestamp() END \
-             WHERE id = $1 RETURNING ",
-            account_columns!()
-        ))
-        .bind(id.get())
-        .bind(status.as_str())
-        .bind(reason);
-        // Setting the status it has changes nothing, closed included.
-        let unchanged = |current: &Account| current.status == status;
-        // The lock keeps the balance and the holds as checked.
-        self.change_customer_account(id, unchanged, update, |violated| match violated {
-            "accounts_closed_empty" => Some(StoreError::AccountNotEmpty(id)),
-            "accounts_closed_without_holds" => Some(StoreError::PendingHolds(id)),
-            _ => None,
-        })
-        .await
+        self.control_account(&AccountControl::Status { id, status, reason })
+            .await
     }
 
     async fn set_overdraft_limit(&self, id: AccountId, limit: i64) -> Result<Account, StoreError> {
-        let update = sqlx::query(concat!(
-            "UPDATE accounts SET overdraft_limit = $2 WHERE id = $1 RETURNING ",
-            account_columns!()
-        ))
-        .bind(id.get())
-        .bind(limit);
-        self.change_customer_account(
-            id,
-            |current| current.overdraft_limit == limit,
-            update,
-            |violated| {
-                (violated == "accounts_balance_within_limit")
-                    .then_some(StoreError::LimitBelowDebt(id))
-            },
-        )
-        .await
+        self.control_account(&AccountControl::OverdraftLimit { id, limit })
+            .await
+    }
+
+    async fn control_account_once(
+        &self,
+        control: &AccountControl,
+        caller: &Username,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedOutcome<Account>, StoreError> {
+        self.before_control(control).await?;
+        let (store, control, caller, key) =
+            (self.clone(), control.clone(), caller.clone(), key.clone());
+        // A task of its own, for the reason `IdempotentStore::move_money_once` gives.
+        tokio::spawn(async move { store.write_once(&control, &caller, &key).await })
+            .await
+            .unwrap_or_else(|failed| {
+                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
+                    "keyed account control task failed: {failed}"
+                ))))
+            })
     }
 }
 
 impl Store {
-    /// A banker's change of one customer account, under its row lock (so a debit is ordered
-    /// before or after it, never beside it): `update` runs unless `unchanged` says it would
-    /// change nothing; a closed account refuses any change; `refusal` names the refusal of a
-    /// violated constraint. The changed account must still cover its holds
-    /// (`held <= balance + overdraft_limit`, which no constraint can hold: `held` depends on the
-    /// clock); `LimitBelowDebt` otherwise.
-    async fn change_customer_account(
-        &self,
-        id: AccountId,
-        unchanged: impl FnOnce(&Account) -> bool,
-        update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-        refusal: impl FnOnce(&str) -> Option<StoreError>,
-    ) -> Result<Account, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let current = lock_customer_account(&mut tx, id).await?;
-        let same = unchanged(&current);
-        if same || current.status == AccountStatus::Closed {
-            tx.rollback().await?;
-            return if same {
-                Ok(current)
-            } else {
-                Err(StoreError::AccountClosed(id))
+    async fn control_account(&self, control: &AccountControl) -> Result<Account, StoreError> {
+        self.before_control(control).await?;
+        retrying_tx(|| async {
+            let mut tx = self.pool.begin().await?;
+            let done = control_in(&mut tx, control).await;
+            match &done {
+                Ok(Ok(_)) => tx.commit().await?,
+                _ => tx.rollback().await?,
+            }
+            done
+        })
+        .await?
+    }
+
+    /// Before closing: holds past their expiry no longer count but are still marked pending;
+    /// mark them (in their own transactions, in the holds' lock order), so only a live hold
+    /// stands in the way (`accounts_closed_without_holds`).
+    async fn before_control(&self, control: &AccountControl) -> Result<(), StoreError> {
+        if let AccountControl::Status {
+            id,
+            status: AccountStatus::Closed,
+            ..
+        } = control
+        {
+            while self.expire_due_holds(500, Some(*id)).await? > 0 {}
+        }
+        Ok(())
+    }
+}
+
+/// A banker's change of one customer account inside `tx`, under its row lock (so a debit is
+/// ordered before or after it, never beside it). Nothing changes when the account already is as
+/// asked; a closed account refuses any change; a violated constraint is the refusal it stands
+/// for. The changed account must still cover its holds (`held <= balance + overdraft_limit`,
+/// which no constraint can hold: `held` depends on the clock), `LimitBelowDebt` otherwise —
+/// the caller then rolls back.
+async fn control_in(
+    tx: &mut sqlx::PgConnection,
+    control: &AccountControl,
+) -> Result<Result<Account, StoreError>, TxError> {
+    let id = control.id();
+    let current = match lock_customer_account(tx, id).await {
+        Ok(account) => account,
+        Err(refused @ (StoreError::AccountNotFound(_) | StoreError::NotCustomerAccount(_))) => {
+            return Ok(Err(refused));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if control.unchanged(&current) {
+        return Ok(Ok(current));
+    }
+    if current.status == AccountStatus::Closed {
+        return Ok(Err(StoreError::AccountClosed(id)));
+    }
+    // A statement after the lock: its snapshot, and so `held`, is current.
+    let changed = match control.update().fetch_one(&mut *tx).await {
+        Ok(row) => account_from_row(&row)?,
+        Err(err) => {
+            let refusal = match &err {
+                sqlx::Error::Database(db) => db.constraint().and_then(|c| control.refusal(c)),
+                _ => None,
+            };
+            return match refusal {
+                Some(refused) => Ok(Err(refused)),
+                None => Err(err.into()),
             };
         }
-        // A statement after the lock: its snapshot, and so `held`, is current.
-        let changed = update
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::ConstraintViolated(c) => {
-                    refusal(&c).unwrap_or(StoreError::ConstraintViolated(c))
-                }
-                other => other,
-            })?;
-        let changed = account_from_row(&changed)?;
-        if i128::from(changed.held)
-            > i128::from(changed.balance) + i128::from(changed.overdraft_limit)
-        {
-            tx.rollback().await?;
-            return Err(StoreError::LimitBelowDebt(id));
-        }
-        tx.commit().await?;
-        Ok(changed)
+    };
+    if i128::from(changed.held) > i128::from(changed.balance) + i128::from(changed.overdraft_limit)
+    {
+        return Ok(Err(StoreError::LimitBelowDebt(id)));
     }
+    Ok(Ok(changed))
 }
 
 /// The account, row-locked for the rest of `tx`, if it is a customer's.

@@ -17,14 +17,14 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::accounts::{account_columns, account_from_row};
-use super::idempotency::{Claim, KeyedOutcome, advisory_lock_key, claim};
+use super::idempotency::KeyedOutcome;
+use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
 use super::rules::{self, Movement, MovementKind, Side};
 use super::transfers::{move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
-    Account, AccountId, Amount, Currency, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus,
-    IdempotencyKey, Metadata, NewHold, PageSize, Reference, RequestFingerprint, TransferReceipt,
-    Username,
+    Account, AccountId, Amount, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus, IdempotencyKey,
+    Metadata, NewHold, PageSize, Reference, RequestFingerprint, TransferReceipt, Username,
 };
 
 /// The column list of every read of `holds`, with the status as of the statement's clock: a
@@ -244,7 +244,7 @@ impl HoldStore for Store {
         let _pass = self.gate.enter(&self.hold_accounts(op).await?).await?;
         retrying_tx(|| async {
             let mut tx = self.pool.begin().await?;
-            let done = self.run_hold_op(&mut tx, op).await;
+            let done = run_hold_op(&mut tx, op).await;
             match &done {
                 Ok(Ok(_)) => tx.commit().await?,
                 _ => tx.rollback().await?,
@@ -375,26 +375,6 @@ impl Store {
         })
     }
 
-    /// One hold write inside `tx`, which the caller ends: committed on `Ok(Ok(_))`, rolled back
-    /// otherwise (a refusal may come after a write, as a capture's transfer refused).
-    async fn run_hold_op(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        op: &HoldOp,
-    ) -> Result<Result<HoldAnswer, StoreError>, TxError> {
-        Ok(match op {
-            HoldOp::Place { hold, owner } => place_in(tx, hold, owner.clone())
-                .await?
-                .map(HoldAnswer::Placed),
-            HoldOp::Capture { id, amount, payee } => capture_in(tx, *id, *amount, payee.as_ref())
-                .await?
-                .map(|captured| HoldAnswer::Captured(Box::new(captured))),
-            HoldOp::Void { id, payee } => void_in(tx, *id, payee.as_ref())
-                .await?
-                .map(HoldAnswer::Voided),
-        })
-    }
-
     async fn run_keyed_hold(
         &self,
         op: &HoldOp,
@@ -410,85 +390,46 @@ impl Store {
             Err(other) => return Err(other),
         };
         let _pass = self.gate.enter(&accounts).await?;
-        let keyed = KeyedHold {
-            lock: advisory_lock_key(caller, key),
-            caller,
-            key,
-            fingerprint: op.fingerprint(),
-            op,
-        };
-        retrying_tx(|| async {
-            let mut tx = self.pool.begin().await?;
-            let done = self.keyed_hold_in(&mut tx, &keyed).await;
-            match &done {
-                Ok(Ok(KeyedOutcome::Done(_))) => tx.commit().await?,
-                _ => tx.rollback().await?,
-            }
-            done
-        })
-        .await?
-    }
-
-    /// Claims the key, or answers from its record; else runs the write under a savepoint and
-    /// records its outcome, success or refusal, in `tx`.
-    async fn keyed_hold_in(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        keyed: &KeyedHold<'_>,
-    ) -> Result<Result<KeyedOutcome<HoldAnswer>, StoreError>, TxError> {
-        match claim(tx, keyed.lock, keyed.caller, keyed.key).await? {
-            Some(Claim::InFlight) => return Ok(Ok(KeyedOutcome::InFlight)),
-            Some(Claim::Found(row)) => return replay(tx, &row, keyed).await,
-            None => {}
-        }
-        // A savepoint: a refused capture has written before its refusal, and only the record
-        // of the refusal may stay.
-        let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
-        let outcome = self.run_hold_op(&mut attempt, keyed.op).await?;
-        match &outcome {
-            Ok(_) => attempt.commit().await?,
-            Err(_) => attempt.rollback().await?,
-        }
-        let (hold_id, transfer_id, refusal, detail) = match &outcome {
-            Ok(HoldAnswer::Placed(placed)) => (Some(placed.hold.id.get()), None, None, None),
-            Ok(HoldAnswer::Captured(captured)) => (
-                Some(captured.hold.id.get()),
-                Some(captured.receipt.transfer.id.get()),
-                None,
-                None,
-            ),
-            Ok(HoldAnswer::Voided(hold)) => (Some(hold.id.get()), None, None, None),
-            Err(refused) => match refusal_record(refused) {
-                Some((name, detail)) => (None, None, Some(name), detail),
-                None => return Ok(Err(outcome.expect_err("a refusal"))),
-            },
-        };
-        sqlx::query(RECORD_HOLD_KEY)
-            .bind(keyed.caller.as_str())
-            .bind(keyed.key.as_str())
-            .bind(&keyed.fingerprint.as_bytes()[..])
-            .bind(keyed.op.kind())
-            .bind(transfer_id)
-            .bind(hold_id)
-            .bind(refusal)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
-        Ok(Ok(KeyedOutcome::Done(outcome)))
+        self.write_once(op, caller, key).await
     }
 }
 
-const RECORD_HOLD_KEY: &str = "INSERT INTO idempotency_keys \
-     (username, key, request_hash, operation, transfer_id, hold_id, refusal, refusal_detail) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+impl KeyedWrite for HoldOp {
+    type Answer = HoldAnswer;
 
-/// A keyed hold write: the key's lock, and what identifies the request.
-struct KeyedHold<'a> {
-    lock: i64,
-    caller: &'a Username,
-    key: &'a IdempotencyKey,
-    fingerprint: RequestFingerprint,
-    op: &'a HoldOp,
+    fn kind(&self) -> &'static str {
+        HoldOp::kind(self)
+    }
+
+    fn fingerprint(&self) -> RequestFingerprint {
+        HoldOp::fingerprint(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+    ) -> impl Future<Output = Result<Result<HoldAnswer, StoreError>, TxError>> + Send + 'a {
+        run_hold_op(tx, self)
+    }
+
+    fn outcome(answer: &HoldAnswer) -> Recorded {
+        match answer {
+            HoldAnswer::Placed(placed) => Recorded::hold(placed.hold.id),
+            HoldAnswer::Captured(captured) => Recorded {
+                transfer: Some(captured.receipt.transfer.id.get()),
+                ..Recorded::hold(captured.hold.id)
+            },
+            HoldAnswer::Voided(hold) => Recorded::hold(hold.id),
+        }
+    }
+
+    fn replay<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+        row: &'a PgRow,
+    ) -> impl Future<Output = Result<HoldAnswer, TxError>> + Send + 'a {
+        replay(tx, row, self)
+    }
 }
 
 /// The first answer again, from the key's record (`FIND_KEY`'s row). A capture and a void are
@@ -497,17 +438,8 @@ struct KeyedHold<'a> {
 async fn replay(
     tx: &mut sqlx::PgConnection,
     row: &PgRow,
-    keyed: &KeyedHold<'_>,
-) -> Result<Result<KeyedOutcome<HoldAnswer>, StoreError>, TxError> {
-    let stored: Vec<u8> = row.try_get("request_hash")?;
-    if RequestFingerprint::from_bytes(&stored) != Some(keyed.fingerprint) {
-        return Ok(Ok(KeyedOutcome::Mismatch));
-    }
-    if let Some(name) = row.try_get::<Option<String>, _>("refusal")? {
-        let detail: Option<String> = row.try_get("refusal_detail")?;
-        let refusal = refusal_from_record(&name, detail.as_deref())?;
-        return Ok(Ok(KeyedOutcome::Replayed(Err(refusal))));
-    }
+    op: &HoldOp,
+) -> Result<HoldAnswer, TxError> {
     let hold_id = decode(row, "key_hold_id", |id: Option<i64>| {
         HoldId::new(id.unwrap_or(0))
     })?;
@@ -521,7 +453,7 @@ async fn replay(
         .fetch_one(&mut *tx)
         .await?,
     )?;
-    let answer = match keyed.op {
+    Ok(match op {
         HoldOp::Place { .. } => {
             let from_account = account_from_row(
                 &sqlx::query(concat!(
@@ -556,91 +488,25 @@ async fn replay(
             HoldAnswer::Captured(Box::new(CapturedHold { hold, receipt }))
         }
         HoldOp::Void { .. } => HoldAnswer::Voided(hold),
-    };
-    Ok(Ok(KeyedOutcome::Replayed(Ok(answer))))
-}
-
-/// A business refusal as a key record keeps it (`refusal`, `refusal_detail`); `None` for a
-/// failure that is not the request's answer (the database down), which is never recorded.
-fn refusal_record(refusal: &StoreError) -> Option<(&'static str, Option<String>)> {
-    let id = |account: &AccountId| Some(account.to_string());
-    Some(match refusal {
-        StoreError::AccountNotFound(a) => ("account_not_found", id(a)),
-        StoreError::NotOwner(a) => ("not_owner", id(a)),
-        StoreError::NotCustomerAccount(a) => ("not_customer_account", id(a)),
-        StoreError::AccountFrozen(a) => ("account_frozen", id(a)),
-        StoreError::AccountClosed(a) => ("account_closed", id(a)),
-        StoreError::InsufficientFunds(a) => ("insufficient_funds", id(a)),
-        StoreError::BalanceOverflow(a) => ("balance_overflow", id(a)),
-        StoreError::CurrencyMismatch {
-            account,
-            expected,
-            actual,
-        } => (
-            "currency_mismatch",
-            Some(format!("{account}:{}:{}", expected.code(), actual.code())),
-        ),
-        StoreError::SameAccount => ("same_account", None),
-        StoreError::NotFound(Entity::Hold) => ("hold_not_found", None),
-        StoreError::HoldNotPending { hold, status } => (
-            "hold_not_pending",
-            Some(format!("{hold}:{}", status.as_str())),
-        ),
-        StoreError::CaptureExceedsHold { hold, reserved } => (
-            "capture_exceeds_hold",
-            Some(format!("{hold}:{}", reserved.minor_units())),
-        ),
-        _ => return None,
     })
 }
 
-/// `refusal_record` read back; a record this server cannot read is a broken invariant.
-fn refusal_from_record(name: &str, detail: Option<&str>) -> Result<StoreError, StoreError> {
-    let broken = || StoreError::ConstraintViolated(format!("unreadable hold refusal {name}"));
-    let parts: Vec<&str> = detail.map(|d| d.split(':').collect()).unwrap_or_default();
-    let account = |i: usize| -> Result<AccountId, StoreError> {
-        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(broken)
-    };
-    let hold = || -> Result<HoldId, StoreError> {
-        parts
-            .first()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(broken)
-    };
-    let currency = |i: usize| -> Result<Currency, StoreError> {
-        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(broken)
-    };
-    Ok(match name {
-        "account_not_found" => StoreError::AccountNotFound(account(0)?),
-        "not_owner" => StoreError::NotOwner(account(0)?),
-        "not_customer_account" => StoreError::NotCustomerAccount(account(0)?),
-        "account_frozen" => StoreError::AccountFrozen(account(0)?),
-        "account_closed" => StoreError::AccountClosed(account(0)?),
-        "insufficient_funds" => StoreError::InsufficientFunds(account(0)?),
-        "balance_overflow" => StoreError::BalanceOverflow(account(0)?),
-        "currency_mismatch" => StoreError::CurrencyMismatch {
-            account: account(0)?,
-            expected: currency(1)?,
-            actual: currency(2)?,
-        },
-        "same_account" => StoreError::SameAccount,
-        "hold_not_found" => StoreError::NotFound(Entity::Hold),
-        "hold_not_pending" => StoreError::HoldNotPending {
-            hold: hold()?,
-            status: parts
-                .get(1)
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(broken)?,
-        },
-        "capture_exceeds_hold" => StoreError::CaptureExceedsHold {
-            hold: hold()?,
-            reserved: parts
-                .get(1)
-                .and_then(|p| p.parse::<i64>().ok())
-                .and_then(|n| Amount::new(n).ok())
-                .ok_or_else(broken)?,
-        },
-        _ => return Err(broken()),
+/// One hold write inside `tx`, which the caller ends: committed on `Ok(Ok(_))`, rolled back
+/// otherwise (a refusal may come after a write, as a capture's transfer refused).
+async fn run_hold_op(
+    tx: &mut sqlx::PgConnection,
+    op: &HoldOp,
+) -> Result<Result<HoldAnswer, StoreError>, TxError> {
+    Ok(match op {
+        HoldOp::Place { hold, owner } => place_in(tx, hold, owner.clone())
+            .await?
+            .map(HoldAnswer::Placed),
+        HoldOp::Capture { id, amount, payee } => capture_in(tx, *id, *amount, payee.as_ref())
+            .await?
+            .map(|captured| HoldAnswer::Captured(Box::new(captured))),
+        HoldOp::Void { id, payee } => void_in(tx, *id, payee.as_ref())
+            .await?
+            .map(HoldAnswer::Voided),
     })
 }
 
@@ -754,51 +620,6 @@ async fn void_in(
     Ok(Ok(hold_from_row(&row)?))
 }
 
-/// `retrying` for a transaction whose business refusals are values (`Ok(Err(_))`), so only a
-/// database error that rolled it back (deadlock, serialization failure) is tried again.
-async fn retrying_tx<T, F, Fut>(attempt: F) -> Result<Result<T, StoreError>, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Result<T, StoreError>, TxError>>,
-{
-    super::retrying_when(|e: &TxError| e.retryable(), attempt)
-        .await
-        .map_err(TxError::into_store)
-}
-
-/// A failed step of a hold's transaction: a database error (maybe a conflict to retry), or a
-/// row that did not decode.
-#[derive(Debug)]
-enum TxError {
-    Sql(sqlx::Error),
-    Store(StoreError),
-}
-
-impl TxError {
-    fn retryable(&self) -> bool {
-        matches!(self, TxError::Sql(e) if super::error::is_retryable(e))
-    }
-
-    fn into_store(self) -> StoreError {
-        match self {
-            TxError::Sql(e) => e.into(),
-            TxError::Store(e) => e,
-        }
-    }
-}
-
-impl From<sqlx::Error> for TxError {
-    fn from(e: sqlx::Error) -> Self {
-        TxError::Sql(e)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> Self {
-        TxError::Store(e)
-    }
-}
-
 /// Both accounts row-locked, ascending, each `None` if it does not exist.
 async fn lock_pair(
     tx: &mut sqlx::PgConnection,
@@ -874,47 +695,4 @@ pub(super) fn hold_from_row(row: &PgRow) -> Result<Hold, StoreError> {
             m.as_deref().map(Metadata::from_json).transpose()
         })?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_recorded_refusal_reads_back_as_it_was() {
-        let account = AccountId::new(7).unwrap();
-        let hold = HoldId::new(9).unwrap();
-        let refusals = [
-            StoreError::AccountNotFound(account),
-            StoreError::NotOwner(account),
-            StoreError::NotCustomerAccount(account),
-            StoreError::AccountFrozen(account),
-            StoreError::AccountClosed(account),
-            StoreError::InsufficientFunds(account),
-            StoreError::BalanceOverflow(account),
-            StoreError::CurrencyMismatch {
-                account,
-                expected: Currency::Usd,
-                actual: Currency::Jpy,
-            },
-            StoreError::SameAccount,
-            StoreError::NotFound(Entity::Hold),
-            StoreError::HoldNotPending {
-                hold,
-                status: HoldStatus::Expired,
-            },
-            StoreError::CaptureExceedsHold {
-                hold,
-                reserved: Amount::new(500).unwrap(),
-            },
-        ];
-        for refusal in refusals {
-            let (name, detail) = refusal_record(&refusal).expect("a business refusal");
-            let back = refusal_from_record(name, detail.as_deref()).unwrap();
-            assert_eq!(format!("{back:?}"), format!("{refusal:?}"));
-        }
-        assert!(refusal_record(&StoreError::Contended).is_none());
-        assert!(refusal_from_record("hold_not_pending", Some("9")).is_err());
-        assert!(refusal_from_record("maybe", None).is_err());
-    }
 }

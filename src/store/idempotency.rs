@@ -93,7 +93,7 @@ SELECT k.request_hash,
        ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
        CASE WHEN ta.holds_pending > 0 THEN account_held(ta.id) ELSE 0 END AS to_held,
        ta.created_at AS to_created_at,
-       k.refusal, k.refusal_detail, k.hold_id AS key_hold_id
+       k.refusal, k.refusal_detail, k.hold_id AS key_hold_id, k.account_id AS key_account_id
 FROM idempotency_keys k
 LEFT JOIN transfers tr ON tr.id = k.transfer_id
 LEFT JOIN entries fe ON fe.transfer_id = tr.id AND fe.account_id = tr.from_account_id

@@ -10,6 +10,7 @@ mod error;
 mod group_commit;
 mod holds;
 mod idempotency;
+mod keyed;
 mod rules;
 mod sessions;
 mod transfers;
@@ -33,9 +34,9 @@ pub mod prelude {
     };
 }
 
-pub use accounts::AccountStore;
 #[cfg(test)]
 pub use accounts::MockAccountStore;
+pub use accounts::{AccountControl, AccountStore};
 pub use error::{Entity, StoreError, Unique};
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]

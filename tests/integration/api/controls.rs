@@ -340,3 +340,82 @@ async fn racing_debits_never_pass_the_limit_while_accounts_freeze_and_thaw() {
         assert_ledger_consistent(app.db.pool()).await;
     }
 }
+
+#[tokio::test]
+async fn account_controls_under_a_key_happen_once_and_answer_the_same_way_again() {
+    let World { app, banker, a, .. } = World::new().await;
+    app.deposit(&banker, a, 100, "USD").await;
+    let put = |path: String, key: &'static str, body: Value| {
+        let app = &app;
+        let banker = &banker;
+        async move {
+            app.call_with(
+                Method::PUT,
+                &path,
+                Some(banker),
+                &[("Idempotency-Key", key)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let status = format!("/v1/accounts/{a}/status");
+    let frozen = put(
+        status.clone(),
+        "freeze-1",
+        json!({ "status": "frozen", "reason": "review" }),
+    )
+    .await
+    .assert(StatusCode::OK);
+    assert_eq!(frozen["account"]["status"], "frozen");
+    set_status(&app, &banker, a, "active")
+        .await
+        .assert(StatusCode::OK);
+    // The retry is answered as the first time, and does not freeze the account again.
+    let again = put(
+        status.clone(),
+        "freeze-1",
+        json!({ "status": "frozen", "reason": "review" }),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.body["account"]["status"], "frozen");
+    let now = app
+        .get(&format!("/v1/accounts/{a}"), &banker)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(now["account"]["status"], "active");
+    put(status.clone(), "freeze-1", json!({ "status": "closed" }))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch");
+
+    // A refusal is replayed too, even once its cause is gone.
+    put(status.clone(), "close-1", json!({ "status": "closed" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    money(&app, &banker, "withdrawals", a, 100)
+        .await
+        .assert(StatusCode::CREATED);
+    let refused = put(status.clone(), "close-1", json!({ "status": "closed" })).await;
+    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    assert_eq!(refused.header("idempotent-replayed"), "true");
+
+    let limit = format!("/v1/accounts/{a}/overdraft_limit");
+    let first = put(limit.clone(), "limit-1", json!({ "limit": 500 }))
+        .await
+        .assert(StatusCode::OK);
+    set_limit(&app, &banker, a, 0).await.assert(StatusCode::OK);
+    let replayed = put(limit, "limit-1", json!({ "limit": 500 })).await;
+    assert_eq!(replayed.header("idempotent-replayed"), "true");
+    assert_eq!(
+        replayed.body["account"]["overdraft_limit"],
+        first["account"]["overdraft_limit"]
+    );
+    let now = app
+        .get(&format!("/v1/accounts/{a}"), &banker)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(now["account"]["overdraft_limit"], 0);
+    assert_ledger_consistent(app.db.pool()).await;
+}

@@ -885,3 +885,99 @@ async fn concurrent_retries_of_one_keyed_hold_place_it_once() {
     assert_eq!(holds, 1);
     assert_ledger_consistent(app.db.pool()).await;
 }
+
+/// Closing races with credits and captures into the account, on both paths: the banker empties
+/// it and tries to close it while others keep paying into it (until their thin accounts run
+/// dry). Whenever it closes, nothing moved in or out after (`closed_at`, checked with the other
+/// invariants), and every payment either landed before or was refused.
+#[tokio::test]
+async fn an_account_closes_between_payments_never_under_one() {
+    for group_commit in ["true", "false"] {
+        let app = std::sync::Arc::new(TestApp::spawn_with(&[("GROUP_COMMIT", group_commit)]).await);
+        let banker = app.banker("clerk").await;
+        let dan = app.user("dan").await;
+        let d = app.open_account(&dan, "USD").await;
+        let mut payers = Vec::new();
+        for name in ["ann", "ben"] {
+            let token = app.user(name).await;
+            let id = app.open_account(&token, "USD").await;
+            // Thin: once the payers run dry the close must win.
+            app.deposit(&banker, id, 40, "USD").await;
+            payers.push((token, id));
+        }
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        for task in 0..8 {
+            let (app, closed, dan) = (app.clone(), closed.clone(), dan.clone());
+            let (payer, from) = payers[task % 2].clone();
+            tasks.spawn(async move {
+                let mut refused_closed = 0;
+                while !closed.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = if task % 2 == 0 {
+                        transfer(&app, &payer, from, d, 1).await
+                    } else {
+                        let placed = place(&app, &payer, from, d, 2).await;
+                        if placed.status != StatusCode::CREATED {
+                            placed
+                        } else {
+                            capture(&app, &dan, id(&placed.body), None).await
+                        }
+                    };
+                    match reply.status {
+                        StatusCode::CREATED => {}
+                        StatusCode::UNPROCESSABLE_ENTITY => {
+                            let code = reply.code();
+                            assert!(
+                                ["account_closed", "insufficient_funds"].contains(&code),
+                                "{}",
+                                reply.body
+                            );
+                            refused_closed += usize::from(code == "account_closed");
+                        }
+                        other => panic!("{other}: {}", reply.body),
+                    }
+                }
+                refused_closed
+            });
+        }
+        // Empty it and try to close it, until a close wins between two payments.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 500, "group commit {group_commit}: never closed");
+            let balance = account(&app, &banker, d).await["balance"].as_i64().unwrap();
+            if balance > 0 {
+                let out = app
+                    .post(
+                        &format!("/v1/accounts/{d}/withdrawals"),
+                        Some(&banker),
+                        json!({ "amount": balance, "currency": "USD" }),
+                    )
+                    .await;
+                assert!(
+                    [StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY].contains(&out.status),
+                    "{}",
+                    out.body
+                );
+            }
+            let close = app
+                .call(
+                    Method::PUT,
+                    &format!("/v1/accounts/{d}/status"),
+                    Some(&banker),
+                    Some(json!({ "status": "closed" })),
+                )
+                .await;
+            if close.status == StatusCode::OK {
+                break;
+            }
+            close.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+        }
+        closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        while let Some(refused) = tasks.join_next().await {
+            refused.unwrap();
+        }
+        assert_eq!(account(&app, &banker, d).await["status"], "closed");
+        assert_ledger_consistent(app.db.pool()).await;
+    }
+}
