@@ -332,6 +332,11 @@ def scenario(bank, server, binary, db_source):
     check(int(after["balance"]) == -455 and int(after["available_balance"]) == -455,
           f"after the capture only the captured amount left: {after}")
 
+    balance = bank.call("GetBalance", {"account_id": a_id}, a_token)
+    check(int(balance["balance"]) == -455, f"GetBalance now: {balance}")
+    start = bank.call("GetBalance", {"account_id": a_id, "at": "2000-01-01T00:00:00Z"}, a_token)
+    check(int(start.get("balance", 0)) == 0, f"GetBalance before the first entry: {start}")
+
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
               expect=grpc.StatusCode.UNAUTHENTICATED)

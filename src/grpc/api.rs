@@ -461,6 +461,36 @@ impl SimpleBank for GrpcApi {
             next_page_token: found.next_page_token.unwrap_or_default(),
         }))
     }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> RpcResult<pb::GetBalanceResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let at = match r.at {
+            None => None,
+            Some(ts) => Some(
+                u32::try_from(ts.nanos)
+                    .ok()
+                    .and_then(|nanos| chrono::DateTime::from_timestamp(ts.seconds, nanos))
+                    .ok_or_else(|| {
+                        invalid(vec![crate::domain::ValidationError::new(
+                            "at",
+                            "must be a valid timestamp",
+                        )])
+                    })?,
+            ),
+        };
+        let found = self.service.balance_at(&caller, account, at).await?;
+        Ok(Response::new(pb::GetBalanceResponse {
+            account_id: found.account_id.get(),
+            currency: found.currency.code().to_owned(),
+            at: super::convert::timestamp(found.at),
+            balance: found.balance,
+        }))
+    }
 }
 
 fn hold_id(raw: i64) -> Result<HoldId, Status> {

@@ -13,8 +13,8 @@ use crate::domain::{
     Transfer, TransferReceipt, User, Username, ValidationError,
 };
 use crate::service::{
-    HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest, parse_credentials,
-    parse_hold, parse_money, parse_transfer,
+    BalanceAt, HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest,
+    parse_credentials, parse_hold, parse_money, parse_transfer,
 };
 use crate::store::{CapturedHold, PlacedHold};
 
@@ -244,6 +244,14 @@ pub struct HoldsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
+pub struct BalanceQuery {
+    /// RFC 3339, e.g. `2026-11-30T23:59:59Z`; now when absent. Not in the future.
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Rows per page, 1 to 100 (default 20).
     pub page_size: Option<i64>,
@@ -422,6 +430,28 @@ pub struct TransferResult {
     pub from_account: AccountView,
     pub from_entry: EntryView,
     pub to_entry: CounterpartyEntryView,
+}
+
+/// An account's balance at a moment: its last entry's `balance_after` at or before it (0 before
+/// the first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceResponse {
+    pub account_id: i64,
+    pub currency: &'static str,
+    pub at: DateTime<Utc>,
+    /// Minor units.
+    pub balance: i64,
+}
+
+impl From<BalanceAt> for BalanceResponse {
+    fn from(b: BalanceAt) -> Self {
+        BalanceResponse {
+            account_id: b.account_id.get(),
+            currency: b.currency.code(),
+            at: b.at,
+            balance: b.balance,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,8 +14,8 @@ use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, Username,
 };
 use crate::service::{
-    MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_account_status, parse_overdraft_limit,
-    parse_verification,
+    MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_account_status, parse_moment,
+    parse_overdraft_limit, parse_verification,
 };
 
 fn username_in_path(raw: &str) -> ApiResult<Username> {
@@ -400,6 +400,32 @@ pub async fn list_entries(
         entries: found.items.into_iter().map(Into::into).collect(),
         next_page_token: found.next_page_token,
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/balance",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id"), BalanceQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The balance at that moment", body = BalanceResponse),
+        (status = 400, description = "Invalid input (a time that is not RFC 3339, or in the future); `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
+pub async fn get_balance(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BalanceQuery>,
+) -> ApiResult<Json<BalanceResponse>> {
+    let id = account_in_path(&id)?;
+    let at = parse_moment(query.at.as_deref(), "at")?;
+    let balance = app.service.balance_at(&caller, id, at).await?;
+    Ok(Json(balance.into()))
 }
 
 #[utoipa::path(

@@ -93,6 +93,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(set_account_status))
         .routes(routes!(set_overdraft_limit))
         .routes(routes!(list_entries))
+        .routes(routes!(get_balance))
         .routes(routes!(deposit))
         .routes(routes!(withdraw))
         .routes(routes!(create_transfer))

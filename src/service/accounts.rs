@@ -1,5 +1,7 @@
 //! Accounts and account statements.
 
+use chrono::{DateTime, Utc};
+
 use super::transfers::keyed_answer;
 use super::{BankService, MoneyAnswer, ServiceError, require_banker};
 use crate::auth::Principal;
@@ -8,6 +10,30 @@ use crate::domain::{
     PageSize, PageToken, Username, ValidationError, Violations,
 };
 use crate::store::AccountControl;
+
+/// An account's balance at a moment, in minor units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceAt {
+    pub account_id: AccountId,
+    pub currency: Currency,
+    pub at: DateTime<Utc>,
+    pub balance: i64,
+}
+
+/// A moment as a client writes it: RFC 3339 (`2026-11-30T23:59:59Z`); absent or empty: none.
+pub fn parse_moment(
+    raw: Option<&str>,
+    field: &'static str,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => DateTime::parse_from_rfc3339(raw)
+            .map(|at| Some(at.with_timezone(&Utc)))
+            .map_err(|_| {
+                ValidationError::new(field, "must be an RFC 3339 time, like 2026-11-30T23:59:59Z")
+            }),
+    }
+}
 
 /// A page request, parsed: the size, and where the previous page ended.
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,6 +158,29 @@ impl BankService {
             next_page_token: found
                 .next
                 .map(|id| PageToken::new(PageKind::Accounts, id.get()).encode()),
+        })
+    }
+
+    /// The account's balance at a moment (now when not given): the owner or a banker. A moment
+    /// in the future is refused: its balance is not known yet.
+    pub async fn balance_at(
+        &self,
+        principal: &Principal,
+        account: AccountId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<BalanceAt, ServiceError> {
+        let now = Utc::now();
+        let at = at.unwrap_or(now);
+        if at > now {
+            return Err(ServiceError::invalid("at", "must not be in the future"));
+        }
+        let found = self.get_account(principal, account).await?;
+        let balance = self.store.accounts.balance_at(account, at).await?;
+        Ok(BalanceAt {
+            account_id: account,
+            currency: found.currency,
+            at,
+            balance,
         })
     }
 

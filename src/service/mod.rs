@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use accounts::{
-    ListPage, OffsetPage, PageRequest, parse_account_status, parse_overdraft_limit,
+    BalanceAt, ListPage, OffsetPage, PageRequest, parse_account_status, parse_moment,
+    parse_overdraft_limit,
 };
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};

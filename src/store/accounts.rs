@@ -1,6 +1,7 @@
 //! Accounts and their statements (the entries of one account).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -74,6 +75,9 @@ pub trait AccountStore: Send + Sync {
         before: Option<EntryId>,
         size: PageSize,
     ) -> Result<Page<Entry, EntryId>, StoreError>;
+    /// The account's balance at `at`: the `balance_after` of its last entry at or before `at`
+    /// (by `created_at`, then id), 0 before its first. One probe of `entries_account_time_idx`.
+    async fn balance_at(&self, account: AccountId, at: DateTime<Utc>) -> Result<i64, StoreError>;
     /// A banker's change of a customer account's status, with the reason kept beside it.
     /// Refused for a settlement account (`NotCustomerAccount`), for a closed one
     /// (`AccountClosed`: closing is final) and, when closing, for one that holds money
@@ -296,6 +300,18 @@ impl AccountStore for Store {
             .map(entry_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(entries, size.get(), |e| e.id))
+    }
+
+    async fn balance_at(&self, account: AccountId, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        let balance: Option<i64> = sqlx::query_scalar(
+            "SELECT balance_after FROM entries WHERE account_id = $1 AND created_at <= $2 \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(account.get())
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(balance.unwrap_or(0))
     }
 
     async fn set_account_status(

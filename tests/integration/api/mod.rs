@@ -6,6 +6,7 @@ mod compat;
 mod controls;
 mod errors;
 mod flows;
+mod history;
 mod holds;
 mod idempotency;
 mod openapi;

@@ -831,3 +831,35 @@ async fn holds_are_placed_captured_in_part_voided_and_listed_over_grpc() {
         .unwrap();
     assert_eq!((account.balance, account.available_balance), (750, 750));
 }
+
+#[tokio::test]
+async fn get_balance_answers_for_now_and_for_a_past_moment() {
+    let app = TestApp::spawn().await;
+    let mut c = client(&app).await;
+    let alice = sign_up_and_log_in(&mut c, "alice").await;
+    let banker = app.banker("clerk").await;
+    let a = app.open_account(&alice, "USD").await;
+    let at_start = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() - 1,
+        nanos: 0,
+    };
+    app.deposit(&banker, a, 250, "USD").await;
+    let ask = |at: Option<prost_types::Timestamp>| {
+        authed(&alice, pb::GetBalanceRequest { account_id: a, at })
+    };
+    let now = c.get_balance(ask(None)).await.unwrap().into_inner();
+    assert_eq!((now.balance, now.currency.as_str()), (250, "USD"));
+    let before = c
+        .get_balance(ask(Some(at_start)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.balance, 0);
+    let future = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3_600,
+        nanos: 0,
+    };
+    let refused = c.get_balance(ask(Some(future))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), ["at"]);
+}
