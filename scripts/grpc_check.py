@@ -337,6 +337,11 @@ def scenario(bank, server, binary, db_source):
     start = bank.call("GetBalance", {"account_id": a_id, "at": "2000-01-01T00:00:00Z"}, a_token)
     check(int(start.get("balance", 0)) == 0, f"GetBalance before the first entry: {start}")
 
+    listed = bank.call("ListTransfers", {"account_id": a_id, "direction": "out", "page_size": 2},
+                       a_token)
+    check(len(listed["transfers"]) == 2 and listed.get("next_page_token"),
+          f"ListTransfers out, newest first, one page of 2: {listed}")
+
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
               expect=grpc.StatusCode.UNAUTHENTICATED)

@@ -39,6 +39,7 @@ pub enum PageKind {
     Accounts,
     Entries,
     Holds,
+    Transfers,
 }
 
 impl PageKind {
@@ -47,6 +48,7 @@ impl PageKind {
             PageKind::Accounts => "a",
             PageKind::Entries => "e",
             PageKind::Holds => "h",
+            PageKind::Transfers => "t",
         }
     }
 }
@@ -128,7 +130,7 @@ mod tests {
     proptest! {
         #[test]
         fn tokens_round_trip(key in 1..=i64::MAX) {
-            for kind in [PageKind::Accounts, PageKind::Entries, PageKind::Holds] {
+            for kind in [PageKind::Accounts, PageKind::Entries, PageKind::Holds, PageKind::Transfers] {
                 let encoded = PageToken::new(kind, key).encode();
                 prop_assert_eq!(PageToken::decode(&encoded, kind).unwrap().key(), key);
             }

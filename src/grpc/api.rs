@@ -15,7 +15,8 @@ use crate::service::edge;
 use crate::service::{
     BankService, ClientAddress, ClientInfo, HoldRequest, MoneyAnswer, NewUserRequest, PageRequest,
     UpdateUserRequest, parse_account_status, parse_capture_amount, parse_credentials, parse_hold,
-    parse_hold_status, parse_money, parse_overdraft_limit, parse_transfer, parse_verification,
+    parse_hold_status, parse_moment, parse_money, parse_overdraft_limit, parse_transfer,
+    parse_transfer_filter, parse_verification,
 };
 
 /// The gRPC face of the bank.
@@ -469,20 +470,8 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
-        let at = match r.at {
-            None => None,
-            Some(ts) => Some(
-                u32::try_from(ts.nanos)
-                    .ok()
-                    .and_then(|nanos| chrono::DateTime::from_timestamp(ts.seconds, nanos))
-                    .ok_or_else(|| {
-                        invalid(vec![crate::domain::ValidationError::new(
-                            "at",
-                            "must be a valid timestamp",
-                        )])
-                    })?,
-            ),
-        };
+        let at = r.at.map(|ts| rfc3339_of(&ts));
+        let at = parse_moment(at.as_deref(), "at").map_err(|e| invalid(vec![e]))?;
         let found = self.service.balance_at(&caller, account, at).await?;
         Ok(Response::new(pb::GetBalanceResponse {
             account_id: found.account_id.get(),
@@ -491,6 +480,40 @@ impl SimpleBank for GrpcApi {
             balance: found.balance,
         }))
     }
+
+    async fn list_transfers(
+        &self,
+        request: Request<pb::ListTransfersRequest>,
+    ) -> RpcResult<pb::ListTransfersResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let since = r.since.map(|ts| rfc3339_of(&ts));
+        let until = r.until.map(|ts| rfc3339_of(&ts));
+        let filter = parse_transfer_filter(Some(&r.direction), since.as_deref(), until.as_deref())
+            .map_err(invalid)?;
+        let page = page(r.page_size, &r.page_token, PageKind::Transfers)?;
+        let found = self
+            .service
+            .list_transfers(&caller, account, filter, page)
+            .await?;
+        Ok(Response::new(pb::ListTransfersResponse {
+            transfers: found.items.into_iter().map(Into::into).collect(),
+            next_page_token: found.next_page_token.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A proto timestamp as the RFC 3339 text the shared parsers read (an invalid one as text they
+/// refuse, naming the field).
+fn rfc3339_of(ts: &prost_types::Timestamp) -> String {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(ts.seconds, nanos))
+        .map_or_else(
+            || "invalid".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        )
 }
 
 fn hold_id(raw: i64) -> Result<HoldId, Status> {

@@ -244,6 +244,22 @@ pub struct HoldsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
+pub struct TransfersQuery {
+    /// `in` (money received), `out` (money sent) or `any` (the default).
+    pub direction: Option<String>,
+    /// RFC 3339; only transfers at or after it.
+    pub since: Option<String>,
+    /// RFC 3339; only transfers before it.
+    pub until: Option<String>,
+    /// Rows per page, 1 to 100 (default 20).
+    pub page_size: Option<i64>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct BalanceQuery {
     /// RFC 3339, e.g. `2026-11-30T23:59:59Z`; now when absent. Not in the future.
     pub at: Option<String>,
@@ -393,6 +409,13 @@ impl From<Transfer> for TransferView {
             created_at: t.created_at,
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferList {
+    pub transfers: Vec<TransferView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

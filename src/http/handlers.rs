@@ -14,8 +14,8 @@ use crate::domain::{
     AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, Username,
 };
 use crate::service::{
-    MoneyAnswer, NewUserRequest, UpdateUserRequest, parse_account_status, parse_moment,
-    parse_overdraft_limit, parse_verification,
+    MoneyAnswer, NewUserRequest, PageRequest, UpdateUserRequest, parse_account_status,
+    parse_moment, parse_overdraft_limit, parse_transfer_filter, parse_verification,
 };
 
 fn username_in_path(raw: &str) -> ApiResult<Username> {
@@ -398,6 +398,55 @@ pub async fn list_entries(
     let found = app.service.list_entries(&caller, id, page).await?;
     Ok(Json(EntryList {
         entries: found.items.into_iter().map(Into::into).collect(),
+        next_page_token: found.next_page_token,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/transfers",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The account id"), TransfersQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the account's transfers, newest first", body = TransferList),
+        (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Not allowed for the caller", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+    )
+)]
+pub async fn list_transfers(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<TransfersQuery>,
+) -> ApiResult<Json<TransferList>> {
+    let id = account_in_path(&id)?;
+    let filter = parse_transfer_filter(
+        query.direction.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+    );
+    let page = PageRequest::parse(
+        query.page_size,
+        query.page_token.as_deref(),
+        PageKind::Transfers,
+    );
+    let (filter, page) = match (filter, page) {
+        (Ok(filter), Ok(page)) => (filter, page),
+        (filter, page) => {
+            let mut all = filter.err().unwrap_or_default();
+            all.extend(page.err().unwrap_or_default());
+            return Err(crate::service::ServiceError::InvalidArgument(all).into());
+        }
+    };
+    let found = app
+        .service
+        .list_transfers(&caller, id, filter, page)
+        .await?;
+    Ok(Json(TransferList {
+        transfers: found.items.into_iter().map(Into::into).collect(),
         next_page_token: found.next_page_token,
     }))
 }

@@ -94,6 +94,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(set_overdraft_limit))
         .routes(routes!(list_entries))
         .routes(routes!(get_balance))
+        .routes(routes!(list_transfers))
         .routes(routes!(deposit))
         .routes(routes!(withdraw))
         .routes(routes!(create_transfer))

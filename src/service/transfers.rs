@@ -1,12 +1,13 @@
 //! Moving money: transfers between customers, and the bankers' deposits and withdrawals.
 
-use super::{BankService, ServiceError, require_banker, require_party};
+use super::accounts::parse_moment;
+use super::{BankService, ListPage, PageRequest, ServiceError, require_banker, require_party};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Amount, Currency, IdempotencyKey, NewTransfer, Transfer, TransferId,
-    TransferReceipt, ValidationError, Violations,
+    AccountId, Amount, Currency, EntryId, IdempotencyKey, NewTransfer, PageKind, PageToken,
+    Transfer, TransferId, TransferReceipt, ValidationError, Violations,
 };
-use crate::store::{KeyedOutcome, MoneyMove, StoreError};
+use crate::store::{Direction, KeyedOutcome, MoneyMove, StoreError, TransferFilter};
 
 /// Parses a transfer from raw fields, reporting every bad one (both transports call this).
 pub fn parse_transfer(
@@ -25,6 +26,39 @@ pub fn parse_transfer(
         _ => None,
     };
     v.finish(|| transfer)
+}
+
+/// Parses the filter of an account's transfers: `direction` `in`, `out` or `any` (absent or
+/// empty: any), and RFC 3339 `since` (inclusive) and `until` (exclusive), `since` before `until`.
+pub fn parse_transfer_filter(
+    direction: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<TransferFilter, Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let direction = v.check(match direction {
+        None | Some("") | Some("any") => Ok(Direction::Any),
+        Some("in") => Ok(Direction::In),
+        Some("out") => Ok(Direction::Out),
+        Some(_) => Err(ValidationError::new(
+            "direction",
+            "must be \"in\", \"out\" or \"any\"",
+        )),
+    });
+    let since = v.check(parse_moment(since, "since"));
+    let until = v.check(parse_moment(until, "until"));
+    if let (Some(Some(since)), Some(Some(until))) = (since, until)
+        && since >= until
+    {
+        v.check::<()>(Err(ValidationError::new("until", "must be after since")));
+    }
+    v.finish(|| {
+        Some(TransferFilter {
+            direction: direction?,
+            since: since?,
+            until: until?,
+        })
+    })
 }
 
 /// Parses the amount and currency of a deposit or withdrawal.
@@ -152,6 +186,30 @@ impl BankService {
             format!("transfer {id} does not involve your accounts")
         })?;
         Ok(parties.transfer)
+    }
+
+    /// An account's transfers, newest first: its owner or a banker. A transfer shows no
+    /// balance, so the recipient's side never shows the sender's.
+    pub async fn list_transfers(
+        &self,
+        principal: &Principal,
+        account: AccountId,
+        filter: TransferFilter,
+        page: PageRequest,
+    ) -> Result<ListPage<Transfer>, ServiceError> {
+        self.get_account(principal, account).await?;
+        let before = page.token.map(|t| EntryId::new(t.key())).transpose()?;
+        let found = self
+            .store
+            .transfers
+            .list_transfers(account, &filter, before, page.size)
+            .await?;
+        Ok(ListPage {
+            items: found.items,
+            next_page_token: found
+                .next
+                .map(|id| PageToken::new(PageKind::Transfers, id.get()).encode()),
+        })
     }
 
     /// Bankers only: money enters the bank into `account`.

@@ -51,7 +51,7 @@ pub use sessions::MockSessionStore;
 pub use sessions::{NewSession, SessionStore};
 #[cfg(test)]
 pub use transfers::MockTransferStore;
-pub use transfers::TransferStore;
+pub use transfers::{Direction, TransferFilter, TransferStore};
 #[cfg(test)]
 pub use users::MockUserStore;
 pub use users::UserStore;

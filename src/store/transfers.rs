@@ -4,14 +4,15 @@
 //! bank's settlement account of the currency, withdrawals to it.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::rules::{Movement, MovementKind, Verdict};
-use super::{Entity, Store, StoreError, decode, retrying};
+use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
     Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, HoldId, NewTransfer,
-    Transfer, TransferId, TransferParties, TransferReceipt, Username,
+    PageSize, Transfer, TransferId, TransferParties, TransferReceipt, Username,
 };
 
 /// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
@@ -157,6 +158,46 @@ pub trait TransferStore: Send + Sync {
     ) -> Result<TransferReceipt, StoreError>;
     /// A transfer and the owners of both its accounts (who may read it), in one query.
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError>;
+    /// The transfers into and out of `account` that `filter` keeps, newest first, one page
+    /// before the entry `before`. Read through the account's entries (one per transfer it
+    /// took part in, ids in commit order), so `entries_account_id_idx` serves it and a page
+    /// read while transfers commit never skips or repeats one.
+    async fn list_transfers(
+        &self,
+        account: AccountId,
+        filter: &TransferFilter,
+        before: Option<EntryId>,
+        size: PageSize,
+    ) -> Result<Page<Transfer, EntryId>, StoreError>;
+}
+
+/// Which side of the account a listed transfer is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Money into the account.
+    In,
+    /// Money out of it.
+    Out,
+    #[default]
+    Any,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Any => "any",
+        }
+    }
+}
+
+/// What an account's transfers are filtered by: the side, and `since <= created_at < until`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferFilter {
+    pub direction: Direction,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -208,6 +249,49 @@ impl TransferStore for Store {
         })
         .await
     }
+    async fn list_transfers(
+        &self,
+        account: AccountId,
+        filter: &TransferFilter,
+        before: Option<EntryId>,
+        size: PageSize,
+    ) -> Result<Page<Transfer, EntryId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
+                    t.created_at, e.id AS entry_id \
+             FROM entries e JOIN transfers t ON t.id = e.transfer_id \
+             WHERE e.account_id = $1 AND e.id < $2 \
+               AND ($3 = 'any' OR ($3 = 'in' AND e.amount > 0) OR ($3 = 'out' AND e.amount < 0)) \
+               AND ($4::timestamptz IS NULL OR e.created_at >= $4) \
+               AND ($5::timestamptz IS NULL OR e.created_at < $5) \
+             ORDER BY e.id DESC LIMIT $6",
+        )
+        .bind(account.get())
+        .bind(before.map_or(i64::MAX, EntryId::get))
+        .bind(filter.direction.as_str())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(size.get() + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            keyed.push((
+                decode(row, "entry_id", EntryId::new)?,
+                transfer_from_row(row)?,
+            ));
+        }
+        let page = Page::from_overfetch(keyed, size.get(), |(entry, _)| *entry);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|(_, transfer)| transfer)
+                .collect(),
+            next: page.next,
+        })
+    }
+
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
             "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
@@ -223,17 +307,7 @@ impl TransferStore for Store {
         .await?
         .ok_or(StoreError::NotFound(Entity::Transfer))?;
         Ok(TransferParties {
-            transfer: Transfer {
-                id: decode(&row, "id", TransferId::new)?,
-                from_account_id: decode(&row, "from_account_id", AccountId::new)?,
-                to_account_id: decode(&row, "to_account_id", AccountId::new)?,
-                amount: decode(&row, "amount", Amount::new)?,
-                currency: decode(&row, "currency", |s: String| s.parse())?,
-                hold_id: decode(&row, "hold_id", |id: Option<i64>| {
-                    id.map(HoldId::new).transpose()
-                })?,
-                created_at: row.try_get("created_at")?,
-            },
+            transfer: transfer_from_row(&row)?,
             from_owner: decode(&row, "from_owner", |s: String| Username::parse(&s))?,
             to_owner: decode(&row, "to_owner", |s: String| Username::parse(&s))?,
         })
@@ -261,6 +335,21 @@ impl Store {
         let row = retrying(|| move_money_query(movement, None).fetch_one(&self.pool)).await?;
         receipt_from_row(&row, movement)
     }
+}
+
+/// A `transfers` row read under its own column names.
+fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
+    Ok(Transfer {
+        id: decode(row, "id", TransferId::new)?,
+        from_account_id: decode(row, "from_account_id", AccountId::new)?,
+        to_account_id: decode(row, "to_account_id", AccountId::new)?,
+        amount: decode(row, "amount", Amount::new)?,
+        currency: decode(row, "currency", |s: String| s.parse())?,
+        hold_id: decode(row, "hold_id", |id: Option<i64>| {
+            id.map(HoldId::new).transpose()
+        })?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 /// `MOVE_MONEY` with its parameters bound, to run alone or inside a transaction.

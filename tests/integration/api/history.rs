@@ -90,3 +90,101 @@ async fn the_balance_at_a_moment_is_the_last_entry_at_or_before_it() {
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn an_accounts_transfers_by_direction_and_time_page_newest_first() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let banker = app.banker("clerk").await;
+    let a = app.open_account(&alice, "USD").await;
+    let b = app.open_account(&bob, "USD").await;
+    let c = app.open_account(&carol, "USD").await;
+    app.deposit(&banker, a, 100, "USD").await;
+    app.deposit(&banker, b, 100, "USD").await;
+    let send = |token: &str, from: i64, to: i64, amount: i64| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            app.post(
+                "/v1/transfers",
+                Some(&token),
+                json!({ "from_account_id": from, "to_account_id": to, "amount": amount, "currency": "USD" }),
+            )
+            .await
+            .assert(StatusCode::CREATED)["transfer"]
+                .clone()
+        }
+    };
+    let t1 = send(&alice, a, b, 10).await;
+    let t2 = send(&bob, b, a, 5).await;
+    let t3 = send(&alice, a, c, 7).await;
+    let list = |query: String, token: &str| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            app.get(&format!("/v1/accounts/{a}/transfers{query}"), &token)
+                .await
+        }
+    };
+    let ids = |page: &serde_json::Value| -> Vec<i64> {
+        page["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect()
+    };
+    let id = |t: &serde_json::Value| t["id"].as_i64().unwrap();
+    let everything = list(String::new(), &alice).await.assert(StatusCode::OK);
+    let all = ids(&everything);
+    assert_eq!(all.len(), 4, "{everything}");
+    assert_eq!(&all[..3], [id(&t3), id(&t2), id(&t1)]);
+    // The deposit is the oldest; no balance of anyone's is shown.
+    assert!(!everything.to_string().contains("balance"), "{everything}");
+    let out = list("?direction=out".into(), &alice)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(ids(&out), [id(&t3), id(&t1)]);
+    let into = list("?direction=in".into(), &banker)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(ids(&into), [id(&t2), all[3]]);
+
+    // Page by page, nothing skipped or repeated.
+    let mut seen = Vec::new();
+    let mut query = "?page_size=1".to_owned();
+    loop {
+        let page = list(query.clone(), &alice).await.assert(StatusCode::OK);
+        seen.extend(ids(&page));
+        match page["next_page_token"].as_str() {
+            Some(token) => query = format!("?page_size=1&page_token={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+
+    // since is inclusive, until exclusive.
+    let since = t2["created_at"].as_str().unwrap();
+    let until = t3["created_at"].as_str().unwrap();
+    let window = list(format!("?since={since}&until={until}"), &alice)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(ids(&window), [id(&t2)]);
+    let backwards = list(format!("?since={until}&until={since}"), &alice).await;
+    backwards.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    assert_eq!(backwards.body["error"]["details"][0]["field"], "until");
+    let bad = list("?direction=sideways&since=soon".into(), &alice).await;
+    bad.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    assert_eq!(bad.body["error"]["details"].as_array().unwrap().len(), 2);
+    list(String::new(), &carol)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+    // The recipient lists its side without the sender's balance either.
+    let bobs = app
+        .get(&format!("/v1/accounts/{b}/transfers?direction=in"), &bob)
+        .await
+        .assert(StatusCode::OK);
+    assert_eq!(ids(&bobs)[0], id(&t1));
+}

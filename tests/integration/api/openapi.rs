@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{id}"),
     ("get", "/v1/accounts/{id}/entries"),
     ("get", "/v1/accounts/{id}/balance"),
+    ("get", "/v1/accounts/{id}/transfers"),
     ("put", "/v1/accounts/{id}/status"),
     ("put", "/v1/accounts/{id}/overdraft_limit"),
     ("post", "/v1/accounts/{id}/deposits"),

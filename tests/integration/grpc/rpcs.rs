@@ -862,4 +862,33 @@ async fn get_balance_answers_for_now_and_for_a_past_moment() {
     let refused = c.get_balance(ask(Some(future))).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&refused), ["at"]);
+
+    let listed = c
+        .list_transfers(authed(
+            &alice,
+            pb::ListTransfersRequest {
+                account_id: a,
+                direction: "in".into(),
+                since: Some(at_start),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.transfers.len(), 1);
+    assert_eq!(listed.transfers[0].amount, 250);
+    let none_out = c
+        .list_transfers(authed(
+            &alice,
+            pb::ListTransfersRequest {
+                account_id: a,
+                direction: "out".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none_out.transfers.is_empty());
 }
