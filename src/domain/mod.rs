@@ -7,6 +7,7 @@
 mod account;
 mod hold;
 mod idempotency;
+mod label;
 mod money;
 mod page;
 mod records;
@@ -14,11 +15,9 @@ mod user;
 mod verification;
 
 pub use account::{AccountId, AccountKind, AccountStatus, EntryId, HoldId, TransferId};
-pub use hold::{
-    HOLD_TTL_DEFAULT, HOLD_TTL_MAX, Hold, HoldStatus, Metadata, NewHold, Reference,
-    parse_expires_in,
-};
+pub use hold::{HOLD_TTL_DEFAULT, HOLD_TTL_MAX, Hold, HoldStatus, NewHold, parse_expires_in};
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
+pub use label::{Label, Metadata, Reference};
 pub use money::{Amount, Currency};
 pub use page::{PageKind, PageSize, PageToken};
 pub use records::{

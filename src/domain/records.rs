@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use super::{
     AccountId, AccountKind, AccountStatus, Amount, Currency, Email, EntryId, FullName, HoldId,
-    Role, TransferId, Username, ValidationError, VerificationCode,
+    Label, Role, TransferId, Username, ValidationError, VerificationCode,
 };
 
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ pub struct Transfer {
     pub currency: Currency,
     /// The hold this transfer captured, if it was a capture.
     pub hold_id: Option<HoldId>,
+    /// The client's reference and metadata.
+    pub label: Label,
     pub created_at: DateTime<Utc>,
 }
 
@@ -165,12 +167,13 @@ pub struct TransferReceipt {
 }
 
 /// A request to move `amount` between two different customer accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTransfer {
     from: AccountId,
     to: AccountId,
     amount: Amount,
     currency: Currency,
+    label: Label,
 }
 
 impl NewTransfer {
@@ -191,7 +194,17 @@ impl NewTransfer {
             to,
             amount,
             currency,
+            label: Label::default(),
         })
+    }
+
+    /// The same transfer with the client's reference and metadata.
+    pub fn with_label(self, label: Label) -> Self {
+        Self { label, ..self }
+    }
+
+    pub fn label(&self) -> &Label {
+        &self.label
     }
 
     pub fn from(&self) -> AccountId {

@@ -282,8 +282,21 @@ impl SimpleBank for GrpcApi {
         let caller = self.caller(&request)?;
         let key = idempotency_key(&request)?;
         let r = request.into_inner();
-        let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency)
-            .map_err(invalid)?;
+        let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency);
+        let label = label_of(&r.reference, r.metadata);
+        let transfer = match (transfer, label) {
+            (Ok(transfer), Ok(label)) => transfer.with_label(label),
+            (transfer, label) => {
+                return Err(invalid(
+                    transfer
+                        .err()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(label.err().unwrap_or_default())
+                        .collect(),
+                ));
+            }
+        };
         let answer = self.service.create_transfer(&caller, transfer, key).await;
         money_response(answer, Into::into)
     }
@@ -309,10 +322,24 @@ impl SimpleBank for GrpcApi {
         let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
-        let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
+        let money = parse_money(r.amount, &r.currency);
+        let label = label_of(&r.reference, r.metadata);
+        let ((amount, currency), label) = match (money, label) {
+            (Ok(money), Ok(label)) => (money, label),
+            (money, label) => {
+                return Err(invalid(
+                    money
+                        .err()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(label.err().unwrap_or_default())
+                        .collect(),
+                ));
+            }
+        };
         let answer = self
             .service
-            .deposit(&caller, account, amount, currency, key)
+            .deposit(&caller, account, amount, currency, label, key)
             .await;
         money_response(answer, |receipt| pb::DepositResponse {
             transfer: Some(receipt.transfer.into()),
@@ -329,10 +356,24 @@ impl SimpleBank for GrpcApi {
         let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let account = account_id(r.account_id, "account_id")?;
-        let (amount, currency) = parse_money(r.amount, &r.currency).map_err(invalid)?;
+        let money = parse_money(r.amount, &r.currency);
+        let label = label_of(&r.reference, r.metadata);
+        let ((amount, currency), label) = match (money, label) {
+            (Ok(money), Ok(label)) => (money, label),
+            (money, label) => {
+                return Err(invalid(
+                    money
+                        .err()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(label.err().unwrap_or_default())
+                        .collect(),
+                ));
+            }
+        };
         let answer = self
             .service
-            .withdraw(&caller, account, amount, currency, key)
+            .withdraw(&caller, account, amount, currency, label, key)
             .await;
         money_response(answer, |receipt| pb::WithdrawResponse {
             transfer: Some(receipt.transfer.into()),
@@ -490,8 +531,13 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let since = r.since.map(|ts| rfc3339_of(&ts));
         let until = r.until.map(|ts| rfc3339_of(&ts));
-        let filter = parse_transfer_filter(Some(&r.direction), since.as_deref(), until.as_deref())
-            .map_err(invalid)?;
+        let filter = parse_transfer_filter(
+            Some(&r.direction),
+            since.as_deref(),
+            until.as_deref(),
+            Some(&r.reference),
+        )
+        .map_err(invalid)?;
         let page = page(r.page_size, &r.page_token, PageKind::Transfers)?;
         let found = self
             .service
@@ -502,6 +548,18 @@ impl SimpleBank for GrpcApi {
             next_page_token: found.next_page_token.unwrap_or_default(),
         }))
     }
+}
+
+/// A reference and metadata from proto fields (proto3 has no absent string or map: empty is
+/// none).
+fn label_of(
+    reference: &str,
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<crate::domain::Label, Vec<crate::domain::ValidationError>> {
+    crate::domain::Label::parse(
+        (!reference.is_empty()).then_some(reference),
+        (!metadata.is_empty()).then(|| metadata.into_iter().collect()),
+    )
 }
 
 /// A proto timestamp as the RFC 3339 text the shared parsers read (an invalid one as text they

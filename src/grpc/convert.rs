@@ -83,6 +83,12 @@ impl From<Transfer> for pb::Transfer {
             currency: t.currency.code().to_owned(),
             created_at: timestamp(t.created_at),
             hold_id: t.hold_id.map_or(0, HoldId::get),
+            reference: t.label.reference_str().unwrap_or_default().to_owned(),
+            metadata: t
+                .label
+                .metadata
+                .map(|m| m.into_entries().into_iter().collect())
+                .unwrap_or_default(),
         }
     }
 }

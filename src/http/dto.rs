@@ -2,6 +2,8 @@
 //! `TryFrom`, reporting every bad field at once, by calling the same parsers the gRPC adapter
 //! calls; the rules themselves live in `domain`, not here.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -9,8 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::IssuedToken;
 use crate::domain::{
-    Account, Amount, Currency, Entry, Hold, HoldId, NewHold, NewTransfer, PageKind, Password,
-    Transfer, TransferReceipt, User, Username, ValidationError,
+    Account, Amount, Currency, Entry, Hold, HoldId, Label, Metadata, NewHold, NewTransfer,
+    PageKind, Password, Transfer, TransferReceipt, User, Username, ValidationError,
 };
 use crate::service::{
     BalanceAt, HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest,
@@ -132,18 +134,34 @@ pub struct TransferBody {
     /// ISO 4217 code of both accounts.
     #[schema(example = "USD")]
     pub currency: String,
+    /// 1 to 64 printable ASCII characters, e.g. an invoice number; searchable with
+    /// `GET /v1/accounts/{id}/transfers?reference=`.
+    #[schema(example = "INV-2291")]
+    pub reference: Option<String>,
+    /// String values only, at most 4 KiB as JSON.
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl TryFrom<TransferBody> for NewTransfer {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: TransferBody) -> Result<Self, Self::Error> {
-        parse_transfer(
+        let transfer = parse_transfer(
             body.from_account_id,
             body.to_account_id,
             body.amount,
             &body.currency,
-        )
+        );
+        let label = Label::parse(body.reference.as_deref(), body.metadata);
+        match (transfer, label) {
+            (Ok(transfer), Ok(label)) => Ok(transfer.with_label(label)),
+            (transfer, label) => Err(transfer
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(label.err().unwrap_or_default())
+                .collect()),
+        }
     }
 }
 
@@ -153,13 +171,27 @@ impl TryFrom<TransferBody> for NewTransfer {
 pub struct MoneyBody {
     pub amount: i64,
     pub currency: String,
+    /// 1 to 64 printable ASCII characters.
+    pub reference: Option<String>,
+    /// String values only, at most 4 KiB as JSON.
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
-impl TryFrom<MoneyBody> for (Amount, Currency) {
+impl TryFrom<MoneyBody> for (Amount, Currency, Label) {
     type Error = Vec<ValidationError>;
 
     fn try_from(body: MoneyBody) -> Result<Self, Self::Error> {
-        parse_money(body.amount, &body.currency)
+        let money = parse_money(body.amount, &body.currency);
+        let label = Label::parse(body.reference.as_deref(), body.metadata);
+        match (money, label) {
+            (Ok((amount, currency)), Ok(label)) => Ok((amount, currency, label)),
+            (money, label) => Err(money
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(label.err().unwrap_or_default())
+                .collect()),
+        }
     }
 }
 
@@ -201,7 +233,7 @@ pub struct HoldBody {
     #[schema(example = "order-1042")]
     pub reference: Option<String>,
     /// String values only, at most 4 KiB as JSON.
-    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl TryFrom<HoldBody> for NewHold {
@@ -251,6 +283,8 @@ pub struct TransfersQuery {
     pub since: Option<String>,
     /// RFC 3339; only transfers before it.
     pub until: Option<String>,
+    /// Only transfers with this reference.
+    pub reference: Option<String>,
     /// Rows per page, 1 to 100 (default 20).
     pub page_size: Option<i64>,
     /// The `next_page_token` of the previous page.
@@ -394,6 +428,10 @@ pub struct TransferView {
     /// The hold this transfer captured; absent for other transfers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -406,6 +444,8 @@ impl From<Transfer> for TransferView {
             amount: t.amount.minor_units(),
             currency: t.currency.code(),
             hold_id: t.hold_id.map(HoldId::get),
+            reference: t.label.reference_str().map(str::to_owned),
+            metadata: t.label.metadata.map(Metadata::into_entries),
             created_at: t.created_at,
         }
     }
@@ -500,7 +540,7 @@ pub struct HoldView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl From<Hold> for HoldView {

@@ -11,7 +11,7 @@ use super::dto::*;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
 use crate::domain::{
-    AccountId, Amount, Currency, NewTransfer, PageKind, Role, TransferId, Username,
+    AccountId, Amount, Currency, Label, NewTransfer, PageKind, Role, TransferId, Username,
 };
 use crate::service::{
     MoneyAnswer, NewUserRequest, PageRequest, UpdateUserRequest, parse_account_status,
@@ -427,6 +427,7 @@ pub async fn list_transfers(
         query.direction.as_deref(),
         query.since.as_deref(),
         query.until.as_deref(),
+        query.reference.as_deref(),
     );
     let page = PageRequest::parse(
         query.page_size,
@@ -585,10 +586,10 @@ pub async fn deposit(
     ApiJson(body): ApiJson<MoneyBody>,
 ) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
-    let (amount, currency) = <(Amount, Currency)>::try_from(body)?;
+    let (amount, currency, label) = <(Amount, Currency, Label)>::try_from(body)?;
     let answer = app
         .service
-        .deposit(&caller, id, amount, currency, key)
+        .deposit(&caller, id, amount, currency, label, key)
         .await;
     Ok(money_response(
         answer,
@@ -623,10 +624,10 @@ pub async fn withdraw(
     ApiJson(body): ApiJson<MoneyBody>,
 ) -> ApiResult<Response> {
     let id = account_in_path(&id)?;
-    let (amount, currency) = <(Amount, Currency)>::try_from(body)?;
+    let (amount, currency, label) = <(Amount, Currency, Label)>::try_from(body)?;
     let answer = app
         .service
-        .withdraw(&caller, id, amount, currency, key)
+        .withdraw(&caller, id, amount, currency, label, key)
         .await;
     Ok(money_response(
         answer,

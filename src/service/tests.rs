@@ -12,8 +12,8 @@ use super::*;
 use crate::auth::{Passwords, Principal, TokenMaker, TokenType};
 use crate::domain::{
     Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Email, FullName,
-    IdempotencyKey, NewTransfer, Password, Role, Session, Transfer, TransferId, TransferParties,
-    User, Username, VerificationCode, VerifyOutcome,
+    IdempotencyKey, Label, NewTransfer, Password, Role, Session, Transfer, TransferId,
+    TransferParties, User, Username, VerificationCode, VerifyOutcome,
 };
 use crate::store::{
     Entity, KeyedOutcome, MockAccountStore, MockHoldStore, MockIdempotentStore, MockSessionStore,
@@ -205,14 +205,28 @@ async fn only_bankers_deposit_withdraw_and_set_roles() {
     let svc = service(Mocks::default());
     let amount = Amount::new(5).unwrap();
     let results = [
-        svc.deposit(&depositor, id(1), amount, Currency::Usd, None)
-            .await
-            .outcome
-            .err(),
-        svc.withdraw(&depositor, id(1), amount, Currency::Usd, None)
-            .await
-            .outcome
-            .err(),
+        svc.deposit(
+            &depositor,
+            id(1),
+            amount,
+            Currency::Usd,
+            Label::default(),
+            None,
+        )
+        .await
+        .outcome
+        .err(),
+        svc.withdraw(
+            &depositor,
+            id(1),
+            amount,
+            Currency::Usd,
+            Label::default(),
+            None,
+        )
+        .await
+        .outcome
+        .err(),
         svc.set_user_role(&depositor, &name("alice"), Role::Banker)
             .await
             .err(),
@@ -304,6 +318,7 @@ async fn a_transfer_is_readable_by_either_party_and_bankers() {
                     amount: Amount::new(5).unwrap(),
                     currency: Currency::Usd,
                     hold_id: None,
+                    label: Label::default(),
                     created_at: Utc::now(),
                 },
                 from_owner: name("alice"),
@@ -802,6 +817,7 @@ async fn a_keyed_deposit_by_a_depositor_is_refused_before_the_store_is_asked() {
             id(8),
             Amount::new(5).unwrap(),
             Currency::Usd,
+            Label::default(),
             Some(key("k")),
         )
         .await;

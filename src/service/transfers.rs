@@ -4,8 +4,8 @@ use super::accounts::parse_moment;
 use super::{BankService, ListPage, PageRequest, ServiceError, require_banker, require_party};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Amount, Currency, EntryId, IdempotencyKey, NewTransfer, PageKind, PageToken,
-    Transfer, TransferId, TransferReceipt, ValidationError, Violations,
+    AccountId, Amount, Currency, EntryId, IdempotencyKey, Label, NewTransfer, PageKind, PageToken,
+    Reference, Transfer, TransferId, TransferReceipt, ValidationError, Violations,
 };
 use crate::store::{Direction, KeyedOutcome, MoneyMove, StoreError, TransferFilter};
 
@@ -29,11 +29,13 @@ pub fn parse_transfer(
 }
 
 /// Parses the filter of an account's transfers: `direction` `in`, `out` or `any` (absent or
-/// empty: any), and RFC 3339 `since` (inclusive) and `until` (exclusive), `since` before `until`.
+/// empty: any), RFC 3339 `since` (inclusive) and `until` (exclusive), `since` before `until`,
+/// and a `reference` (absent or empty: any).
 pub fn parse_transfer_filter(
     direction: Option<&str>,
     since: Option<&str>,
     until: Option<&str>,
+    reference: Option<&str>,
 ) -> Result<TransferFilter, Vec<ValidationError>> {
     let mut v = Violations::default();
     let direction = v.check(match direction {
@@ -47,6 +49,10 @@ pub fn parse_transfer_filter(
     });
     let since = v.check(parse_moment(since, "since"));
     let until = v.check(parse_moment(until, "until"));
+    let reference = v.check(match reference {
+        None | Some("") => Ok(None),
+        Some(raw) => Reference::parse(raw).map(Some),
+    });
     if let (Some(Some(since)), Some(Some(until))) = (since, until)
         && since >= until
     {
@@ -57,6 +63,7 @@ pub fn parse_transfer_filter(
             direction: direction?,
             since: since?,
             until: until?,
+            reference: reference?,
         })
     })
 }
@@ -109,10 +116,11 @@ impl BankService {
         transfer: NewTransfer,
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
-        let refusal = |err: StoreError| match err {
+        let from = transfer.from();
+        let refusal = move |err: StoreError| match err {
             // Name the field the client used for the settlement account it gave.
             StoreError::NotCustomerAccount(id) => ServiceError::invalid(
-                if id == transfer.from() {
+                if id == from {
                     "from_account_id"
                 } else {
                     "to_account_id"
@@ -147,20 +155,22 @@ impl BankService {
                         account,
                         amount,
                         currency,
+                        label,
                     } => {
                         self.store
                             .transfers
-                            .deposit(*account, *amount, *currency)
+                            .deposit(*account, *amount, *currency, label.clone())
                             .await
                     }
                     MoneyMove::Withdrawal {
                         account,
                         amount,
                         currency,
+                        label,
                     } => {
                         self.store
                             .transfers
-                            .withdraw(*account, *amount, *currency)
+                            .withdraw(*account, *amount, *currency, label.clone())
                             .await
                     }
                 }
@@ -219,6 +229,7 @@ impl BankService {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
         if let Err(denied) = require_banker(principal, "deposit") {
@@ -228,6 +239,7 @@ impl BankService {
             account,
             amount,
             currency,
+            label,
         };
         self.move_money(principal, movement, key, Into::into).await
     }
@@ -239,6 +251,7 @@ impl BankService {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
         if let Err(denied) = require_banker(principal, "withdraw") {
@@ -248,6 +261,7 @@ impl BankService {
             account,
             amount,
             currency,
+            label,
         };
         self.move_money(principal, movement, key, Into::into).await
     }

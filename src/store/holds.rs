@@ -23,7 +23,7 @@ use super::rules::{self, Movement, MovementKind, Side};
 use super::transfers::{move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
-    Account, AccountId, Amount, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus, IdempotencyKey,
+    Account, AccountId, Amount, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus, IdempotencyKey, Label,
     Metadata, NewHold, PageSize, Reference, RequestFingerprint, TransferReceipt, Username,
 };
 
@@ -483,6 +483,7 @@ async fn replay(
                 currency: hold.currency,
                 kind: MovementKind::Transfer,
                 owner: None,
+                label: hold.label(),
             };
             let receipt = receipt_from_row(row, &movement)?;
             HoldAnswer::Captured(Box::new(CapturedHold { hold, receipt }))
@@ -524,6 +525,7 @@ async fn place_in(
         currency: new.currency,
         kind: MovementKind::Transfer,
         owner,
+        label: Label::default(),
     };
     let [from, to] = lock_pair(tx, new.from, new.to).await?;
     let verdict = rules::judge(
@@ -593,6 +595,8 @@ async fn capture_in(
         currency: hold.currency,
         kind: MovementKind::Transfer,
         owner: None,
+        // The capture carries the hold's reference and metadata: "which payment was order 42".
+        label: hold.label(),
     };
     let row = move_money_query(&movement, Some(id))
         .fetch_one(&mut *tx)

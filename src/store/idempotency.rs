@@ -25,8 +25,8 @@ use super::rules::{Movement, MovementKind, Verdict};
 use super::transfers::{move_money_query, receipt_from_row};
 use super::{Store, StoreError, retrying};
 use crate::domain::{
-    AccountId, Amount, Currency, IdempotencyKey, NewTransfer, RequestFingerprint, TransferReceipt,
-    Username,
+    AccountId, Amount, Currency, IdempotencyKey, Label, NewTransfer, RequestFingerprint,
+    TransferReceipt, Username,
 };
 
 /// A money movement as a keyed request names it.
@@ -41,11 +41,13 @@ pub enum MoneyMove {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     },
     Withdrawal {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     },
 }
 
@@ -263,6 +265,8 @@ impl Store {
                 &amount.minor_units().to_string(),
                 currency.code(),
                 movement.owner.as_ref().map_or("", Username::as_str),
+                movement.label.reference_str().unwrap_or(""),
+                &movement.label.metadata_json().unwrap_or_default(),
             ],
         );
         let lock = advisory_lock_key(caller, key);
@@ -375,11 +379,13 @@ impl Store {
                 currency: transfer.currency(),
                 kind: MovementKind::Transfer,
                 owner: owner.clone(),
+                label: transfer.label().clone(),
             },
             MoneyMove::Deposit {
                 account,
                 amount,
                 currency,
+                label,
             } => Movement {
                 from: self.settlement_account(*currency).await?,
                 to: *account,
@@ -387,11 +393,13 @@ impl Store {
                 currency: *currency,
                 kind: MovementKind::Deposit,
                 owner: None,
+                label: label.clone(),
             },
             MoneyMove::Withdrawal {
                 account,
                 amount,
                 currency,
+                label,
             } => Movement {
                 from: *account,
                 to: self.settlement_account(*currency).await?,
@@ -399,6 +407,7 @@ impl Store {
                 currency: *currency,
                 kind: MovementKind::Withdrawal,
                 owner: None,
+                label: label.clone(),
             },
         })
     }

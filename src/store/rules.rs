@@ -9,7 +9,9 @@
 //! requires the same verdicts, balances and entries.
 
 use super::StoreError;
-use crate::domain::{Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Username};
+use crate::domain::{
+    Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Label, Username,
+};
 
 /// Which rules apply beyond the common ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub struct Movement {
     pub kind: MovementKind,
     /// For a transfer: the user the from-account must belong to, if any.
     pub owner: Option<Username>,
+    /// The client's reference and metadata, written with the transfer.
+    pub label: Label,
 }
 
 impl Movement {
@@ -257,6 +261,7 @@ mod tests {
             currency: Currency::Usd,
             kind,
             owner: owner.map(|o| Username::parse(o).unwrap()),
+            label: Label::default(),
         }
     }
 

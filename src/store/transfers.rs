@@ -11,8 +11,9 @@ use sqlx::postgres::PgRow;
 use super::rules::{Movement, MovementKind, Verdict};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
-    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, HoldId, NewTransfer,
-    PageSize, Transfer, TransferId, TransferParties, TransferReceipt, Username,
+    Account, AccountId, AccountKind, Amount, Currency, Entry, EntryId, HoldId, Label, Metadata,
+    NewTransfer, PageSize, Reference, Transfer, TransferId, TransferParties, TransferReceipt,
+    Username,
 };
 
 /// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
@@ -90,8 +91,9 @@ verdict AS (
     LEFT JOIN held th ON th.id = $2
 ),
 transfer AS (
-    INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id)
-    SELECT $1, $2, $3, $4, $7 FROM verdict WHERE status = 'ok'
+    INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id, reference,
+                           metadata)
+    SELECT $1, $2, $3, $4, $7, $8, $9::jsonb FROM verdict WHERE status = 'ok'
     RETURNING id, created_at, hold_id
 ),
 entry_rows AS (
@@ -148,6 +150,7 @@ pub trait TransferStore: Send + Sync {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     ) -> Result<TransferReceipt, StoreError>;
     /// Money leaving the bank: from `account` into the currency's settlement account.
     async fn withdraw(
@@ -155,6 +158,7 @@ pub trait TransferStore: Send + Sync {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     ) -> Result<TransferReceipt, StoreError>;
     /// A transfer and the owners of both its accounts (who may read it), in one query.
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError>;
@@ -169,6 +173,19 @@ pub trait TransferStore: Send + Sync {
         before: Option<EntryId>,
         size: PageSize,
     ) -> Result<Page<Transfer, EntryId>, StoreError>;
+}
+
+/// The page, side and time conditions of an account's transfers (a macro so the queries stay
+/// `&'static str`): `$2` the entry to continue before, `$3` the side, `$4`/`$5` the times, `$6`
+/// the limit.
+macro_rules! transfer_page_conditions {
+    () => {
+        "e.id < $2 \
+         AND ($3 = 'any' OR ($3 = 'in' AND e.amount > 0) OR ($3 = 'out' AND e.amount < 0)) \
+         AND ($4::timestamptz IS NULL OR e.created_at >= $4) \
+         AND ($5::timestamptz IS NULL OR e.created_at < $5) \
+         ORDER BY e.id DESC LIMIT $6"
+    };
 }
 
 /// Which side of the account a listed transfer is on.
@@ -192,12 +209,14 @@ impl Direction {
     }
 }
 
-/// What an account's transfers are filtered by: the side, and `since <= created_at < until`.
+/// What an account's transfers are filtered by: the side, `since <= created_at < until`, and
+/// the client's reference.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferFilter {
     pub direction: Direction,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    pub reference: Option<Reference>,
 }
 
 #[async_trait]
@@ -214,6 +233,7 @@ impl TransferStore for Store {
             currency: cmd.currency(),
             kind: MovementKind::Transfer,
             owner,
+            label: cmd.label().clone(),
         })
         .await
     }
@@ -222,6 +242,7 @@ impl TransferStore for Store {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     ) -> Result<TransferReceipt, StoreError> {
         self.move_money(Movement {
             from: self.settlement_account(currency).await?,
@@ -230,6 +251,7 @@ impl TransferStore for Store {
             currency,
             kind: MovementKind::Deposit,
             owner: None,
+            label,
         })
         .await
     }
@@ -238,6 +260,7 @@ impl TransferStore for Store {
         account: AccountId,
         amount: Amount,
         currency: Currency,
+        label: Label,
     ) -> Result<TransferReceipt, StoreError> {
         self.move_money(Movement {
             from: account,
@@ -246,6 +269,7 @@ impl TransferStore for Store {
             currency,
             kind: MovementKind::Withdrawal,
             owner: None,
+            label,
         })
         .await
     }
@@ -256,24 +280,39 @@ impl TransferStore for Store {
         before: Option<EntryId>,
         size: PageSize,
     ) -> Result<Page<Transfer, EntryId>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
-                    t.created_at, e.id AS entry_id \
-             FROM entries e JOIN transfers t ON t.id = e.transfer_id \
-             WHERE e.account_id = $1 AND e.id < $2 \
-               AND ($3 = 'any' OR ($3 = 'in' AND e.amount > 0) OR ($3 = 'out' AND e.amount < 0)) \
-               AND ($4::timestamptz IS NULL OR e.created_at >= $4) \
-               AND ($5::timestamptz IS NULL OR e.created_at < $5) \
-             ORDER BY e.id DESC LIMIT $6",
-        )
-        .bind(account.get())
-        .bind(before.map_or(i64::MAX, EntryId::get))
-        .bind(filter.direction.as_str())
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(size.get() + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        // With a reference, from the few transfers that carry it (`transfers_reference_idx`) to
+        // their entry for the account; without, along the account's entries. Two statements,
+        // so each is planned for its own case.
+        let sql = if filter.reference.is_some() {
+            concat!(
+                "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, \
+                        t.hold_id, t.reference, t.metadata::text AS metadata, t.created_at, \
+                        e.id AS entry_id \
+                 FROM transfers t JOIN entries e ON e.transfer_id = t.id AND e.account_id = $1 \
+                 WHERE t.reference = $7 AND ",
+                transfer_page_conditions!()
+            )
+        } else {
+            concat!(
+                "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, \
+                        t.hold_id, t.reference, t.metadata::text AS metadata, t.created_at, \
+                        e.id AS entry_id \
+                 FROM entries e JOIN transfers t ON t.id = e.transfer_id \
+                 WHERE e.account_id = $1 AND ",
+                transfer_page_conditions!()
+            )
+        };
+        let mut query = sqlx::query(sql)
+            .bind(account.get())
+            .bind(before.map_or(i64::MAX, EntryId::get))
+            .bind(filter.direction.as_str())
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(size.get() + 1);
+        if let Some(reference) = &filter.reference {
+            query = query.bind(reference.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut keyed = Vec::with_capacity(rows.len());
         for row in &rows {
             keyed.push((
@@ -295,7 +334,7 @@ impl TransferStore for Store {
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
             "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
-                    t.created_at, \
+                    t.reference, t.metadata::text AS metadata, t.created_at, \
                     f.owner AS from_owner, r.owner AS to_owner \
              FROM transfers t \
              JOIN accounts f ON f.id = t.from_account_id \
@@ -337,6 +376,22 @@ impl Store {
     }
 }
 
+/// A reference and metadata (as JSON text) from two columns of a row.
+pub(super) fn label_from_row(
+    row: &PgRow,
+    reference: &str,
+    metadata: &str,
+) -> Result<Label, StoreError> {
+    Ok(Label {
+        reference: decode(row, reference, |r: Option<String>| {
+            r.as_deref().map(Reference::parse).transpose()
+        })?,
+        metadata: decode(row, metadata, |m: Option<String>| {
+            m.as_deref().map(Metadata::from_json).transpose()
+        })?,
+    })
+}
+
 /// A `transfers` row read under its own column names.
 fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
     Ok(Transfer {
@@ -348,6 +403,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
         hold_id: decode(row, "hold_id", |id: Option<i64>| {
             id.map(HoldId::new).transpose()
         })?,
+        label: label_from_row(row, "reference", "metadata")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -365,6 +421,8 @@ pub(super) fn move_money_query(
         .bind(movement.kind.as_str())
         .bind(movement.owner.as_ref().map(Username::as_str))
         .bind(hold.map(HoldId::get))
+        .bind(movement.label.reference_str())
+        .bind(movement.label.metadata_json())
 }
 
 /// The receipt of `MOVE_MONEY` (or of a replayed record, under the same column names), or the
@@ -381,13 +439,12 @@ pub(super) fn receipt_from_row(
     if let Some(refusal) = verdict.refusal(movement, actual) {
         return Err(refusal);
     }
-    let Movement {
-        from,
-        to,
-        amount,
-        currency,
-        ..
-    } = *movement;
+    let (from, to, amount, currency) = (
+        movement.from,
+        movement.to,
+        movement.amount,
+        movement.currency,
+    );
 
     let transfer_id = decode(row, "transfer_id", TransferId::new)?;
     let created_at = row.try_get("transfer_created_at")?;
@@ -428,6 +485,7 @@ pub(super) fn receipt_from_row(
             hold_id: decode(row, "transfer_hold_id", |id: Option<i64>| {
                 id.map(HoldId::new).transpose()
             })?,
+            label: movement.label.clone(),
             created_at,
         },
         from_entry: entry("from", from, -amount.minor_units())?,

@@ -176,7 +176,12 @@ pub async fn funded_account(
         .expect("create account");
     if balance > 0 {
         store
-            .deposit(account.id, amount(balance), currency)
+            .deposit(
+                account.id,
+                amount(balance),
+                currency,
+                simplebank::domain::Label::default(),
+            )
             .await
             .expect("deposit")
             .to_account

@@ -38,8 +38,10 @@ const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
 const WRITE_BATCH: &str = r#"
 WITH input AS (
     SELECT *
-    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])
-         WITH ORDINALITY AS i (from_id, to_id, amount, currency, from_after, to_after, ord)
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[],
+                $9::text[], $10::text[])
+         WITH ORDINALITY AS i (from_id, to_id, amount, currency, from_after, to_after, reference,
+                               metadata, ord)
 ),
 transfer_ids AS MATERIALIZED (
     SELECT id, row_number() OVER (ORDER BY id) AS ord
@@ -51,9 +53,10 @@ entry_ids AS MATERIALIZED (
           FROM input CROSS JOIN (VALUES (1), (2)) AS side (s)) AS drawn
 ),
 transfer AS (
-    INSERT INTO transfers (id, from_account_id, to_account_id, amount, currency)
+    INSERT INTO transfers (id, from_account_id, to_account_id, amount, currency, reference,
+                           metadata)
     OVERRIDING SYSTEM VALUE
-    SELECT t.id, i.from_id, i.to_id, i.amount, i.currency
+    SELECT t.id, i.from_id, i.to_id, i.amount, i.currency, i.reference, i.metadata::jsonb
     FROM input i JOIN transfer_ids t ON t.ord = i.ord
     RETURNING id, created_at
 ),
@@ -181,6 +184,18 @@ async fn judge_and_write(
                     .map(|id| accounts[id].balance)
                     .collect::<Vec<_>>(),
             )
+            .bind(
+                accepted
+                    .iter()
+                    .map(|(job, _)| job.label.reference_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                accepted
+                    .iter()
+                    .map(|(job, _)| job.label.metadata_json())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
         if rows.len() != accepted.len() {
@@ -268,6 +283,7 @@ fn receipt(
             amount: job.amount,
             currency: job.currency,
             hold_id: None,
+            label: job.label.clone(),
             created_at: row.try_get("transfer_created_at")?,
         },
         from_entry: entry("from", job.from, -amount, accepted.from_after)?,

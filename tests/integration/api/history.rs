@@ -188,3 +188,159 @@ async fn an_accounts_transfers_by_direction_and_time_page_newest_first() {
         .assert(StatusCode::OK);
     assert_eq!(ids(&bobs)[0], id(&t1));
 }
+
+/// References and metadata on transfers, deposits and withdrawals, on both paths: stored,
+/// returned by every read, and searchable page by page.
+#[tokio::test]
+async fn references_are_kept_on_both_paths_and_found_page_by_page() {
+    for group_commit in ["true", "false"] {
+        let app = TestApp::spawn_with(&[("GROUP_COMMIT", group_commit)]).await;
+        let alice = app.user("alice").await;
+        let bob = app.user("bob").await;
+        let banker = app.banker("clerk").await;
+        let a = app.open_account(&alice, "USD").await;
+        let b = app.open_account(&bob, "USD").await;
+        let deposit = app
+            .post(
+                &format!("/v1/accounts/{a}/deposits"),
+                Some(&banker),
+                json!({ "amount": 1_000, "currency": "USD", "reference": "payroll-11", "metadata": { "employer": "acme" } }),
+            )
+            .await
+            .assert(StatusCode::CREATED);
+        assert_eq!(deposit["transfer"]["reference"], "payroll-11");
+        assert_eq!(deposit["transfer"]["metadata"]["employer"], "acme");
+        let mut paid = Vec::new();
+        for n in 0..5 {
+            let reference = if n % 2 == 0 { "INV-2291" } else { "INV-7" };
+            let sent = app
+                .post(
+                    "/v1/transfers",
+                    Some(&alice),
+                    json!({ "from_account_id": a, "to_account_id": b, "amount": 10 + n, "currency": "USD",
+                            "reference": reference, "metadata": { "n": n.to_string() } }),
+                )
+                .await
+                .assert(StatusCode::CREATED);
+            assert_eq!(sent["transfer"]["reference"], reference);
+            if reference == "INV-2291" {
+                paid.push(sent["transfer"]["id"].as_i64().unwrap());
+            }
+        }
+        let one = app
+            .get(&format!("/v1/transfers/{}", paid[0]), &bob)
+            .await
+            .assert(StatusCode::OK);
+        assert_eq!(
+            one["transfer"]["metadata"]["n"], "0",
+            "group commit {group_commit}"
+        );
+
+        // Found from either side, one per page, newest first, nothing else.
+        for (account, token) in [(a, &alice), (b, &bob)] {
+            let mut seen = Vec::new();
+            let mut query = "reference=INV-2291&page_size=1".to_owned();
+            loop {
+                let page = app
+                    .get(&format!("/v1/accounts/{account}/transfers?{query}"), token)
+                    .await
+                    .assert(StatusCode::OK);
+                for t in page["transfers"].as_array().unwrap() {
+                    assert_eq!(t["reference"], "INV-2291");
+                    seen.push(t["id"].as_i64().unwrap());
+                }
+                match page["next_page_token"].as_str() {
+                    Some(next) => {
+                        query = format!("reference=INV-2291&page_size=1&page_token={next}")
+                    }
+                    None => break,
+                }
+            }
+            let mut newest_first = paid.clone();
+            newest_first.reverse();
+            assert_eq!(seen, newest_first, "group commit {group_commit}");
+        }
+        let none = app
+            .get(
+                &format!("/v1/accounts/{a}/transfers?reference=INV-0"),
+                &alice,
+            )
+            .await
+            .assert(StatusCode::OK);
+        assert!(none["transfers"].as_array().unwrap().is_empty());
+        let payroll = app
+            .get(
+                &format!("/v1/accounts/{a}/transfers?reference=payroll-11&direction=in"),
+                &alice,
+            )
+            .await
+            .assert(StatusCode::OK);
+        assert_eq!(payroll["transfers"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn bad_references_and_metadata_are_field_errors_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let banker = app.banker("clerk").await;
+    let a = app.open_account(&alice, "USD").await;
+    let b = app.open_account(&app.user("bob").await, "USD").await;
+    app.deposit(&banker, a, 100, "USD").await;
+    let big = "x".repeat(5_000);
+    let refused = app
+        .post(
+            "/v1/transfers",
+            Some(&alice),
+            json!({ "from_account_id": a, "to_account_id": b, "amount": 0, "currency": "USD",
+                    "reference": "tab\there", "metadata": { "k": big } }),
+        )
+        .await;
+    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    let mut fields: Vec<&str> = refused.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["amount", "metadata", "reference"]);
+    app.post(
+        &format!("/v1/accounts/{a}/withdrawals"),
+        Some(&banker),
+        json!({ "amount": 5, "currency": "USD", "reference": "" }),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    app.get(&format!("/v1/accounts/{a}/transfers?reference=%09"), &alice)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    let transfers: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(transfers, 1, "only the deposit");
+
+    // Under an idempotency key the label is part of the request.
+    let keyed = |reference: &'static str| {
+        let app = &app;
+        let alice = &alice;
+        async move {
+            app.call_with(
+                reqwest::Method::POST,
+                "/v1/transfers",
+                Some(alice),
+                &[("Idempotency-Key", "rent")],
+                Some(json!({ "from_account_id": a, "to_account_id": b, "amount": 5, "currency": "USD", "reference": reference })),
+            )
+            .await
+        }
+    };
+    let first = keyed("rent-12").await.assert(StatusCode::CREATED);
+    let again = keyed("rent-12").await;
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.body["transfer"], first["transfer"]);
+    keyed("rent-01")
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch");
+}

@@ -817,6 +817,8 @@ async fn hold_writes_under_a_key_happen_once_and_answer_the_same_way_again() {
     let captured = keyed(&app, &bob, &path, "cap-2", Some(json!({ "amount": 150 })))
         .await
         .assert(StatusCode::CREATED);
+    // The capture's transfer carries the hold's reference: found as the order it paid for.
+    assert_eq!(captured["transfer"]["reference"], "cart-9");
     let retried = keyed(&app, &bob, &path, "cap-2", Some(json!({ "amount": 150 }))).await;
     assert_eq!(retried.status, StatusCode::CREATED);
     assert_eq!(retried.header("idempotent-replayed"), "true");

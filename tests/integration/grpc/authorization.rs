@@ -124,6 +124,7 @@ impl Rpc {
                         account_id: account,
                         amount: 5,
                         currency: "USD".into(),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -135,6 +136,7 @@ impl Rpc {
                         account_id: account,
                         amount: 5,
                         currency: "USD".into(),
+                        ..Default::default()
                     },
                 ))
                 .await

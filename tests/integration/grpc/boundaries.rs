@@ -34,6 +34,7 @@ async fn boundary_values_are_refused_by_field_and_change_nothing() {
                 to_account_id: to,
                 amount,
                 currency: currency.into(),
+                ..Default::default()
             },
         )
     };

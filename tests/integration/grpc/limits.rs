@@ -180,6 +180,7 @@ async fn both_apis_share_the_request_slots_and_the_deadline() {
                     to_account_id: to,
                     amount: 100,
                     currency: "USD".into(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -99,6 +99,7 @@ async fn over_grpc() -> Outcome {
             account_id: a,
             amount: 1_000,
             currency: "USD".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -113,6 +114,7 @@ async fn over_grpc() -> Outcome {
                 to_account_id: to,
                 amount,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -126,6 +128,7 @@ async fn over_grpc() -> Outcome {
                 to_account_id: a,
                 amount: 10_000,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await

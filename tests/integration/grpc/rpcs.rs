@@ -115,6 +115,7 @@ async fn every_rpc_works_for_the_caller_it_is_meant_for() {
                 account_id: a.id,
                 amount: 1_000,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -128,6 +129,7 @@ async fn every_rpc_works_for_the_caller_it_is_meant_for() {
                 account_id: a.id,
                 amount: 100,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -143,6 +145,7 @@ async fn every_rpc_works_for_the_caller_it_is_meant_for() {
                 to_account_id: b.id,
                 amount: 250,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -349,6 +352,7 @@ async fn errors_carry_the_table_code_and_field_violations() {
                 to_account_id: b.id,
                 amount: 5,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -367,6 +371,7 @@ async fn errors_carry_the_table_code_and_field_violations() {
                 to_account_id: c_usd.id,
                 amount: 5,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -384,6 +389,7 @@ async fn errors_carry_the_table_code_and_field_violations() {
                     to_account_id: c_usd.id,
                     amount,
                     currency: "USD".into(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -397,6 +403,7 @@ async fn errors_carry_the_table_code_and_field_violations() {
                 account_id: a.id,
                 amount: 5,
                 currency: "USD".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -480,6 +487,7 @@ async fn a_keyed_transfer_over_grpc_replays_with_metadata_and_refuses_a_reused_k
                 to_account_id: to,
                 amount,
                 currency: "USD".into(),
+                ..Default::default()
             },
         );
         request
@@ -577,6 +585,7 @@ async fn bankers_freeze_accounts_and_set_overdraft_limits_over_grpc() {
                 to_account_id: to,
                 amount,
                 currency: "USD".into(),
+                ..Default::default()
             },
         )
     };

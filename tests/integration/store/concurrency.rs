@@ -213,7 +213,12 @@ async fn withdrawals(grouped: bool) {
         let store = store.clone();
         tasks.spawn(async move {
             store
-                .withdraw(account.id, crate::helpers::amount(10), Currency::Usd)
+                .withdraw(
+                    account.id,
+                    crate::helpers::amount(10),
+                    Currency::Usd,
+                    simplebank::domain::Label::default(),
+                )
                 .await
         });
     }

@@ -106,11 +106,29 @@ async fn a_batch_judges_each_movement_alone_in_arrival_order() {
         transfer(&store, a, b, 80, "alice"), // ok: a 0, b 100
         {
             let store = store.clone();
-            tokio::spawn(async move { store.deposit(b, amount(7), Currency::Usd).await }) // b 107
+            tokio::spawn(async move {
+                store
+                    .deposit(
+                        b,
+                        amount(7),
+                        Currency::Usd,
+                        simplebank::domain::Label::default(),
+                    )
+                    .await
+            }) // b 107
         },
         {
             let store = store.clone();
-            tokio::spawn(async move { store.withdraw(a, amount(1), Currency::Usd).await }) // a is empty
+            tokio::spawn(async move {
+                store
+                    .withdraw(
+                        a,
+                        amount(1),
+                        Currency::Usd,
+                        simplebank::domain::Label::default(),
+                    )
+                    .await
+            }) // a is empty
         },
     ];
     // Let every queued task run once (current-thread runtime: in spawn order) and queue.

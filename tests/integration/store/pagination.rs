@@ -146,7 +146,12 @@ async fn a_statement_pages_newest_first_exactly_once_while_money_keeps_arriving(
     let account = funded_account(&db.store, "alice", Currency::Usd, 0).await;
     for i in 1..=45 {
         db.store
-            .deposit(account.id, amount(i), Currency::Usd)
+            .deposit(
+                account.id,
+                amount(i),
+                Currency::Usd,
+                simplebank::domain::Label::default(),
+            )
             .await
             .unwrap();
     }
@@ -166,7 +171,12 @@ async fn a_statement_pages_newest_first_exactly_once_while_money_keeps_arriving(
         tokio::spawn(async move {
             for _ in 0..30 {
                 store
-                    .deposit(account.id, amount(7), Currency::Usd)
+                    .deposit(
+                        account.id,
+                        amount(7),
+                        Currency::Usd,
+                        simplebank::domain::Label::default(),
+                    )
                     .await
                     .unwrap();
             }

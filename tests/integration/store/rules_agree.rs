@@ -9,7 +9,7 @@ use simplebank::store::prelude::*;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use simplebank::domain::{AccountId, AccountStatus, Amount, Currency, TransferReceipt};
+use simplebank::domain::{AccountId, AccountStatus, Amount, Currency, Label, TransferReceipt};
 use simplebank::store::{Movement, MovementKind, Store, StoreError, paths};
 use sqlx::PgPool;
 
@@ -210,7 +210,12 @@ async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Moveme
             .unwrap();
         if opening.balance > 0 {
             store
-                .deposit(account.id, amount(opening.balance), currency)
+                .deposit(
+                    account.id,
+                    amount(opening.balance),
+                    currency,
+                    simplebank::domain::Label::default(),
+                )
                 .await
                 .expect("opening deposit");
         }
@@ -268,6 +273,7 @@ async fn open(store: &Store, pool: &PgPool, n: usize, case: &Case) -> Vec<Moveme
             currency: CURRENCIES[p.currency],
             kind: p.kind,
             owner: p.owner.map(|i| username(&user(n, i))),
+            label: Label::default(),
         })
         .collect()
 }

@@ -152,7 +152,7 @@ async fn transfer_with_an_unknown_account_is_rejected_and_changes_nothing() {
         "{err:?}"
     );
     assert!(matches!(
-        db.store.deposit(ghost, amount(5), Currency::Usd).await,
+        db.store.deposit(ghost, amount(5), Currency::Usd, simplebank::domain::Label::default()).await,
         Err(StoreError::AccountNotFound(id)) if id == ghost
     ));
     assert_eq!(snapshot(db.pool()).await, before);
@@ -231,11 +231,25 @@ async fn customers_cannot_transfer_to_or_from_settlement_accounts() {
     ));
     // Nor can the bank deposit into, or withdraw from, its own settlement account.
     assert!(matches!(
-        db.store.deposit(bank_usd, amount(10), Currency::Usd).await,
+        db.store
+            .deposit(
+                bank_usd,
+                amount(10),
+                Currency::Usd,
+                simplebank::domain::Label::default()
+            )
+            .await,
         Err(StoreError::NotCustomerAccount(_)) | Err(StoreError::SameAccount)
     ));
     assert!(matches!(
-        db.store.withdraw(bank_usd, amount(10), Currency::Usd).await,
+        db.store
+            .withdraw(
+                bank_usd,
+                amount(10),
+                Currency::Usd,
+                simplebank::domain::Label::default()
+            )
+            .await,
         Err(StoreError::NotCustomerAccount(_)) | Err(StoreError::SameAccount)
     ));
     assert_eq!(snapshot(db.pool()).await, before);
@@ -248,7 +262,12 @@ async fn deposits_and_withdrawals_move_money_through_the_settlement_account() {
 
     let deposit = db
         .store
-        .deposit(alice.id, amount(1_500), Currency::Gbp)
+        .deposit(
+            alice.id,
+            amount(1_500),
+            Currency::Gbp,
+            simplebank::domain::Label::default(),
+        )
         .await
         .unwrap();
     assert_eq!(deposit.to_account.balance, 1_500);
@@ -258,7 +277,12 @@ async fn deposits_and_withdrawals_move_money_through_the_settlement_account() {
 
     let withdrawal = db
         .store
-        .withdraw(alice.id, amount(400), Currency::Gbp)
+        .withdraw(
+            alice.id,
+            amount(400),
+            Currency::Gbp,
+            simplebank::domain::Label::default(),
+        )
         .await
         .unwrap();
     assert_eq!(withdrawal.from_account.balance, 1_100);
@@ -267,11 +291,11 @@ async fn deposits_and_withdrawals_move_money_through_the_settlement_account() {
 
     let before = snapshot(db.pool()).await;
     assert!(matches!(
-        db.store.withdraw(alice.id, amount(1_101), Currency::Gbp).await,
+        db.store.withdraw(alice.id, amount(1_101), Currency::Gbp, simplebank::domain::Label::default()).await,
         Err(StoreError::InsufficientFunds(id)) if id == alice.id
     ));
     assert!(matches!(
-        db.store.deposit(alice.id, amount(1), Currency::Usd).await,
+        db.store.deposit(alice.id, amount(1), Currency::Usd, simplebank::domain::Label::default()).await,
         Err(StoreError::CurrencyMismatch { account, .. }) if account == alice.id
     ));
     assert_eq!(snapshot(db.pool()).await, before);
@@ -291,14 +315,28 @@ async fn balances_never_overflow() {
         Err(StoreError::BalanceOverflow(id)) if id == alice.id
     ));
     assert!(matches!(
-        db.store.deposit(alice.id, amount(1), Currency::Usd).await,
+        db.store
+            .deposit(
+                alice.id,
+                amount(1),
+                Currency::Usd,
+                simplebank::domain::Label::default()
+            )
+            .await,
         Err(StoreError::BalanceOverflow(_))
     ));
     // The settlement account cannot go below i64::MIN either.
     let carol = funded_account(&db.store, "carol", Currency::Usd, 0).await;
     let snapshot_with_carol = snapshot(db.pool()).await;
     assert!(matches!(
-        db.store.deposit(carol.id, amount(1), Currency::Usd).await,
+        db.store
+            .deposit(
+                carol.id,
+                amount(1),
+                Currency::Usd,
+                simplebank::domain::Label::default()
+            )
+            .await,
         Err(StoreError::BalanceOverflow(_))
     ));
     assert_eq!(snapshot(db.pool()).await, snapshot_with_carol);
