@@ -342,6 +342,14 @@ def scenario(bank, server, binary, db_source):
     check(len(listed["transfers"]) == 2 and listed.get("next_page_token"),
           f"ListTransfers out, newest first, one page of 2: {listed}")
 
+    undo = {"transfer_id": int(sent["transfer"]["id"]), "amount": 50, "reference": f"undo-{tag}"}
+    bank.call("ReverseTransfer", undo, a_token, expect=grpc.StatusCode.PERMISSION_DENIED)
+    reversed_ = bank.call("ReverseTransfer", undo, c_token)
+    check(int(reversed_["transfer"]["reverses_transfer_id"]) == int(sent["transfer"]["id"])
+          and int(reversed_["transfer"]["amount"]) == 50, f"ReverseTransfer in part: {reversed_}")
+    bank.call("ReverseTransfer", undo, c_token,
+              expect=grpc.StatusCode.FAILED_PRECONDITION, error="already_reversed")
+
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},
               expect=grpc.StatusCode.UNAUTHENTICATED)

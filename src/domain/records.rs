@@ -68,6 +68,8 @@ pub struct Transfer {
     pub hold_id: Option<HoldId>,
     /// The client's reference and metadata.
     pub label: Label,
+    /// The transfer this one reverses, if it is a reversal.
+    pub reverses: Option<TransferId>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -15,8 +15,8 @@ use crate::service::edge;
 use crate::service::{
     BankService, ClientAddress, ClientInfo, HoldRequest, MoneyAnswer, NewUserRequest, PageRequest,
     UpdateUserRequest, parse_account_status, parse_capture_amount, parse_credentials, parse_hold,
-    parse_hold_status, parse_moment, parse_money, parse_overdraft_limit, parse_transfer,
-    parse_transfer_filter, parse_verification,
+    parse_hold_status, parse_moment, parse_money, parse_overdraft_limit, parse_reversal,
+    parse_transfer, parse_transfer_filter, parse_verification,
 };
 
 /// The gRPC face of the bank.
@@ -547,6 +547,30 @@ impl SimpleBank for GrpcApi {
             transfers: found.items.into_iter().map(Into::into).collect(),
             next_page_token: found.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    async fn reverse_transfer(
+        &self,
+        request: Request<pb::ReverseTransferRequest>,
+    ) -> RpcResult<pb::ReverseTransferResponse> {
+        let caller = self.caller(&request)?;
+        let key = idempotency_key(&request)?;
+        let r = request.into_inner();
+        let of = TransferId::new(r.transfer_id)
+            .map_err(|e| invalid(vec![e.for_field("transfer_id")]))?;
+        let reversal = parse_reversal(
+            of,
+            Some(r.amount),
+            (!r.reference.is_empty()).then_some(r.reference.as_str()),
+            (!r.metadata.is_empty()).then(|| r.metadata.into_iter().collect()),
+        )
+        .map_err(invalid)?;
+        let answer = self.service.reverse_transfer(&caller, reversal, key).await;
+        money_response(answer, |receipt| pb::ReverseTransferResponse {
+            transfer: Some(receipt.transfer.into()),
+            from_entry: Some(receipt.from_entry.into()),
+            to_entry: Some(receipt.to_entry.into()),
+        })
     }
 }
 

@@ -7,7 +7,9 @@ use secrecy::ExposeSecret;
 
 use super::pb;
 use crate::auth::IssuedToken;
-use crate::domain::{Account, Amount, Entry, Hold, HoldId, Transfer, TransferReceipt, User};
+use crate::domain::{
+    Account, Amount, Entry, Hold, HoldId, Transfer, TransferId, TransferReceipt, User,
+};
 use crate::service::LoginResult;
 
 pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
@@ -89,6 +91,7 @@ impl From<Transfer> for pb::Transfer {
                 .metadata
                 .map(|m| m.into_entries().into_iter().collect())
                 .unwrap_or_default(),
+            reverses_transfer_id: t.reverses.map_or(0, TransferId::get),
         }
     }
 }

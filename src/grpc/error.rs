@@ -24,6 +24,7 @@ pub fn code_of(code: ErrorCode) -> Code {
         | ErrorCode::AccountFrozen
         | ErrorCode::AccountClosed
         | ErrorCode::HoldNotPending
+        | ErrorCode::AlreadyReversed
         | ErrorCode::IdempotencyMismatch => Code::FailedPrecondition,
         ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,

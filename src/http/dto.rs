@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::IssuedToken;
 use crate::domain::{
     Account, Amount, Currency, Entry, Hold, HoldId, Label, Metadata, NewHold, NewTransfer,
-    PageKind, Password, Transfer, TransferReceipt, User, Username, ValidationError,
+    PageKind, Password, Transfer, TransferId, TransferReceipt, User, Username, ValidationError,
 };
 use crate::service::{
     BalanceAt, HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest,
@@ -252,6 +252,20 @@ impl TryFrom<HoldBody> for NewHold {
     }
 }
 
+/// A reversal: all of the transfer unless `amount` says less.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalBody {
+    /// Minor units, at most the original's amount.
+    #[schema(example = 1000)]
+    pub amount: Option<i64>,
+    /// 1 to 64 printable ASCII characters.
+    #[schema(example = "refund-INV-2291")]
+    pub reference: Option<String>,
+    /// String values only, at most 4 KiB as JSON.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
 /// A capture: all of the hold unless `amount` says less.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -432,6 +446,9 @@ pub struct TransferView {
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The transfer this one reverses; absent for other transfers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverses_transfer_id: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -446,6 +463,7 @@ impl From<Transfer> for TransferView {
             hold_id: t.hold_id.map(HoldId::get),
             reference: t.label.reference_str().map(str::to_owned),
             metadata: t.label.metadata.map(Metadata::into_entries),
+            reverses_transfer_id: t.reverses.map(TransferId::get),
             created_at: t.created_at,
         }
     }
@@ -607,6 +625,24 @@ pub struct HoldList {
     pub holds: Vec<HoldView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
+}
+
+/// A reversal as the banker sees it: the new transfer and both its entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReversalResult {
+    pub transfer: TransferView,
+    pub from_entry: EntryView,
+    pub to_entry: EntryView,
+}
+
+impl From<TransferReceipt> for ReversalResult {
+    fn from(r: TransferReceipt) -> Self {
+        ReversalResult {
+            transfer: r.transfer.into(),
+            from_entry: r.from_entry.into(),
+            to_entry: r.to_entry.into(),
+        }
+    }
 }
 
 /// The result of a deposit or withdrawal: the customer's account and entry.

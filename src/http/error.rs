@@ -26,6 +26,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AccountFrozen
         | ErrorCode::AccountClosed
         | ErrorCode::HoldNotPending
+        | ErrorCode::AlreadyReversed
         | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::dto::*;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey};
+use super::extract::{ApiJson, ApiQuery, Auth, Client, IDEMPOTENT_REPLAYED, IdemKey, OptionalJson};
 use crate::domain::{
     AccountId, Amount, Currency, Label, NewTransfer, PageKind, Role, TransferId, Username,
 };
 use crate::service::{
     MoneyAnswer, NewUserRequest, PageRequest, UpdateUserRequest, parse_account_status,
-    parse_moment, parse_overdraft_limit, parse_transfer_filter, parse_verification,
+    parse_moment, parse_overdraft_limit, parse_reversal, parse_transfer_filter, parse_verification,
 };
 
 fn username_in_path(raw: &str) -> ApiResult<Username> {
@@ -512,6 +512,41 @@ pub async fn create_transfer(
             to_entry: receipt.to_entry.into(),
         }
     }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/{id}/reversal",
+    tag = "transfers",
+    params(("id" = i64, Path, description = "The transfer to reverse"), IdempotencyKeyHeader),
+    request_body(content = ReversalBody, description = "Optional: without a body, all of the transfer goes back"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The reversal: a new transfer back, naming the original, and both its entries", body = ReversalResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 400, description = "Invalid input (more than the original moved); `details` names each bad field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "Bankers only", body = ErrorBody),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
+        (status = 422, description = "already_reversed, insufficient_funds (of the recipient's available balance), account_closed, idempotency_mismatch", body = ErrorBody),
+    )
+)]
+pub async fn reverse_transfer(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    IdemKey(key): IdemKey,
+    OptionalJson(body): OptionalJson<ReversalBody>,
+) -> ApiResult<Response> {
+    let of = id.parse::<TransferId>()?;
+    let reversal = parse_reversal(of, body.amount, body.reference.as_deref(), body.metadata)?;
+    let answer = app.service.reverse_transfer(&caller, reversal, key).await;
+    Ok(money_response(
+        answer,
+        StatusCode::CREATED,
+        ReversalResult::from,
+    ))
 }
 
 /// `success` with the rendered receipt, or the error in the table's shape; marked

@@ -99,6 +99,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(withdraw))
         .routes(routes!(create_transfer))
         .routes(routes!(get_transfer))
+        .routes(routes!(reverse_transfer))
         .routes(routes!(holds::create_hold))
         .routes(routes!(holds::get_hold))
         .routes(routes!(holds::capture_hold))

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     AccountFrozen,
     AccountClosed,
     HoldNotPending,
+    AlreadyReversed,
     RateLimited,
     Unavailable,
     Internal,
@@ -41,6 +42,7 @@ impl ErrorCode {
             ErrorCode::AccountFrozen => "account_frozen",
             ErrorCode::AccountClosed => "account_closed",
             ErrorCode::HoldNotPending => "hold_not_pending",
+            ErrorCode::AlreadyReversed => "already_reversed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -76,6 +78,8 @@ pub enum ServiceError {
     #[error("{0}")]
     HoldNotPending(String),
     #[error("{0}")]
+    AlreadyReversed(String),
+    #[error("{0}")]
     IdempotencyMismatch(&'static str),
     /// Too many attempts; the client may try again after `retry_after`.
     #[error("rate limited for {retry_after:?}")]
@@ -100,6 +104,7 @@ impl ServiceError {
             ServiceError::AccountFrozen(_) => ErrorCode::AccountFrozen,
             ServiceError::AccountClosed(_) => ErrorCode::AccountClosed,
             ServiceError::HoldNotPending(_) => ErrorCode::HoldNotPending,
+            ServiceError::AlreadyReversed(_) => ErrorCode::AlreadyReversed,
             ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
@@ -125,7 +130,8 @@ impl ServiceError {
             | ServiceError::CurrencyMismatch(message)
             | ServiceError::AccountFrozen(message)
             | ServiceError::AccountClosed(message)
-            | ServiceError::HoldNotPending(message) => message.clone(),
+            | ServiceError::HoldNotPending(message)
+            | ServiceError::AlreadyReversed(message) => message.clone(),
             ServiceError::RateLimited { .. } => format!(
                 "too many attempts; try again in {} s",
                 self.retry_after_secs().unwrap_or(1)
@@ -229,6 +235,16 @@ impl From<StoreError> for ServiceError {
                 format!(
                     "must be at most the {} minor units hold {hold} reserves",
                     reserved.minor_units()
+                ),
+            ),
+            StoreError::AlreadyReversed(id) => ServiceError::AlreadyReversed(format!(
+                "transfer {id} has been reversed already: at most one reversal per transfer"
+            )),
+            StoreError::ReversalExceedsTransfer { transfer, original } => ServiceError::invalid(
+                "amount",
+                format!(
+                    "must be at most the {} minor units transfer {transfer} moved",
+                    original.minor_units()
                 ),
             ),
             StoreError::LimitBelowDebt(id) => ServiceError::invalid(

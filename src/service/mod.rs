@@ -28,7 +28,9 @@ pub use error::{ErrorCode, ServiceError};
 pub use holds::{HoldRequest, parse_capture_amount, parse_hold, parse_hold_status};
 pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
-pub use transfers::{MoneyAnswer, parse_money, parse_transfer, parse_transfer_filter};
+pub use transfers::{
+    MoneyAnswer, parse_money, parse_reversal, parse_transfer, parse_transfer_filter,
+};
 pub use users::{
     ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials,
     parse_verification,

@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use crate::store::{
-    AccountStore, HoldStore, IdempotentStore, SessionStore, Store, TransferStore, UserStore,
+    AccountStore, HoldStore, IdempotentStore, ReversalStore, SessionStore, Store, TransferStore,
+    UserStore,
 };
 
 /// One handle per concern; in production all of them are the same `Store`.
@@ -23,6 +24,7 @@ pub struct StorePorts {
     pub accounts: Arc<dyn AccountStore>,
     pub transfers: Arc<dyn TransferStore>,
     pub holds: Arc<dyn HoldStore>,
+    pub reversals: Arc<dyn ReversalStore>,
     pub keyed: Arc<dyn IdempotentStore>,
 }
 
@@ -35,6 +37,7 @@ impl From<Store> for StorePorts {
             accounts: store.clone(),
             transfers: store.clone(),
             holds: store.clone(),
+            reversals: store.clone(),
             keyed: store,
         }
     }

@@ -16,8 +16,8 @@ use crate::domain::{
     TransferParties, User, Username, VerificationCode, VerifyOutcome,
 };
 use crate::store::{
-    Entity, KeyedOutcome, MockAccountStore, MockHoldStore, MockIdempotentStore, MockSessionStore,
-    MockTransferStore, MockUserStore, MoneyMove, Page, StoreError,
+    Entity, KeyedOutcome, MockAccountStore, MockHoldStore, MockIdempotentStore, MockReversalStore,
+    MockSessionStore, MockTransferStore, MockUserStore, MoneyMove, Page, StoreError,
 };
 
 const KEY: &[u8; 32] = b"an example key of 32 bytes......";
@@ -42,6 +42,7 @@ struct Mocks {
     accounts: MockAccountStore,
     transfers: MockTransferStore,
     holds: MockHoldStore,
+    reversals: MockReversalStore,
     keyed: MockIdempotentStore,
 }
 
@@ -53,6 +54,7 @@ fn service(store: Mocks) -> BankService {
             accounts: Arc::new(store.accounts),
             transfers: Arc::new(store.transfers),
             holds: Arc::new(store.holds),
+            reversals: Arc::new(store.reversals),
             keyed: Arc::new(store.keyed),
         },
         Arc::new(TokenMaker::new(KEY).unwrap()),
@@ -319,6 +321,7 @@ async fn a_transfer_is_readable_by_either_party_and_bankers() {
                     currency: Currency::Usd,
                     hold_id: None,
                     label: Label::default(),
+                    reverses: None,
                     created_at: Utc::now(),
                 },
                 from_owner: name("alice"),

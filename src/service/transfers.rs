@@ -7,7 +7,7 @@ use crate::domain::{
     AccountId, Amount, Currency, EntryId, IdempotencyKey, Label, NewTransfer, PageKind, PageToken,
     Reference, Transfer, TransferId, TransferReceipt, ValidationError, Violations,
 };
-use crate::store::{Direction, KeyedOutcome, MoneyMove, StoreError, TransferFilter};
+use crate::store::{Direction, KeyedOutcome, MoneyMove, Reversal, StoreError, TransferFilter};
 
 /// Parses a transfer from raw fields, reporting every bad one (both transports call this).
 pub fn parse_transfer(
@@ -64,6 +64,36 @@ pub fn parse_transfer_filter(
             since: since?,
             until: until?,
             reference: reference?,
+        })
+    })
+}
+
+/// Parses a reversal of `of`: an amount (absent or 0: all of it), a reference and metadata.
+pub fn parse_reversal(
+    of: TransferId,
+    amount: Option<i64>,
+    reference: Option<&str>,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<Reversal, Vec<ValidationError>> {
+    let mut v = Violations::default();
+    let amount = v.check(match amount {
+        None | Some(0) => Ok(None),
+        Some(raw) => Amount::new(raw).map(Some),
+    });
+    let label = match Label::parse(reference, metadata) {
+        Ok(label) => Some(label),
+        Err(bad) => {
+            for e in bad {
+                v.check::<()>(Err(e));
+            }
+            None
+        }
+    };
+    v.finish(|| {
+        Some(Reversal {
+            of,
+            amount: amount?,
+            label: label?,
         })
     })
 }
@@ -220,6 +250,35 @@ impl BankService {
                 .next
                 .map(|id| PageToken::new(PageKind::Transfers, id.get()).encode()),
         })
+    }
+
+    /// Bankers only: a transfer back of `reversal.of`, in all or in part, at most once. From a
+    /// frozen account too: a freeze stops the customer, not the bank's corrections.
+    pub async fn reverse_transfer(
+        &self,
+        principal: &Principal,
+        reversal: Reversal,
+        key: Option<IdempotencyKey>,
+    ) -> MoneyAnswer {
+        if let Err(denied) = require_banker(principal, "reverse transfers") {
+            return self.count("reversal", MoneyAnswer::fresh(Err(denied)));
+        }
+        let reversals = &self.store.reversals;
+        let answer = match key {
+            None => MoneyAnswer::fresh(
+                reversals
+                    .reverse_transfer(&reversal)
+                    .await
+                    .map_err(Into::into),
+            ),
+            Some(key) => keyed_answer(
+                reversals
+                    .reverse_transfer_once(&reversal, &principal.username, &key)
+                    .await,
+                Into::into,
+            ),
+        };
+        self.count("reversal", answer)
     }
 
     /// Bankers only: money enters the bank into `account`.

@@ -5,7 +5,7 @@
 //! variant that carries a `sqlx::Error` (`Internal`/`Unavailable`) keeps it only as a `source`
 //! for the log.
 
-use crate::domain::{AccountId, Amount, Currency, HoldId, HoldStatus};
+use crate::domain::{AccountId, Amount, Currency, HoldId, HoldStatus, TransferId};
 
 /// A row the caller asked for, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,13 @@ pub enum StoreError {
     HoldNotPending { hold: HoldId, status: HoldStatus },
     #[error("hold {hold} reserves {reserved}; cannot capture more")]
     CaptureExceedsHold { hold: HoldId, reserved: Amount },
+    #[error("transfer {0} has been reversed already")]
+    AlreadyReversed(TransferId),
+    #[error("transfer {transfer} moved {original}; a reversal cannot move more")]
+    ReversalExceedsTransfer {
+        transfer: TransferId,
+        original: Amount,
+    },
     #[error("the overdraft limit of account {0} would be below its debt")]
     LimitBelowDebt(AccountId),
     #[error("insufficient funds in account {0}")]

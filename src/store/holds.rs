@@ -20,7 +20,7 @@ use super::accounts::{account_columns, account_from_row};
 use super::idempotency::KeyedOutcome;
 use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
 use super::rules::{self, Movement, MovementKind, Side};
-use super::transfers::{move_money_query, receipt_from_row};
+use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
     Account, AccountId, Amount, HOLD_TTL_DEFAULT, Hold, HoldId, HoldStatus, IdempotencyKey, Label,
@@ -598,9 +598,15 @@ async fn capture_in(
         // The capture carries the hold's reference and metadata: "which payment was order 42".
         label: hold.label(),
     };
-    let row = move_money_query(&movement, Some(id))
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = move_money_query(
+        &movement,
+        Links {
+            hold: Some(id),
+            ..Links::default()
+        },
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let hold = hold_from_row(&resolved)?;
     Ok(receipt_from_row(&row, &movement).map(|receipt| CapturedHold { hold, receipt }))
 }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::rules::{Movement, MovementKind, Verdict};
-use super::transfers::{move_money_query, receipt_from_row};
+use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Store, StoreError, retrying};
 use crate::domain::{
     AccountId, Amount, Currency, IdempotencyKey, Label, NewTransfer, RequestFingerprint,
@@ -83,6 +83,7 @@ SELECT k.request_hash,
        COALESCE(k.refusal, 'ok') AS status,
        k.refusal_currency AS from_currency, k.refusal_currency AS to_currency,
        tr.id AS transfer_id, tr.created_at AS transfer_created_at, tr.hold_id AS transfer_hold_id,
+       tr.reverses_transfer_id AS transfer_reverses,
        fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
        fe.created_at AS from_entry_created_at,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
@@ -134,7 +135,7 @@ impl Attempt<'_> {
         if let Some(answered) = self.claim(tx).await? {
             return Ok(answered);
         }
-        let row = move_money_query(&self.movement, None)
+        let row = move_money_query(&self.movement, Links::default())
             .fetch_one(&mut *tx)
             .await?;
         let status: String = row.try_get("status")?;

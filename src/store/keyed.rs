@@ -174,6 +174,12 @@ pub(super) fn refusal_record(refusal: &StoreError) -> Option<(&'static str, Opti
         ),
         StoreError::SameAccount => ("same_account", None),
         StoreError::NotFound(Entity::Hold) => ("hold_not_found", None),
+        StoreError::NotFound(Entity::Transfer) => ("transfer_not_found", None),
+        StoreError::AlreadyReversed(t) => ("already_reversed", Some(t.to_string())),
+        StoreError::ReversalExceedsTransfer { transfer, original } => (
+            "reversal_exceeds_transfer",
+            Some(format!("{transfer}:{}", original.minor_units())),
+        ),
         StoreError::HoldNotPending { hold, status } => (
             "hold_not_pending",
             Some(format!("{hold}:{}", status.as_str())),
@@ -223,6 +229,24 @@ pub(super) fn refusal_from_record(
         },
         "same_account" => StoreError::SameAccount,
         "hold_not_found" => StoreError::NotFound(Entity::Hold),
+        "transfer_not_found" => StoreError::NotFound(Entity::Transfer),
+        "already_reversed" => StoreError::AlreadyReversed(
+            parts
+                .first()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(broken)?,
+        ),
+        "reversal_exceeds_transfer" => StoreError::ReversalExceedsTransfer {
+            transfer: parts
+                .first()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(broken)?,
+            original: parts
+                .get(1)
+                .and_then(|p| p.parse::<i64>().ok())
+                .and_then(|n| Amount::new(n).ok())
+                .ok_or_else(broken)?,
+        },
         "hold_not_pending" => StoreError::HoldNotPending {
             hold: hold()?,
             status: parts
@@ -290,7 +314,7 @@ impl From<StoreError> for TxError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::HoldStatus;
+    use crate::domain::{HoldStatus, TransferId};
 
     #[test]
     fn every_recorded_refusal_reads_back_as_it_was() {
@@ -321,6 +345,12 @@ mod tests {
             StoreError::CaptureExceedsHold {
                 hold,
                 reserved: Amount::new(500).unwrap(),
+            },
+            StoreError::NotFound(Entity::Transfer),
+            StoreError::AlreadyReversed(TransferId::new(3).unwrap()),
+            StoreError::ReversalExceedsTransfer {
+                transfer: TransferId::new(3).unwrap(),
+                original: Amount::new(70).unwrap(),
             },
         ];
         for refusal in refusals {

@@ -11,6 +11,7 @@ mod group_commit;
 mod holds;
 mod idempotency;
 mod keyed;
+mod reversals;
 mod rules;
 mod sessions;
 mod transfers;
@@ -30,7 +31,8 @@ use crate::domain::{AccountId, Currency, ValidationError};
 /// The store's traits, for callers of `Store` outside the service: `use store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AccountStore, HoldStore, IdempotentStore, SessionStore, TransferStore, UserStore,
+        AccountStore, HoldStore, IdempotentStore, ReversalStore, SessionStore, TransferStore,
+        UserStore,
     };
 }
 
@@ -45,6 +47,9 @@ pub use holds::{CapturedHold, HoldAnswer, HoldOp, HoldParties, HoldStore, Placed
 #[cfg(test)]
 pub use idempotency::MockIdempotentStore;
 pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};
+#[cfg(test)]
+pub use reversals::MockReversalStore;
+pub use reversals::{Reversal, ReversalStore};
 pub use rules::{Movement, MovementKind};
 #[cfg(test)]
 pub use sessions::MockSessionStore;

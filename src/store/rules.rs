@@ -22,6 +22,10 @@ pub enum MovementKind {
     Deposit,
     /// Customer to settlement.
     Withdrawal,
+    /// A banker's transfer back of an earlier one: either side may be a settlement account (a
+    /// deposit or withdrawal reversed), and a frozen payer is debited all the same (a freeze
+    /// stops the customer, not the bank's corrections).
+    Reversal,
 }
 
 impl MovementKind {
@@ -31,6 +35,7 @@ impl MovementKind {
             MovementKind::Transfer => "transfer",
             MovementKind::Deposit => "deposit",
             MovementKind::Withdrawal => "withdrawal",
+            MovementKind::Reversal => "reversal",
         }
     }
 }
@@ -57,6 +62,7 @@ impl Movement {
             MovementKind::Transfer => vec![self.from, self.to],
             MovementKind::Deposit => vec![self.to],
             MovementKind::Withdrawal => vec![self.from],
+            MovementKind::Reversal => vec![self.from, self.to],
         }
     }
 }
@@ -213,15 +219,19 @@ pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) 
     // invariants allow, but the rules must not depend on the invariants they enforce.
     let amount = movement.amount.minor_units();
     let available = i128::from(f.balance) - i128::from(f.held);
-    if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit {
+    let reversal = movement.kind == MovementKind::Reversal;
+    if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit && !reversal {
         Verdict::FromNotCustomer
-    } else if t.kind != AccountKind::Customer && movement.kind != MovementKind::Withdrawal {
+    } else if t.kind != AccountKind::Customer
+        && movement.kind != MovementKind::Withdrawal
+        && !reversal
+    {
         Verdict::ToNotCustomer
     } else if f.status == AccountStatus::Closed {
         Verdict::FromClosed
     } else if t.status == AccountStatus::Closed {
         Verdict::ToClosed
-    } else if f.status == AccountStatus::Frozen {
+    } else if f.status == AccountStatus::Frozen && !reversal {
         // A frozen account takes credits; only its debits stop.
         Verdict::FromFrozen
     } else if f.currency != movement.currency {

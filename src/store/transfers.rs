@@ -67,11 +67,13 @@ verdict AS (
             WHEN f.id IS NULL THEN 'from_not_found'
             WHEN $6::text IS NOT NULL AND f.owner <> $6::text THEN 'not_owner'
             WHEN t.id IS NULL THEN 'to_not_found'
-            WHEN f.kind <> 'customer' AND $5::text <> 'deposit' THEN 'from_not_customer'
-            WHEN t.kind <> 'customer' AND $5::text <> 'withdrawal' THEN 'to_not_customer'
+            WHEN f.kind <> 'customer' AND $5::text NOT IN ('deposit', 'reversal')
+                THEN 'from_not_customer'
+            WHEN t.kind <> 'customer' AND $5::text NOT IN ('withdrawal', 'reversal')
+                THEN 'to_not_customer'
             WHEN f.status = 'closed' THEN 'from_closed'
             WHEN t.status = 'closed' THEN 'to_closed'
-            WHEN f.status = 'frozen' THEN 'from_frozen'
+            WHEN f.status = 'frozen' AND $5::text <> 'reversal' THEN 'from_frozen'
             WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
             WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
             WHEN f.kind = 'customer' AND f.balance - fh.held < $3 - f.overdraft_limit
@@ -92,9 +94,9 @@ verdict AS (
 ),
 transfer AS (
     INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id, reference,
-                           metadata)
-    SELECT $1, $2, $3, $4, $7, $8, $9::jsonb FROM verdict WHERE status = 'ok'
-    RETURNING id, created_at, hold_id
+                           metadata, reverses_transfer_id)
+    SELECT $1, $2, $3, $4, $7, $8, $9::jsonb, $10 FROM verdict WHERE status = 'ok'
+    RETURNING id, created_at, hold_id, reverses_transfer_id
 ),
 entry_rows AS (
     INSERT INTO entries (account_id, transfer_id, amount, balance_after)
@@ -112,6 +114,7 @@ updated AS (
 )
 SELECT v.status, v.from_currency, v.to_currency,
        tr.id AS transfer_id, tr.created_at AS transfer_created_at, tr.hold_id AS transfer_hold_id,
+       tr.reverses_transfer_id AS transfer_reverses,
        fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
        fe.created_at AS from_entry_created_at,
        te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
@@ -286,7 +289,7 @@ impl TransferStore for Store {
         let sql = if filter.reference.is_some() {
             concat!(
                 "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, \
-                        t.hold_id, t.reference, t.metadata::text AS metadata, t.created_at, \
+                        t.hold_id, t.reference, t.metadata::text AS metadata, t.reverses_transfer_id, t.created_at, \
                         e.id AS entry_id \
                  FROM transfers t JOIN entries e ON e.transfer_id = t.id AND e.account_id = $1 \
                  WHERE t.reference = $7 AND ",
@@ -295,7 +298,7 @@ impl TransferStore for Store {
         } else {
             concat!(
                 "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, \
-                        t.hold_id, t.reference, t.metadata::text AS metadata, t.created_at, \
+                        t.hold_id, t.reference, t.metadata::text AS metadata, t.reverses_transfer_id, t.created_at, \
                         e.id AS entry_id \
                  FROM entries e JOIN transfers t ON t.id = e.transfer_id \
                  WHERE e.account_id = $1 AND ",
@@ -334,7 +337,7 @@ impl TransferStore for Store {
     async fn get_transfer(&self, id: TransferId) -> Result<TransferParties, StoreError> {
         let row = sqlx::query(
             "SELECT t.id, t.from_account_id, t.to_account_id, t.amount, t.currency, t.hold_id, \
-                    t.reference, t.metadata::text AS metadata, t.created_at, \
+                    t.reference, t.metadata::text AS metadata, t.reverses_transfer_id, t.created_at, \
                     f.owner AS from_owner, r.owner AS to_owner \
              FROM transfers t \
              JOIN accounts f ON f.id = t.from_account_id \
@@ -371,7 +374,8 @@ impl Store {
     ) -> Result<TransferReceipt, StoreError> {
         // Each account's share of the pool first (`account_gate.rs`).
         let _pass = self.gate.enter(&movement.customer_accounts()).await?;
-        let row = retrying(|| move_money_query(movement, None).fetch_one(&self.pool)).await?;
+        let row =
+            retrying(|| move_money_query(movement, Links::default()).fetch_one(&self.pool)).await?;
         receipt_from_row(&row, movement)
     }
 }
@@ -393,7 +397,7 @@ pub(super) fn label_from_row(
 }
 
 /// A `transfers` row read under its own column names.
-fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
+pub(super) fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
     Ok(Transfer {
         id: decode(row, "id", TransferId::new)?,
         from_account_id: decode(row, "from_account_id", AccountId::new)?,
@@ -404,6 +408,9 @@ fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
             id.map(HoldId::new).transpose()
         })?,
         label: label_from_row(row, "reference", "metadata")?,
+        reverses: decode(row, "reverses_transfer_id", |id: Option<i64>| {
+            id.map(TransferId::new).transpose()
+        })?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -411,7 +418,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Transfer, StoreError> {
 /// `MOVE_MONEY` with its parameters bound, to run alone or inside a transaction.
 pub(super) fn move_money_query(
     movement: &Movement,
-    hold: Option<HoldId>,
+    links: Links,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(MOVE_MONEY)
         .bind(movement.from.get())
@@ -420,9 +427,17 @@ pub(super) fn move_money_query(
         .bind(movement.currency.code())
         .bind(movement.kind.as_str())
         .bind(movement.owner.as_ref().map(Username::as_str))
-        .bind(hold.map(HoldId::get))
+        .bind(links.hold.map(HoldId::get))
         .bind(movement.label.reference_str())
         .bind(movement.label.metadata_json())
+        .bind(links.reverses.map(TransferId::get))
+}
+
+/// What a transfer names besides its accounts: the hold it captures, the transfer it reverses.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Links {
+    pub hold: Option<HoldId>,
+    pub reverses: Option<TransferId>,
 }
 
 /// The receipt of `MOVE_MONEY` (or of a replayed record, under the same column names), or the
@@ -486,6 +501,9 @@ pub(super) fn receipt_from_row(
                 id.map(HoldId::new).transpose()
             })?,
             label: movement.label.clone(),
+            reverses: decode(row, "transfer_reverses", |id: Option<i64>| {
+                id.map(TransferId::new).transpose()
+            })?,
             created_at,
         },
         from_entry: entry("from", from, -amount.minor_units())?,

@@ -284,6 +284,7 @@ fn receipt(
             currency: job.currency,
             hold_id: None,
             label: job.label.clone(),
+            reverses: None,
             created_at: row.try_get("transfer_created_at")?,
         },
         from_entry: entry("from", job.from, -amount, accepted.from_after)?,

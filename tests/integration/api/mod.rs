@@ -10,6 +10,7 @@ mod history;
 mod holds;
 mod idempotency;
 mod openapi;
+mod reversals;
 mod sessions;
 mod telemetry;
 mod verification;

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts/{id}/withdrawals"),
     ("post", "/v1/transfers"),
     ("get", "/v1/transfers/{id}"),
+    ("post", "/v1/transfers/{id}/reversal"),
     ("post", "/v1/holds"),
     ("get", "/v1/holds/{id}"),
     ("post", "/v1/holds/{id}/capture"),

@@ -142,6 +142,8 @@ fn case() -> impl Strategy<Value = Case> {
             6 => Just(MovementKind::Transfer),
             2 => Just(MovementKind::Deposit),
             2 => Just(MovementKind::Withdrawal),
+            // Either side may be the bank's, and a frozen payer pays.
+            2 => Just(MovementKind::Reversal),
         ];
         // A deposit mostly from, a withdrawal mostly to, the settlement account of its
         // currency (index `accounts + currency`), as the API makes them; any account otherwise.
