@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench build-bench db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -75,6 +75,10 @@ fault: db-ready build-bench ## SIGKILL, database restart, a held lock, SIGTERM a
 fuzz: db-ready ## schemathesis against the HTTP API from its OpenAPI document (FUZZ_SECONDS=120)
 	$(CARGO) build --locked --quiet
 	@scripts/fuzz.py
+
+csv-memory: db-ready ## the server's peak RSS while it streams a 100,000-entry CSV statement (not a test)
+	$(CARGO) build --locked --quiet
+	@scripts/csv_memory.py
 
 # The last commit before holds: rows B0 and C0 of `make bench` measure it beside the current code.
 BENCH_BASELINE ?= b9b2f09

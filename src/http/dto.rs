@@ -290,6 +290,20 @@ pub struct HoldsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
+pub struct EntriesQuery {
+    /// JSON: rows per page, 1 to 100 (default 20).
+    pub page_size: Option<i64>,
+    /// JSON: the `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// CSV only (`Accept: text/csv`): RFC 3339, entries at or after it.
+    pub since: Option<String>,
+    /// CSV only: RFC 3339, entries before it.
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct TransfersQuery {
     /// `in` (money received), `out` (money sent) or `any` (the default).
     pub direction: Option<String>,

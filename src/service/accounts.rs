@@ -1,5 +1,7 @@
 //! Accounts and account statements.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::transfers::keyed_answer;
@@ -10,6 +12,34 @@ use crate::domain::{
     PageSize, PageToken, Username, ValidationError, Violations,
 };
 use crate::store::AccountControl;
+
+/// A CSV statement on its way: the chunks, and the export's place among `MAX_EXPORTS` (freed
+/// when this is dropped, with the response body).
+#[derive(Debug)]
+pub struct Statement {
+    pub chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>, crate::store::StoreError>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Statement {
+    /// The chunks as a stream that holds the export's place until it is dropped (with the
+    /// response body, when the client is done or gone).
+    pub fn into_stream(
+        self,
+    ) -> impl tokio_stream::Stream<Item = Result<Vec<u8>, crate::store::StoreError>> {
+        let place = self._permit;
+        tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(self.chunks),
+            move |chunk| {
+                let _held = &place;
+                chunk
+            },
+        )
+    }
+}
+
+/// Statement exports streaming at once, per server.
+pub const MAX_EXPORTS: usize = 4;
 
 /// An account's balance at a moment, in minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +211,34 @@ impl BankService {
             currency: found.currency,
             at,
             balance,
+        })
+    }
+
+    /// The whole statement of an account over a range, as CSV chunks, oldest first: the owner
+    /// or a banker. At most `MAX_EXPORTS` run at once (each holds a database connection while
+    /// its client reads); beyond, `unavailable`.
+    pub async fn statement_csv(
+        &self,
+        principal: &Principal,
+        account: AccountId,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Statement, ServiceError> {
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            return Err(ServiceError::invalid("until", "must be after since"));
+        }
+        let found = self.get_account(principal, account).await?;
+        let permit = Arc::clone(&self.exports)
+            .try_acquire_owned()
+            .map_err(|_| ServiceError::Unavailable("too many statement exports at once".into()))?;
+        Ok(Statement {
+            chunks: self
+                .store
+                .accounts
+                .statement_csv(account, found.currency, since, until),
+            _permit: permit,
         })
     }
 

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use accounts::{
-    BalanceAt, ListPage, OffsetPage, PageRequest, parse_account_status, parse_moment,
-    parse_overdraft_limit,
+    BalanceAt, ListPage, MAX_EXPORTS, OffsetPage, PageRequest, Statement, parse_account_status,
+    parse_moment, parse_overdraft_limit,
 };
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
@@ -65,6 +65,8 @@ pub struct BankService {
     verification_ttl: Duration,
     /// How long a hold lives when its payer does not say (`HOLD_TTL`).
     hold_ttl: Duration,
+    /// Places for CSV statement exports (`accounts::MAX_EXPORTS`).
+    exports: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     /// Login attempts per client address and failures per username (`rate_limit.rs`).
     login_limiter: Arc<LoginLimiter>,
@@ -90,6 +92,7 @@ impl BankService {
             lifetimes,
             verification_ttl: DEFAULT_VERIFICATION_TTL,
             hold_ttl: crate::domain::HOLD_TTL_DEFAULT,
+            exports: Arc::new(tokio::sync::Semaphore::new(accounts::MAX_EXPORTS)),
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),

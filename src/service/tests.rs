@@ -881,3 +881,38 @@ async fn sign_up_starts_a_verification_with_a_fresh_code_and_the_configured_life
         NewUserRequest::parse("alice", "Alice", "alice@example.com", "password123").unwrap();
     svc.create_user(request).await.unwrap();
 }
+
+#[tokio::test]
+async fn csv_exports_beyond_the_bound_are_refused_until_one_ends() {
+    let mut store = Mocks::default();
+    store
+        .accounts
+        .expect_get_account()
+        .returning(|id| Ok(account(id.get(), "alice")));
+    store
+        .accounts
+        .expect_statement_csv()
+        .returning(|_, _, _, _| tokio::sync::mpsc::channel(1).1);
+    let svc = service(store);
+    let alice = principal("alice", Role::Depositor);
+    let mut running = Vec::new();
+    for _ in 0..crate::service::MAX_EXPORTS {
+        running.push(svc.statement_csv(&alice, id(1), None, None).await.unwrap());
+    }
+    let refused = svc
+        .statement_csv(&alice, id(1), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Unavailable);
+    // A finished (dropped) export frees its place.
+    running.pop();
+    assert!(svc.statement_csv(&alice, id(1), None, None).await.is_ok());
+    // A backwards range is refused before any place is taken.
+    let later = Utc::now();
+    let earlier = later - chrono::Duration::seconds(1);
+    let backwards = svc
+        .statement_csv(&alice, id(1), Some(later), Some(earlier))
+        .await
+        .unwrap_err();
+    assert_eq!(backwards.code(), ErrorCode::InvalidArgument);
+}

@@ -75,6 +75,15 @@ pub trait AccountStore: Send + Sync {
         before: Option<EntryId>,
         size: PageSize,
     ) -> Result<Page<Entry, EntryId>, StoreError>;
+    /// Every entry of `account` with `since <= created_at < until`, oldest first, as CSV
+    /// chunks streamed from the database (`statement.rs`).
+    fn statement_csv(
+        &self,
+        account: AccountId,
+        currency: Currency,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;
     /// The account's balance at `at`: the `balance_after` of its last entry at or before `at`
     /// (by `created_at`, then id), 0 before its first. One probe of `entries_account_time_idx`.
     async fn balance_at(&self, account: AccountId, at: DateTime<Utc>) -> Result<i64, StoreError>;
@@ -300,6 +309,16 @@ impl AccountStore for Store {
             .map(entry_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(entries, size.get(), |e| e.id))
+    }
+
+    fn statement_csv(
+        &self,
+        account: AccountId,
+        currency: Currency,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>> {
+        Store::statement_csv(self, account, currency, since, until)
     }
 
     async fn balance_at(&self, account: AccountId, at: DateTime<Utc>) -> Result<i64, StoreError> {

@@ -14,6 +14,7 @@ mod keyed;
 mod reversals;
 mod rules;
 mod sessions;
+mod statement;
 mod transfers;
 mod users;
 mod verification;
@@ -54,6 +55,7 @@ pub use rules::{Movement, MovementKind};
 #[cfg(test)]
 pub use sessions::MockSessionStore;
 pub use sessions::{NewSession, SessionStore};
+pub use statement::{STATEMENT_HEADER, decimal};
 #[cfg(test)]
 pub use transfers::MockTransferStore;
 pub use transfers::{Direction, TransferFilter, TransferStore};

@@ -268,6 +268,26 @@ impl TestApp {
         }
     }
 
+    /// A GET with extra headers whose answer may not be JSON: status, headers and text.
+    pub async fn get_text(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap_or_default())
+    }
+
     /// A request whose answer is not JSON: its status and text.
     pub async fn call_raw(&self, method: Method, path: &str) -> (StatusCode, String) {
         let response = self

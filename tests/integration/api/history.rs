@@ -344,3 +344,131 @@ async fn bad_references_and_metadata_are_field_errors_and_change_nothing() {
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch");
 }
+
+/// The CSV statement holds exactly the entries the JSON pages hold for the same range, oldest
+/// first, with amounts as integers and as decimals in the currency's minor unit.
+#[tokio::test]
+async fn the_csv_statement_matches_the_json_pages_for_the_same_range() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let banker = app.banker("clerk").await;
+    let a = app.open_account(&alice, "USD").await;
+    let b = app.open_account(&bob, "USD").await;
+    let yen = app.open_account(&alice, "JPY").await;
+    app.deposit(&banker, a, 12_345, "USD").await;
+    app.deposit(&banker, yen, 700, "JPY").await;
+    for n in 0..30 {
+        app.post(
+            "/v1/transfers",
+            Some(&alice),
+            json!({ "from_account_id": a, "to_account_id": b, "amount": 5 + n, "currency": "USD",
+                    "reference": if n == 3 { "=cmd,\"x\"" } else { "INV-1" } }),
+        )
+        .await
+        .assert(StatusCode::CREATED);
+    }
+    // Every JSON page, newest first.
+    let mut json_rows = Vec::new();
+    let mut url = format!("/v1/accounts/{a}/entries?page_size=7");
+    loop {
+        let page = app.get(&url, &alice).await.assert(StatusCode::OK);
+        json_rows.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page["next_page_token"].as_str() {
+            Some(t) => url = format!("/v1/accounts/{a}/entries?page_size=7&page_token={t}"),
+            None => break,
+        }
+    }
+    json_rows.reverse();
+    let (status, headers, csv) = app
+        .get_text(
+            &format!("/v1/accounts/{a}/entries"),
+            &alice,
+            &[("Accept", "text/csv")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "entry_id,created_at,transfer_id,amount,amount_decimal,balance_after,balance_after_decimal,currency,reference"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), json_rows.len());
+    for (row, entry) in rows.iter().zip(&json_rows) {
+        let fields: Vec<&str> = row.splitn(9, ',').collect();
+        assert_eq!(fields[0], entry["id"].to_string());
+        assert_eq!(
+            moment(&json!(fields[1])),
+            moment(&entry["created_at"]),
+            "{row}"
+        );
+        assert_eq!(fields[3], entry["amount"].to_string());
+        assert_eq!(fields[5], entry["balance_after"].to_string());
+        assert_eq!(fields[7], "USD");
+    }
+    assert!(rows[0].starts_with(&format!("{},", json_rows[0]["id"])));
+    assert!(
+        rows[0].contains(",12345,123.45,12345,123.45,USD,"),
+        "{}",
+        rows[0]
+    );
+    // A client's text stays one field and is never a formula.
+    assert!(csv.contains(",\"'=cmd,\"\"x\"\"\"\n"), "{csv}");
+
+    // A range: since inclusive, until exclusive, the same rows as the JSON entries in it.
+    let since = json_rows[5]["created_at"].as_str().unwrap().to_owned();
+    let until = json_rows[10]["created_at"].as_str().unwrap().to_owned();
+    let (_, _, part) = app
+        .get_text(
+            &format!("/v1/accounts/{a}/entries?since={since}&until={until}"),
+            &alice,
+            &[("Accept", "text/csv")],
+        )
+        .await;
+    let ids: Vec<String> = part
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = json_rows[5..10]
+        .iter()
+        .map(|e| e["id"].to_string())
+        .collect();
+    assert_eq!(ids, expected);
+
+    // No minor unit for yen.
+    let (_, _, yen_csv) = app
+        .get_text(
+            &format!("/v1/accounts/{yen}/entries"),
+            &alice,
+            &[("Accept", "text/csv")],
+        )
+        .await;
+    assert!(
+        yen_csv
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains(",700,700,700,700,JPY,"),
+        "{yen_csv}"
+    );
+    // The JSON form stays as it was: no ranges there; strangers get nothing either way.
+    app.get(&format!("/v1/accounts/{a}/entries?since={since}"), &alice)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    let (denied, _, _) = app
+        .get_text(
+            &format!("/v1/accounts/{a}/entries"),
+            &bob,
+            &[("Accept", "text/csv")],
+        )
+        .await;
+    assert_eq!(denied, StatusCode::FORBIDDEN);
+}
