@@ -141,6 +141,18 @@ def check_holds(text):
     expect(re.search(r"^1200$", text, re.M), "the refund of 1200 landing", text)
 
 
+def check_history(text):
+    one(text, "the payment found by its reference",
+        lambda o: o.get("amount") == 2291 and o.get("reference") == "INV-2291")
+    one(text, "the refund of 2291 naming the payment, Alice back at 6500",
+        lambda o: o.get("amount") == 2291 and isinstance(o.get("reverses_transfer_id"), int)
+        and o.get("balance_after") == 6500)
+    expect(re.search(r"^4209$", text, re.M), "the balance right after paying: 6500 - 2291", text)
+    expect(re.search(r"^0$", text, re.M), "0 at the end of last month", text)
+    expect("entry_id,created_at,transfer_id,amount,amount_decimal" in text
+           and ",10000,100.00," in text, "the CSV header and the first deposit", text)
+
+
 def check_grpc_clients(text):
     for tool in (ROOT / ".venv" / "bin" / "grpcurl", ROOT / ".tools" / "buf" / "node_modules" / ".bin" / "buf"):
         expect(tool.exists(), f"{tool} installed", text)
@@ -183,6 +195,7 @@ CHECKS = {
     "idempotency": check_idempotency,
     "account-controls": check_account_controls,
     "holds": check_holds,
+    "history": check_history,
     "grpc-clients": check_grpc_clients,
     "grpcurl": check_grpcurl,
     "buf-curl": check_buf_curl,
