@@ -57,6 +57,22 @@ impl Violations {
     }
 }
 
+/// Two parsed halves of one request, or every refusal of both.
+pub fn both<A, B>(
+    a: Result<A, Vec<ValidationError>>,
+    b: Result<B, Vec<ValidationError>>,
+) -> Result<(A, B), Vec<ValidationError>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(b.err().unwrap_or_default())
+            .collect()),
+    }
+}
+
 impl ValidationError {
     pub fn new(field: &'static str, description: impl Into<String>) -> Self {
         Self {

@@ -9,7 +9,7 @@ use super::guard::Guarded;
 use super::pb::{self, simple_bank_server::SimpleBank};
 use crate::auth::Principal;
 use crate::domain::{
-    AccountId, Currency, HoldId, IdempotencyKey, PageKind, Role, TransferId, Username,
+    AccountId, Currency, HoldId, IdempotencyKey, PageKind, Role, TransferId, Username, both,
 };
 use crate::service::edge;
 use crate::service::{
@@ -284,19 +284,8 @@ impl SimpleBank for GrpcApi {
         let r = request.into_inner();
         let transfer = parse_transfer(r.from_account_id, r.to_account_id, r.amount, &r.currency);
         let label = label_of(&r.reference, r.metadata);
-        let transfer = match (transfer, label) {
-            (Ok(transfer), Ok(label)) => transfer.with_label(label),
-            (transfer, label) => {
-                return Err(invalid(
-                    transfer
-                        .err()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .chain(label.err().unwrap_or_default())
-                        .collect(),
-                ));
-            }
-        };
+        let (transfer, label) = both(transfer, label).map_err(invalid)?;
+        let transfer = transfer.with_label(label);
         let answer = self.service.create_transfer(&caller, transfer, key).await;
         money_response(answer, Into::into)
     }
@@ -324,19 +313,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let money = parse_money(r.amount, &r.currency);
         let label = label_of(&r.reference, r.metadata);
-        let ((amount, currency), label) = match (money, label) {
-            (Ok(money), Ok(label)) => (money, label),
-            (money, label) => {
-                return Err(invalid(
-                    money
-                        .err()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .chain(label.err().unwrap_or_default())
-                        .collect(),
-                ));
-            }
-        };
+        let ((amount, currency), label) = both(money, label).map_err(invalid)?;
         let answer = self
             .service
             .deposit(&caller, account, amount, currency, label, key)
@@ -358,19 +335,7 @@ impl SimpleBank for GrpcApi {
         let account = account_id(r.account_id, "account_id")?;
         let money = parse_money(r.amount, &r.currency);
         let label = label_of(&r.reference, r.metadata);
-        let ((amount, currency), label) = match (money, label) {
-            (Ok(money), Ok(label)) => (money, label),
-            (money, label) => {
-                return Err(invalid(
-                    money
-                        .err()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .chain(label.err().unwrap_or_default())
-                        .collect(),
-                ));
-            }
-        };
+        let ((amount, currency), label) = both(money, label).map_err(invalid)?;
         let answer = self
             .service
             .withdraw(&caller, account, amount, currency, label, key)

@@ -13,6 +13,7 @@ use crate::auth::IssuedToken;
 use crate::domain::{
     Account, Amount, Currency, Entry, Hold, HoldId, Label, Metadata, NewHold, NewTransfer,
     PageKind, Password, Transfer, TransferId, TransferReceipt, User, Username, ValidationError,
+    both,
 };
 use crate::service::{
     BalanceAt, HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest,
@@ -153,15 +154,7 @@ impl TryFrom<TransferBody> for NewTransfer {
             &body.currency,
         );
         let label = Label::parse(body.reference.as_deref(), body.metadata);
-        match (transfer, label) {
-            (Ok(transfer), Ok(label)) => Ok(transfer.with_label(label)),
-            (transfer, label) => Err(transfer
-                .err()
-                .unwrap_or_default()
-                .into_iter()
-                .chain(label.err().unwrap_or_default())
-                .collect()),
-        }
+        both(transfer, label).map(|(transfer, label)| transfer.with_label(label))
     }
 }
 
@@ -183,15 +176,7 @@ impl TryFrom<MoneyBody> for (Amount, Currency, Label) {
     fn try_from(body: MoneyBody) -> Result<Self, Self::Error> {
         let money = parse_money(body.amount, &body.currency);
         let label = Label::parse(body.reference.as_deref(), body.metadata);
-        match (money, label) {
-            (Ok((amount, currency)), Ok(label)) => Ok((amount, currency, label)),
-            (money, label) => Err(money
-                .err()
-                .unwrap_or_default()
-                .into_iter()
-                .chain(label.err().unwrap_or_default())
-                .collect()),
-        }
+        both(money, label).map(|((amount, currency), label)| (amount, currency, label))
     }
 }
 

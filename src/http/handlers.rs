@@ -480,14 +480,7 @@ pub async fn list_transfers(
         query.page_token.as_deref(),
         PageKind::Transfers,
     );
-    let (filter, page) = match (filter, page) {
-        (Ok(filter), Ok(page)) => (filter, page),
-        (filter, page) => {
-            let mut all = filter.err().unwrap_or_default();
-            all.extend(page.err().unwrap_or_default());
-            return Err(crate::service::ServiceError::InvalidArgument(all).into());
-        }
-    };
+    let (filter, page) = crate::domain::both(filter, page)?;
     let found = app
         .service
         .list_transfers(&caller, id, filter, page)

@@ -166,14 +166,7 @@ pub async fn list_holds(
         query.page_token.as_deref(),
         PageKind::Holds,
     );
-    let (status, page) = match (status, page) {
-        (Ok(status), Ok(page)) => (status, page),
-        (status, page) => {
-            let mut all: Vec<_> = status.err().into_iter().collect();
-            all.extend(page.err().unwrap_or_default());
-            return Err(crate::service::ServiceError::InvalidArgument(all).into());
-        }
-    };
+    let (status, page) = crate::domain::both(status.map_err(|e| vec![e]), page)?;
     let found = app.service.list_holds(&caller, id, status, page).await?;
     Ok(Json(HoldList {
         holds: found.items.into_iter().map(Into::into).collect(),

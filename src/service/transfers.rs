@@ -5,7 +5,7 @@ use super::{BankService, ListPage, PageRequest, ServiceError, require_banker, re
 use crate::auth::Principal;
 use crate::domain::{
     AccountId, Amount, Currency, EntryId, IdempotencyKey, Label, NewTransfer, PageKind, PageToken,
-    Reference, Transfer, TransferId, TransferReceipt, ValidationError, Violations,
+    Reference, Transfer, TransferId, TransferReceipt, ValidationError, Violations, both,
 };
 use crate::store::{Direction, KeyedOutcome, MoneyMove, Reversal, StoreError, TransferFilter};
 
@@ -75,27 +75,12 @@ pub fn parse_reversal(
     reference: Option<&str>,
     metadata: Option<std::collections::BTreeMap<String, String>>,
 ) -> Result<Reversal, Vec<ValidationError>> {
-    let mut v = Violations::default();
-    let amount = v.check(match amount {
+    let amount = match amount {
         None | Some(0) => Ok(None),
-        Some(raw) => Amount::new(raw).map(Some),
-    });
-    let label = match Label::parse(reference, metadata) {
-        Ok(label) => Some(label),
-        Err(bad) => {
-            for e in bad {
-                v.check::<()>(Err(e));
-            }
-            None
-        }
+        Some(raw) => Amount::new(raw).map(Some).map_err(|e| vec![e]),
     };
-    v.finish(|| {
-        Some(Reversal {
-            of,
-            amount: amount?,
-            label: label?,
-        })
-    })
+    let label = Label::parse(reference, metadata);
+    both(amount, label).map(|(amount, label)| Reversal { of, amount, label })
 }
 
 /// Parses the amount and currency of a deposit or withdrawal.
