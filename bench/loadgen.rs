@@ -389,6 +389,7 @@ async fn grpc_transfer(
         to_account_id: to,
         amount: 1,
         currency: "USD".into(),
+        ..Default::default()
     });
     let bearer = format!("Bearer {token}")
         .parse()
