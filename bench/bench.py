@@ -166,13 +166,14 @@ def our_transfer_script(source=None):
     source = source or (ROOT / "src/store/transfers.rs").read_text()
     sql = re.search(r'const MOVE_MONEY: &str = r#"(.*?)"#;', source, re.S).group(1)
     # $1 from, $2 to, $3 amount, $4 currency, $5 movement, $6 owner (the from-account's owner,
-    # whose username is the account id), $7 the hold a capture names (none here). sqlx declares
-    # each parameter's type in its Parse message; pgbench declares none, so the same types are
-    # written as casts.
-    for n, value in [(7, "NULL::bigint"), (6, ":owner::text"), (5, ":movement::text"),
-                     (4, ":currency::text"), (3, ":amount::bigint"), (2, ":to::bigint"),
-                     (1, ":from::bigint")]:
-        sql = sql.replace(f"${n}", value)
+    # whose username is the account id); then (none here) $7 the hold a capture names, $8 the
+    # reference, $9 the metadata, $10 the transfer a reversal reverses. sqlx declares each
+    # parameter's type in its Parse message; pgbench declares none, so the same types are
+    # written as casts. A baseline's statement has only the parameters it had.
+    values = {1: ":from::bigint", 2: ":to::bigint", 3: ":amount::bigint", 4: ":currency::text",
+              5: ":movement::text", 6: ":owner::text", 7: "NULL::bigint", 8: "NULL::text",
+              9: "NULL::text", 10: "NULL::bigint"}
+    sql = re.sub(r"\$(\d+)\b", lambda m: values[int(m.group(1))], sql)
     body = " ".join(line.strip() for line in sql.strip().splitlines())
     # pgbench's \\set is numeric only: the text parameters come from -D (see `pgbench`).
     return PICK + f"\\set amount {AMOUNT}\n\\set owner :from\n" + body + ";\n"
