@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::service::edge;
 use crate::service::{
     BankService, ClientAddress, ClientInfo, HoldRequest, MoneyAnswer, NewUserRequest, PageRequest,
-    UpdateUserRequest, parse_account_status, parse_capture_amount, parse_credentials, parse_hold,
+    UpdateUserRequest, parse_account_status, parse_amount_or_all, parse_credentials, parse_hold,
     parse_hold_status, parse_moment, parse_money, parse_overdraft_limit, parse_reversal,
     parse_transfer, parse_transfer_filter, parse_verification,
 };
@@ -416,7 +416,7 @@ impl SimpleBank for GrpcApi {
         let key = idempotency_key(&request)?;
         let r = request.into_inner();
         let id = hold_id(r.hold_id)?;
-        let amount = parse_capture_amount(Some(r.amount)).map_err(|e| invalid(vec![e]))?;
+        let amount = parse_amount_or_all(Some(r.amount)).map_err(|e| invalid(vec![e]))?;
         let answer = self.service.capture_hold(&caller, id, amount, key).await;
         money_response(answer, |captured| pb::CaptureHoldResponse {
             hold: Some(captured.hold.into()),

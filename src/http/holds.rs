@@ -11,7 +11,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, IdemKey, OptionalJson};
 use super::handlers::money_response;
 use crate::domain::{AccountId, HoldId, NewHold, PageKind};
-use crate::service::{PageRequest, parse_capture_amount, parse_hold_status};
+use crate::service::{PageRequest, parse_amount_or_all, parse_hold_status};
 
 fn hold_in_path(raw: &str) -> ApiResult<HoldId> {
     Ok(raw.parse::<HoldId>()?)
@@ -76,7 +76,7 @@ pub async fn capture_hold(
     OptionalJson(body): OptionalJson<CaptureBody>,
 ) -> ApiResult<Response> {
     let id = hold_in_path(&id)?;
-    let amount = parse_capture_amount(body.amount)?;
+    let amount = parse_amount_or_all(body.amount)?;
     let answer = app.service.capture_hold(&caller, id, amount, key).await;
     Ok(money_response(
         answer,

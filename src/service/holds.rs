@@ -57,14 +57,6 @@ pub fn parse_hold(request: HoldRequest<'_>) -> Result<NewHold, Vec<ValidationErr
     })
 }
 
-/// The amount of a capture: absent or 0 means all of the hold (proto3 has no absent integer).
-pub fn parse_capture_amount(amount: Option<i64>) -> Result<Option<Amount>, ValidationError> {
-    match amount {
-        None | Some(0) => Ok(None),
-        Some(raw) => Amount::new(raw).map(Some),
-    }
-}
-
 /// A list filter: absent or empty means every status.
 pub fn parse_hold_status(raw: Option<&str>) -> Result<Option<HoldStatus>, ValidationError> {
     match raw {

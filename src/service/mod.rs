@@ -25,11 +25,12 @@ pub use accounts::{
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
-pub use holds::{HoldRequest, parse_capture_amount, parse_hold, parse_hold_status};
+pub use holds::{HoldRequest, parse_hold, parse_hold_status};
 pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
 pub use transfers::{
-    MoneyAnswer, parse_money, parse_reversal, parse_transfer, parse_transfer_filter,
+    MoneyAnswer, parse_amount_or_all, parse_money, parse_reversal, parse_transfer,
+    parse_transfer_filter,
 };
 pub use users::{
     ClientInfo, LoginResult, NewUserRequest, UpdateUserRequest, parse_credentials,

@@ -68,6 +68,15 @@ pub fn parse_transfer_filter(
     })
 }
 
+/// The amount of a capture or a reversal: absent or 0 means all of it (proto3 has no absent
+/// integer).
+pub fn parse_amount_or_all(amount: Option<i64>) -> Result<Option<Amount>, ValidationError> {
+    match amount {
+        None | Some(0) => Ok(None),
+        Some(raw) => Amount::new(raw).map(Some),
+    }
+}
+
 /// Parses a reversal of `of`: an amount (absent or 0: all of it), a reference and metadata.
 pub fn parse_reversal(
     of: TransferId,
@@ -75,10 +84,7 @@ pub fn parse_reversal(
     reference: Option<&str>,
     metadata: Option<std::collections::BTreeMap<String, String>>,
 ) -> Result<Reversal, Vec<ValidationError>> {
-    let amount = match amount {
-        None | Some(0) => Ok(None),
-        Some(raw) => Amount::new(raw).map(Some).map_err(|e| vec![e]),
-    };
+    let amount = parse_amount_or_all(amount).map_err(|e| vec![e]);
     let label = Label::parse(reference, metadata);
     both(amount, label).map(|(amount, label)| Reversal { of, amount, label })
 }

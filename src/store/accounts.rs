@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 
 use super::holds::HoldStore;
 use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
+use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::{Page, Store, StoreError, decode};
 use crate::domain::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, IdempotencyKey,
@@ -357,14 +357,10 @@ impl AccountStore for Store {
         self.before_control(control).await?;
         let (store, control, caller, key) =
             (self.clone(), control.clone(), caller.clone(), key.clone());
-        // A task of its own, for the reason `IdempotentStore::move_money_once` gives.
-        tokio::spawn(async move { store.write_once(&control, &caller, &key).await })
-            .await
-            .unwrap_or_else(|failed| {
-                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
-                    "keyed account control task failed: {failed}"
-                ))))
-            })
+        in_own_task("account control", async move {
+            store.write_once(&control, &caller, &key).await
+        })
+        .await
     }
 }
 

@@ -18,7 +18,7 @@ use sqlx::postgres::PgRow;
 
 use super::accounts::{account_columns, account_from_row};
 use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
+use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::rules::{self, Movement, MovementKind, Side};
 use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
@@ -266,14 +266,10 @@ impl HoldStore for Store {
             return Ok(KeyedOutcome::Done(Err(StoreError::SameAccount)));
         }
         let (store, op, caller, key) = (self.clone(), op.clone(), caller.clone(), key.clone());
-        // A task of its own, for the reason `IdempotentStore::move_money_once` gives.
-        tokio::spawn(async move { store.run_keyed_hold(&op, &caller, &key).await })
-            .await
-            .unwrap_or_else(|failed| {
-                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
-                    "keyed hold task failed: {failed}"
-                ))))
-            })
+        in_own_task("hold", async move {
+            store.run_keyed_hold(&op, &caller, &key).await
+        })
+        .await
     }
 
     async fn get_hold(&self, id: HoldId) -> Result<HoldParties, StoreError> {

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::keyed::in_own_task;
 use super::rules::{Movement, MovementKind, Verdict};
 use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Store, StoreError, retrying};
@@ -229,13 +230,10 @@ impl IdempotentStore for Store {
     ) -> Result<KeyedOutcome, StoreError> {
         let (store, movement, caller, key) =
             (self.clone(), movement.clone(), caller.clone(), key.clone());
-        tokio::spawn(async move { store.run_keyed(&movement, &caller, &key).await })
-            .await
-            .unwrap_or_else(|failed| {
-                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
-                    "keyed movement task failed: {failed}"
-                ))))
-            })
+        in_own_task("movement", async move {
+            store.run_keyed(&movement, &caller, &key).await
+        })
+        .await
     }
 }
 

@@ -63,6 +63,22 @@ pub(super) trait KeyedWrite: Sync {
     ) -> impl Future<Output = Result<Self::Answer, TxError>> + Send + 'a;
 }
 
+/// Runs a keyed request's transaction in a task of its own. If the caller stops waiting — the
+/// client hung up, or the request ran past its timeout — a future dropped mid-transaction would
+/// leave its advisory and row locks on a pooled connection until that connection is next used;
+/// as a task it finishes and ends its transaction, and the client's retry with the same key
+/// finds the outcome. `what` names it in the error should the task itself fail.
+pub(super) async fn in_own_task<T: Send + 'static>(
+    what: &str,
+    work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(work).await.unwrap_or_else(|failed| {
+        Err(StoreError::Internal(sqlx::Error::Protocol(format!(
+            "keyed {what} task failed: {failed}"
+        ))))
+    })
+}
+
 const RECORD: &str = "INSERT INTO idempotency_keys \
      (username, key, request_hash, operation, transfer_id, hold_id, account_id, refusal, \
       refusal_detail) \

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
 use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, retrying_tx};
+use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::rules::{Movement, MovementKind};
 use super::transfers::{Links, move_money_query, receipt_from_row, transfer_from_row};
 use super::{Entity, Store, StoreError};
@@ -78,14 +78,10 @@ impl ReversalStore for Store {
     ) -> Result<KeyedOutcome<TransferReceipt>, StoreError> {
         let (store, reversal, caller, key) =
             (self.clone(), reversal.clone(), caller.clone(), key.clone());
-        // A task of its own, for the reason `IdempotentStore::move_money_once` gives.
-        tokio::spawn(async move { store.write_once(&reversal, &caller, &key).await })
-            .await
-            .unwrap_or_else(|failed| {
-                Err(StoreError::Internal(sqlx::Error::Protocol(format!(
-                    "keyed reversal task failed: {failed}"
-                ))))
-            })
+        in_own_task("reversal", async move {
+            store.write_once(&reversal, &caller, &key).await
+        })
+        .await
     }
 }
 
