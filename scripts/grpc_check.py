@@ -96,6 +96,32 @@ class Bank:
                 return self.message(name).FromString(detail.value).metadata["code"]
         return None
 
+    def stream(self, name, request, token, count):
+        """The first `count` messages of the server-streaming RPC `name`, as dicts; the call is
+        cancelled then (the stream itself never ends on its own)."""
+        method = self.methods[name]
+        request_type = message_factory.GetMessageClass(method.input_type)
+        reply_type = message_factory.GetMessageClass(method.output_type)
+        stub = self.channel.unary_stream(
+            f"/{SERVICE}/{name}",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=reply_type.FromString,
+        )
+        metadata = [("x-request-id", f"grpc-check-{self.calls}"),
+                    ("authorization", f"Bearer {token}")]
+        self.called.add(name)
+        self.calls += 1
+        replies = stub(json_format.ParseDict(request, request_type()), metadata=metadata,
+                       timeout=30)
+        got = []
+        for reply in replies:
+            got.append(json_format.MessageToDict(reply, preserving_proto_field_name=True))
+            if len(got) == count:
+                break
+        replies.cancel()
+        print(f"  {name:<17} OK ({len(got)} messages)")
+        return got
+
     def call(self, name, request, token=None, expect=grpc.StatusCode.OK, error=None, extra=()):
         """Calls `name` with `request` (a dict, as typed into evans); returns the reply as a dict.
 
@@ -349,6 +375,35 @@ def scenario(bank, server, binary, db_source):
           and int(reversed_["transfer"]["amount"]) == 50, f"ReverseTransfer in part: {reversed_}")
     bank.call("ReverseTransfer", undo, c_token,
               expect=grpc.StatusCode.FAILED_PRECONDITION, error="already_reversed")
+
+    # Events: the account's history from the start, as a server stream.
+    events = bank.stream("WatchAccount", {"account_id": a_id, "after_event_id": 0}, a_token,
+                         count=3)
+    check([e["type"] for e in events][:2] == ["account.created", "deposit.created"]
+          and all(int(x["id"]) < int(y["id"]) for x, y in zip(events, events[1:])),
+          f"WatchAccount from the start, in id order: {[e['type'] for e in events]}")
+    bank.call("WatchAccount", {"account_id": a_id}, b_token,
+              expect=grpc.StatusCode.PERMISSION_DENIED)
+    hook = bank.call("CreateWebhook", {"url": "http://127.0.0.1:9/grpc-check",
+                                       "event_types": ["deposit.created"],
+                                       "description": "grpc-check"}, c_token)
+    check(hook["secret"].startswith("whsec_"), f"CreateWebhook shows the secret once: {hook}")
+    bank.call("CreateWebhook", {"url": "http://127.0.0.1:9/x"}, a_token,
+              expect=grpc.StatusCode.PERMISSION_DENIED)
+    bank.call("CreateWebhook", {"url": "http://127.0.0.1:9/x", "event_types": ["nope"]}, c_token,
+              expect=grpc.StatusCode.INVALID_ARGUMENT)
+    hook_id = int(hook["webhook"]["id"])
+    listed = bank.call("ListWebhooks", {}, c_token)
+    check(hook_id in [int(w["id"]) for w in listed["webhooks"]] and "secret" not in str(listed),
+          f"ListWebhooks: {listed}")
+    rotated = bank.call("RotateWebhookSecret", {"id": hook_id}, c_token)
+    check(rotated["secret"] != hook["secret"], "RotateWebhookSecret: a new secret")
+    queued = bank.call("RedeliverWebhook", {"id": hook_id, "event_id": int(events[1]["id"])},
+                       c_token)
+    check(int(queued["delivery_id"]) > 0, f"RedeliverWebhook: {queued}")
+    bank.call("ListWebhookDeliveries", {"id": hook_id}, c_token)
+    bank.call("DeleteWebhook", {"id": hook_id}, c_token)
+    bank.call("DeleteWebhook", {"id": hook_id}, c_token, expect=grpc.StatusCode.NOT_FOUND)
 
     bank.call("LogoutUser", {"refresh_token": session["refresh_token"]}, a_token)
     bank.call("RenewAccessToken", {"refresh_token": session["refresh_token"]},

@@ -6,6 +6,8 @@
 //! - `money_movements_total` by kind (transfer, deposit, withdrawal, hold, capture, void) and
 //!   outcome (`committed`,
 //!   `replayed`, or the error code that refused it);
+//! - `webhook_deliveries_total` by outcome, `webhook_outbox_lag_seconds` (the oldest event not
+//!   yet delivered everywhere), `event_streams` open and `event_streams_ended_total` by reason;
 //! - `db_pool_connections` (open, idle) and `db_pool_max_connections`, read at scrape time.
 
 use std::sync::Arc;
@@ -39,6 +41,11 @@ struct MoneyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -61,6 +68,10 @@ pub struct Metrics {
     money: Family<MoneyLabels, Counter>,
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    event_streams: Gauge,
+    event_streams_ended: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +96,30 @@ impl Metrics {
         let money = Family::<MoneyLabels, Counter>::default();
         let pool_connections = Family::<PoolLabels, Gauge>::default();
         let pool_max = Gauge::default();
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        let webhook_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let event_streams = Gauge::default();
+        let event_streams_ended = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retrying, failed)",
+            webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_outbox_lag_seconds",
+            "Age of the oldest event not yet delivered to every webhook endpoint",
+            webhook_lag.clone(),
+        );
+        registry.register(
+            "event_streams",
+            "Live event streams (SSE and WatchAccount) open now",
+            event_streams.clone(),
+        );
+        registry.register(
+            "event_streams_ended",
+            "Event streams the server ended, by reason",
+            event_streams_ended.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered",
@@ -125,7 +160,34 @@ impl Metrics {
             money,
             pool_connections,
             pool_max,
+            webhook_deliveries,
+            webhook_lag,
+            event_streams,
+            event_streams_ended,
         }
+    }
+
+    /// `outcome`: delivered, retrying or failed.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn set_webhook_lag(&self, seconds: f64) {
+        self.webhook_lag.set(seconds);
+    }
+
+    /// A stream opened (`1`) or closed (`-1`).
+    pub fn event_stream(&self, delta: i64) {
+        self.event_streams.inc_by(delta);
+    }
+
+    /// The server ended a stream (`EndReason::as_str`).
+    pub fn event_stream_ended(&self, reason: &'static str) {
+        self.event_streams_ended
+            .get_or_create(&OutcomeLabels { outcome: reason })
+            .inc();
     }
 
     pub fn shared() -> Arc<Self> {

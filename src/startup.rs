@@ -21,11 +21,13 @@ use tonic_health::server::HealthReporter;
 use crate::auth::TokenMaker;
 use crate::background;
 use crate::config::{MailSenderChoice, Settings};
+use crate::events::EventHub;
+use crate::events::webhooks::{self, Secrets, WebhookWorker};
 use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppState};
 use crate::mail::{FileSender, LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::metrics::Metrics;
-use crate::service::{BankService, StorePorts};
+use crate::service::{BankService, EventPorts, StorePorts};
 use crate::store::Store;
 
 /// How often gRPC health re-checks the database.
@@ -45,6 +47,9 @@ pub struct Application {
     /// `HTTP_BODY_LIMIT`, which bounds a gRPC request message too.
     message_limit: usize,
     outbox: OutboxWorker,
+    /// The horizon prober and stream hub (`events`), and webhook delivery.
+    hub: EventHub,
+    webhooks: WebhookWorker,
     metrics: Arc<Metrics>,
     /// `serve --ready-file`: where to say, in JSON, that the server is ready and where it is.
     ready_file: Option<PathBuf>,
@@ -81,6 +86,14 @@ impl Application {
         }
         let tokens = TokenMaker::new(settings.token_key.expose_secret())?;
         let metrics = Metrics::shared();
+        let hub = EventHub::new(Arc::new(store.clone()), settings.events);
+        let webhook_settings = Arc::new(settings.webhooks);
+        let webhooks = WebhookWorker::new(
+            store.clone(),
+            Arc::clone(&webhook_settings),
+            Arc::clone(&metrics),
+        )
+        .context("building the webhook client")?;
         let service = BankService::new(
             StorePorts::from(store.clone()),
             Arc::new(tokens),
@@ -92,7 +105,12 @@ impl Application {
         .with_request_limits(settings.request_limits)
         .with_password_limits(settings.password_limits)
         .with_trusted_proxies(settings.trusted_proxies.clone())
-        .with_metrics(Arc::clone(&metrics));
+        .with_metrics(Arc::clone(&metrics))
+        .with_events(EventPorts {
+            hub: hub.clone(),
+            secrets: Secrets::new(&webhook_settings.secret_key),
+            allow_private: webhook_settings.allow_private,
+        });
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone())
             .with_wakeup(service.mail_queued());
         let state = AppState {
@@ -123,6 +141,8 @@ impl Application {
             idempotency_retention: settings.idempotency_retention,
             message_limit: settings.body_limit,
             outbox,
+            hub,
+            webhooks,
             metrics,
             ready_file: None,
         })
@@ -224,10 +244,20 @@ impl Application {
         );
         let mailer = self.outbox.run(stopped.clone());
         let sweeper = background::sweep_expired_holds(self.store.clone(), stopped.clone());
+        let events = self.hub.clone().run(stopped.clone());
+        let fan_out = webhooks::fan_out(
+            self.store.clone(),
+            self.hub.clone(),
+            self.webhooks.wakeup(),
+            Arc::clone(&self.metrics),
+            stopped.clone(),
+        );
+        let deliverer = self.webhooks.run(stopped.clone());
 
         let trimmer = background::release_free_memory(stopped.clone());
-        let (http, grpc, (), (), (), (), ()) =
-            tokio::join!(http, grpc, checker, purger, mailer, sweeper, trimmer);
+        let (http, grpc, (), (), (), (), (), (), (), ()) = tokio::join!(
+            http, grpc, checker, purger, mailer, sweeper, trimmer, events, fan_out, deliverer
+        );
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         self.store.pool().close().await;

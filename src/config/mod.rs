@@ -22,6 +22,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::auth::HashLimits;
 use crate::auth::TokenMaker;
 use crate::domain::HOLD_TTL_DEFAULT;
+use crate::events::EventSettings;
+use crate::events::webhooks::WebhookSettings;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{
     DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
@@ -178,9 +180,20 @@ pub struct Settings {
     /// `TRUSTED_PROXIES`: CIDR blocks whose `X-Forwarded-For` / `Forwarded` name the client
     /// (default: none, so the TCP peer is the client).
     pub trusted_proxies: TrustedProxies,
+    /// `WEBHOOK_SECRET_KEY` (exactly 32 bytes; required in production), `WEBHOOK_ALLOW_PRIVATE`
+    /// (default: true in development only), `WEBHOOK_RETRY_FOR` (default 24h) and
+    /// `WEBHOOK_TIMEOUT` (default 10s).
+    pub webhooks: WebhookSettings,
+    /// `EVENTS_POLL_INTERVAL` (default 100ms: how late a stream or webhook may be, beyond the
+    /// commit) and `MAX_STREAMS` (default 256 live streams per replica).
+    pub events: EventSettings,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
+
+/// The development `WEBHOOK_SECRET_KEY`: fixed, so webhook secrets survive a restart of
+/// `make run`; production refuses to start without a key of its own.
+const DEVELOPMENT_WEBHOOK_KEY: &[u8; 32] = b"simplebank-development-webhooks!";
 
 impl Settings {
     /// The settings that `get` returns by environment variable name, over the defaults.
@@ -234,6 +247,27 @@ impl TryFrom<RawSettings> for Settings {
             }
         };
         let lifetimes = TokenLifetimes::default();
+        let webhook_key = match raw.webhook_secret_key {
+            Some(TokenKey(key)) => *key.expose_secret(),
+            None if production => return Err(ConfigError::Missing("WEBHOOK_SECRET_KEY")),
+            None => *DEVELOPMENT_WEBHOOK_KEY,
+        };
+        let webhook_defaults = WebhookSettings::new(webhook_key);
+        let webhooks = WebhookSettings {
+            allow_private: raw.webhook_allow_private.map_or(!production, |Flag(on)| on),
+            retry_for: duration(raw.webhook_retry_for, webhook_defaults.retry_for),
+            timeout: duration(raw.webhook_timeout, webhook_defaults.timeout),
+            ..webhook_defaults
+        };
+        let event_defaults = EventSettings::default();
+        let events = EventSettings {
+            poll: duration(raw.events_poll_interval, event_defaults.poll)
+                .clamp(Duration::from_millis(10), Duration::from_secs(10)),
+            max_streams: raw
+                .max_streams
+                .map_or(event_defaults.max_streams, Bounded::get),
+            ..event_defaults
+        };
 
         let sender = match raw.mail_sender.unwrap_or(if production {
             MailSenderKind::Smtp
@@ -327,6 +361,8 @@ impl TryFrom<RawSettings> for Settings {
                     .map_or(login_defaults.per_username, Bounded::get),
             },
             request_limits,
+            webhooks,
+            events,
             password_limits: HashLimits {
                 concurrency,
                 queue: raw
@@ -523,7 +559,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 34, "{names:?}");
+        assert_eq!(names.len(), 40, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }
@@ -626,10 +662,41 @@ mod tests {
             DB,
             ("ENVIRONMENT", "production"),
             ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
             ("SMTP_HOST", "smtp.example.com"),
             ("SMTP_FROM", "simplebank <no-reply@example.com>"),
         ]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn production_needs_its_own_webhook_key_and_refuses_private_webhook_urls() {
+        let base = [
+            DB,
+            ("ENVIRONMENT", "production"),
+            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("SMTP_HOST", "smtp.example.com"),
+            ("SMTP_FROM", "simplebank <no-reply@example.com>"),
+        ];
+        let err = settings(&base).unwrap_err().to_string();
+        assert!(err.contains("WEBHOOK_SECRET_KEY"), "{err}");
+        let mut keyed = base.to_vec();
+        keyed.push(("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"));
+        let s = settings(&keyed).unwrap();
+        assert!(!s.webhooks.allow_private);
+        assert_eq!(s.webhooks.retry_for, Duration::from_secs(24 * 60 * 60));
+        keyed.push(("WEBHOOK_ALLOW_PRIVATE", "true"));
+        keyed.push(("WEBHOOK_RETRY_FOR", "1h"));
+        let s = settings(&keyed).unwrap();
+        assert!(s.webhooks.allow_private);
+        assert_eq!(s.webhooks.retry_for, Duration::from_secs(3600));
+        // Development allows loopback receivers, and its key is fixed so secrets survive restarts.
+        let dev = settings(&[DB]).unwrap();
+        assert!(dev.webhooks.allow_private);
+        assert_eq!(
+            dev.webhooks.secret_key.expose_secret(),
+            DEVELOPMENT_WEBHOOK_KEY
+        );
     }
 
     #[test]
@@ -638,6 +705,7 @@ mod tests {
             DB,
             ("ENVIRONMENT", "production"),
             ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
         ];
         let err = settings(&production).unwrap_err().to_string();
         assert!(err.contains("SMTP_"), "{err}");
@@ -682,6 +750,8 @@ mod tests {
                 DB,
                 ("ENVIRONMENT", "production"),
                 ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+                ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
+                ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
                 ("MAIL_SENDER", sender),
             ])
             .unwrap_err()

@@ -63,6 +63,12 @@ pub struct RawSettings {
     pub password_hash_concurrency: Option<Bounded<1, 256>>,
     pub password_hash_queue: Option<Bounded<0, 100_000>>,
     pub trusted_proxies: Option<TrustedProxies>,
+    pub webhook_secret_key: Option<TokenKey>,
+    pub webhook_allow_private: Option<Flag>,
+    pub webhook_retry_for: Option<GoDuration>,
+    pub webhook_timeout: Option<GoDuration>,
+    pub events_poll_interval: Option<GoDuration>,
+    pub max_streams: Option<Bounded<1, 100_000>>,
 }
 
 impl RawSettings {

@@ -15,8 +15,8 @@ use crate::service::edge;
 use crate::service::{
     BankService, ClientAddress, ClientInfo, HoldRequest, MoneyAnswer, NewUserRequest, PageRequest,
     UpdateUserRequest, parse_account_status, parse_amount_or_all, parse_credentials, parse_hold,
-    parse_hold_status, parse_moment, parse_money, parse_overdraft_limit, parse_reversal,
-    parse_transfer, parse_transfer_filter, parse_verification,
+    parse_hold_status, parse_id, parse_moment, parse_money, parse_overdraft_limit, parse_reversal,
+    parse_transfer, parse_transfer_filter, parse_verification, parse_webhook,
 };
 
 /// The gRPC face of the bank.
@@ -536,6 +536,104 @@ impl SimpleBank for GrpcApi {
             from_entry: Some(receipt.from_entry.into()),
             to_entry: Some(receipt.to_entry.into()),
         })
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> RpcResult<pb::CreateWebhookResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let webhook = parse_webhook(
+            (!r.url.is_empty()).then_some(r.url),
+            r.event_types,
+            Some(r.description),
+        )?;
+        let created = self.service.create_webhook(&caller, webhook).await?;
+        Ok(Response::new(pb::CreateWebhookResponse {
+            webhook: Some(created.endpoint.into()),
+            secret: created.secret,
+        }))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> RpcResult<pb::ListWebhooksResponse> {
+        let caller = self.caller(&request)?;
+        let webhooks = self.service.list_webhooks(&caller).await?;
+        Ok(Response::new(pb::ListWebhooksResponse {
+            webhooks: webhooks.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::DeleteWebhookRequest>,
+    ) -> RpcResult<pb::DeleteWebhookResponse> {
+        let caller = self.caller(&request)?;
+        let id = parse_id("id", request.into_inner().id)?;
+        self.service.delete_webhook(&caller, id).await?;
+        Ok(Response::new(pb::DeleteWebhookResponse {}))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> RpcResult<pb::RotateWebhookSecretResponse> {
+        let caller = self.caller(&request)?;
+        let id = parse_id("id", request.into_inner().id)?;
+        let rotated = self.service.rotate_webhook_secret(&caller, id).await?;
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            webhook: Some(rotated.endpoint.into()),
+            secret: rotated.secret,
+        }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> RpcResult<pb::ListWebhookDeliveriesResponse> {
+        let caller = self.caller(&request)?;
+        let id = parse_id("id", request.into_inner().id)?;
+        let attempts = self.service.list_webhook_deliveries(&caller, id).await?;
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: attempts.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        request: Request<pb::RedeliverWebhookRequest>,
+    ) -> RpcResult<pb::RedeliverWebhookResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let id = parse_id("id", r.id)?;
+        let event = parse_id("event_id", r.event_id)?;
+        let delivery_id = self.service.redeliver_webhook(&caller, id, event).await?;
+        Ok(Response::new(pb::RedeliverWebhookResponse { delivery_id }))
+    }
+
+    type WatchAccountStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::AccountEvent, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_account(
+        &self,
+        request: Request<pb::WatchAccountRequest>,
+    ) -> RpcResult<Self::WatchAccountStream> {
+        use tokio_stream::StreamExt;
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let account = account_id(r.account_id, "account_id")?;
+        let stream = self
+            .service
+            .watch_account(&caller, account, r.after_event_id)
+            .await?;
+        Ok(Response::new(Box::pin(stream.map(|item| match item {
+            Ok(event) => Ok(super::convert::account_event(event)),
+            Err(end) => Err(super::convert::stream_end(end)),
+        }))))
     }
 }
 

@@ -153,3 +153,65 @@ impl From<IssuedToken> for pb::RenewAccessTokenResponse {
         }
     }
 }
+
+impl From<crate::store::WebhookEndpoint> for pb::Webhook {
+    fn from(w: crate::store::WebhookEndpoint) -> Self {
+        pb::Webhook {
+            id: w.id,
+            url: w.url,
+            event_types: w.event_types,
+            description: w.description,
+            created_by: w.created_by.as_str().to_owned(),
+            created_at: timestamp(w.created_at),
+        }
+    }
+}
+
+impl From<crate::store::DeliveryAttempt> for pb::WebhookDeliveryAttempt {
+    fn from(a: crate::store::DeliveryAttempt) -> Self {
+        pb::WebhookDeliveryAttempt {
+            delivery_id: a.delivery_id,
+            event_id: a.event_id,
+            event_type: a.event_type,
+            attempt: a.attempt,
+            attempted_at: timestamp(a.started_at),
+            duration_ms: a.duration_ms,
+            status_code: a.status_code.unwrap_or(0),
+            error: a.error.unwrap_or_default(),
+            delivery_status: a.delivery_status.to_owned(),
+        }
+    }
+}
+
+pub fn account_event(event: crate::store::Event) -> pb::AccountEvent {
+    pb::AccountEvent {
+        id: event.id,
+        timestamp: timestamp(event.created_at),
+        r#type: event.kind,
+        data: event.data,
+    }
+}
+
+/// How the server ends a stream: RESOURCE_EXHAUSTED for a slow consumer, UNAVAILABLE when the
+/// database or the server goes away; the message and the `resume-after` trailer say where to
+/// resume.
+pub fn stream_end(end: crate::events::StreamEnd) -> tonic::Status {
+    use crate::events::EndReason;
+    let message = format!(
+        "{}: resume after event id {}",
+        match end.reason {
+            EndReason::SlowConsumer => "the client did not keep up with the stream",
+            EndReason::Unavailable => "the database is unavailable",
+            EndReason::ShuttingDown => "the server is shutting down",
+        },
+        end.resume_after
+    );
+    let mut status = match end.reason {
+        EndReason::SlowConsumer => tonic::Status::resource_exhausted(message),
+        EndReason::Unavailable | EndReason::ShuttingDown => tonic::Status::unavailable(message),
+    };
+    if let Ok(value) = end.resume_after.to_string().parse() {
+        status.metadata_mut().insert("resume-after", value);
+    }
+    status
+}

@@ -15,11 +15,12 @@ use crate::domain::{
     PageKind, Password, Transfer, TransferId, TransferReceipt, User, Username, ValidationError,
     both,
 };
+use crate::service::WebhookWithSecret;
 use crate::service::{
     BalanceAt, HoldRequest, LoginResult, NewUserRequest, PageRequest, UpdateUserRequest,
     parse_credentials, parse_hold, parse_money, parse_transfer,
 };
-use crate::store::{CapturedHold, PlacedHold};
+use crate::store::{CapturedHold, DeliveryAttempt, PlacedHold, WebhookEndpoint};
 
 // --- requests ----------------------------------------------------------------------------------
 
@@ -741,4 +742,129 @@ pub struct VerifyEmailQuery {
 pub struct VerifyEmailResult {
     /// True: the address is verified now (every failure is an error response instead).
     pub is_verified: bool,
+}
+
+// --- webhooks and events -----------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    /// Where deliveries are POSTed: http(s); in production not a loopback, private or
+    /// link-local address (unless WEBHOOK_ALLOW_PRIVATE=true).
+    #[schema(example = "https://hooks.example.com/simplebank")]
+    pub url: Option<String>,
+    /// The event types to send; empty or absent: every type.
+    #[serde(default)]
+    #[schema(example = json!(["deposit.created", "hold.captured"]))]
+    pub event_types: Vec<String>,
+    /// Up to 256 characters, for the bankers' own use.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: i64,
+    pub url: String,
+    /// Empty: every type.
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<WebhookEndpoint> for WebhookView {
+    fn from(w: WebhookEndpoint) -> Self {
+        WebhookView {
+            id: w.id,
+            url: w.url,
+            event_types: w.event_types,
+            description: w.description,
+            created_by: w.created_by.as_str().to_owned(),
+            created_at: w.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookCreated {
+    pub webhook: WebhookView,
+    /// The signing secret (`whsec_` + base64), shown only in this response. Verify deliveries
+    /// with any Standard Webhooks library.
+    pub secret: String,
+}
+
+impl From<WebhookWithSecret> for WebhookCreated {
+    fn from(w: WebhookWithSecret) -> Self {
+        WebhookCreated {
+            webhook: w.endpoint.into(),
+            secret: w.secret,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAttemptView {
+    pub delivery_id: i64,
+    pub event_id: i64,
+    pub event_type: String,
+    /// 1 for the first attempt of this delivery.
+    pub attempt: i32,
+    pub attempted_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    /// The receiver's HTTP status; absent when there was none (refused, timed out, blocked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The delivery now: `delivered`, `retrying` or `failed`.
+    #[schema(example = "delivered")]
+    pub delivery_status: &'static str,
+}
+
+impl From<DeliveryAttempt> for DeliveryAttemptView {
+    fn from(a: DeliveryAttempt) -> Self {
+        DeliveryAttemptView {
+            delivery_id: a.delivery_id,
+            event_id: a.event_id,
+            event_type: a.event_type,
+            attempt: a.attempt,
+            attempted_at: a.started_at,
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            error: a.error,
+            delivery_status: a.delivery_status,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    /// The newest 100 attempts, newest first.
+    pub deliveries: Vec<DeliveryAttemptView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverBody {
+    pub event_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeliverResult {
+    /// The new delivery; its attempts show in the delivery log.
+    pub delivery_id: i64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are given);
+    /// absent: only events from now on.
+    pub after: Option<i64>,
 }

@@ -4,6 +4,7 @@
 mod compat;
 mod dto;
 mod error;
+mod events;
 mod extract;
 mod guard;
 mod handlers;
@@ -55,6 +56,7 @@ pub struct AppState {
         (name = "accounts", description = "Accounts and statements"),
         (name = "transfers", description = "Transfers, deposits and withdrawals"),
         (name = "holds", description = "Holds: funds the payer authorises and the payee captures (in all or in part) or releases"),
+        (name = "webhooks", description = "Signed deliveries of events to bankers' endpoints (Standard Webhooks)"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "simple_bank compatibility", description = "simple_bank's own routes and JSON shapes, served only with SIMPLE_BANK_COMPAT=true; see doc/simple_bank-compat.md for every difference"),
     )
@@ -105,6 +107,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(holds::capture_hold))
         .routes(routes!(holds::void_hold))
         .routes(routes!(holds::list_holds))
+        .routes(routes!(events::create_webhook, events::list_webhooks))
+        .routes(routes!(events::delete_webhook))
+        .routes(routes!(events::rotate_webhook_secret))
+        .routes(routes!(events::list_webhook_deliveries))
+        .routes(routes!(events::redeliver_webhook))
+        .routes(routes!(events::watch_account_events))
 }
 
 /// How the HTTP side is set up (from `Settings`).

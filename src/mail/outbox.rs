@@ -1,8 +1,9 @@
 //! The outbox worker: delivers the verification emails that user sign-ups and email changes
 //! queued in `email_outbox`, in the same transaction as the user row.
 //!
-//! Each round claims a batch (`Store::claim_due_emails`: `FOR UPDATE SKIP LOCKED`, then a lease),
-//! sends each email once, and records the result: sent (the code is forgotten), retry later with
+//! The worker is `outbox::run` (shared with webhook deliveries). Each round claims a batch
+//! (`Store::claim_due_emails`: `FOR UPDATE SKIP LOCKED`, then a lease), sends each email once, and
+//! records the result: sent (the code is forgotten), retry later with
 //! exponential backoff, or abandoned (a permanent refusal, too many attempts, or a code that has
 //! expired anyway). Any number of workers — several tasks, several replicas — can run at once:
 //! a claimed email is invisible to the others for the lease, and one attempt (bounded by
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 
 use super::{MailError, MailSender, OutgoingEmail};
 use crate::domain::DueEmail;
+pub use crate::outbox::Round;
+use crate::outbox::{self, Attempted, Outbox, Polling};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -58,12 +61,7 @@ impl Default for OutboxSettings {
 impl OutboxSettings {
     /// The wait before attempt `attempt + 1`.
     pub fn backoff_after(&self, attempt: i32) -> Duration {
-        let doublings = u32::try_from(attempt.saturating_sub(1))
-            .unwrap_or(0)
-            .min(20);
-        self.backoff
-            .saturating_mul(1 << doublings)
-            .min(self.max_backoff)
+        outbox::backoff(self.backoff, self.max_backoff, attempt)
     }
 }
 
@@ -88,15 +86,6 @@ pub fn verification_email(due: &DueEmail, link_base: &str) -> OutgoingEmail {
             due.expires_at.format("%Y-%m-%d %H:%M"),
         ),
     }
-}
-
-/// What one round did, for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Round {
-    pub claimed: usize,
-    pub sent: usize,
-    pub retrying: usize,
-    pub abandoned: usize,
 }
 
 #[derive(Clone)]
@@ -125,47 +114,37 @@ impl OutboxWorker {
         self
     }
 
-    /// Delivers until `stopped`; a round in progress is finished first (it is bounded by the
-    /// send timeout). A full batch is followed by the next round at once.
-    pub async fn run(self, mut stopped: watch::Receiver<bool>) {
-        loop {
-            let pause = match self.deliver_due().await {
-                Ok(round) if round.claimed as i64 >= self.settings.batch => Duration::ZERO,
-                Ok(_) => self.settings.poll_interval,
-                Err(error) => {
-                    tracing::warn!(%error, "email outbox: claiming failed; will retry");
-                    self.settings.poll_interval
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.wakeup.notified() => {}
-                _ = stopped.wait_for(|stop| *stop) => return,
-            }
+    fn polling(&self) -> Polling {
+        Polling {
+            interval: self.settings.poll_interval,
+            batch: self.settings.batch,
+            lease: self.settings.lease,
         }
+    }
+
+    /// Delivers until `stopped` (`outbox::run`).
+    pub async fn run(self, stopped: watch::Receiver<bool>) {
+        let (polling, wakeup) = (self.polling(), Arc::clone(&self.wakeup));
+        outbox::run(self, polling, wakeup, stopped).await;
     }
 
     /// One round: claim what is due and try each email once.
     pub async fn deliver_due(&self) -> Result<Round, StoreError> {
-        let due = self
-            .store
-            .claim_due_emails(self.settings.batch, self.settings.lease)
-            .await?;
-        let mut round = Round {
-            claimed: due.len(),
-            ..Round::default()
-        };
-        for email in &due {
-            match self.deliver(email).await? {
-                Delivery::Sent => round.sent += 1,
-                Delivery::Retrying => round.retrying += 1,
-                Delivery::Abandoned => round.abandoned += 1,
-            }
-        }
-        Ok(round)
+        outbox::round(self, self.polling()).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for OutboxWorker {
+    type Item = DueEmail;
+    const NAME: &'static str = "email outbox";
+
+    async fn claim(&self, batch: i64, lease: Duration) -> Result<Vec<DueEmail>, StoreError> {
+        self.store.claim_due_emails(batch, lease).await
     }
 
-    async fn deliver(&self, due: &DueEmail) -> Result<Delivery, StoreError> {
+    async fn attempt(&self, due: DueEmail) -> Result<Attempted, StoreError> {
+        let due = &due;
         if due.expires_at <= Utc::now() {
             self.store
                 .mark_email_failed(due.outbox_id, "the code expired before delivery", None)
@@ -174,7 +153,7 @@ impl OutboxWorker {
                 outbox_id = due.outbox_id,
                 "email outbox: code expired undelivered; abandoned"
             );
-            return Ok(Delivery::Abandoned);
+            return Ok(Attempted::Abandoned);
         }
         let email = verification_email(due, &self.settings.link_base);
         let sent = tokio::time::timeout(self.settings.send_timeout, self.sender.send(&email))
@@ -188,7 +167,7 @@ impl OutboxWorker {
                     attempt = due.attempt,
                     "email sent"
                 );
-                Ok(Delivery::Sent)
+                Ok(Attempted::Sent)
             }
             Err(error) if error.permanent || due.attempt >= self.settings.max_attempts => {
                 self.store
@@ -200,10 +179,10 @@ impl OutboxWorker {
                     %error,
                     "email outbox: giving up"
                 );
-                Ok(Delivery::Abandoned)
+                Ok(Attempted::Abandoned)
             }
             Err(error) => {
-                let wait = self.settings.backoff_after(due.attempt);
+                let wait = outbox::jitter(self.settings.backoff_after(due.attempt));
                 let retry_at =
                     Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                 self.store
@@ -216,36 +195,16 @@ impl OutboxWorker {
                     %error,
                     "email outbox: send failed; will retry"
                 );
-                Ok(Delivery::Retrying)
+                Ok(Attempted::Retrying)
             }
         }
     }
-}
-
-enum Delivery {
-    Sent,
-    Retrying,
-    Abandoned,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{Email, Username, VerificationCode};
-
-    #[test]
-    fn backoff_doubles_from_the_base_up_to_the_cap() {
-        let settings = OutboxSettings {
-            backoff: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(60),
-            ..OutboxSettings::default()
-        };
-        let waits: Vec<u64> = (1..=6)
-            .map(|n| settings.backoff_after(n).as_secs())
-            .collect();
-        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
-        assert_eq!(settings.backoff_after(i32::MAX).as_secs(), 60);
-    }
 
     #[test]
     fn the_email_carries_a_working_link_and_says_until_when() {

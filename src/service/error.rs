@@ -261,6 +261,9 @@ impl From<StoreError> for ServiceError {
             StoreError::SameAccount => {
                 ServiceError::invalid("to_account_id", "must differ from from_account_id")
             }
+            StoreError::LimitReached(what) => ServiceError::AlreadyExists(format!(
+                "the bank's limit of {what} is reached; delete one first"
+            )),
             StoreError::Contended => ServiceError::Conflict(
                 "the request conflicted with concurrent ones; try again".to_owned(),
             ),

@@ -9,6 +9,7 @@ mod admission;
 mod client_address;
 pub mod edge;
 mod error;
+mod events;
 mod holds;
 mod port;
 mod rate_limit;
@@ -25,6 +26,10 @@ pub use accounts::{
 pub use admission::{Admission, RequestLimits, Slot};
 pub use client_address::{ClientAddress, TrustedProxies, client_from_headers};
 pub use error::{ErrorCode, ServiceError};
+pub use events::{
+    DELIVERY_LOG_LIMIT, EVENT_TYPES, EventPorts, WebhookRequest, WebhookWithSecret, parse_id,
+    parse_webhook,
+};
 pub use holds::{HoldRequest, parse_hold, parse_hold_status};
 pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
@@ -80,6 +85,8 @@ pub struct BankService {
     passwords: Passwords,
     /// `TRUSTED_PROXIES`: whose forwarding headers name the client (`client_address.rs`).
     trusted_proxies: Arc<TrustedProxies>,
+    /// Streams and webhook secrets; `None` serves neither (the service's unit tests).
+    events: Option<EventPorts>,
 }
 
 /// simple_bank's verification lifetime: 15 minutes.
@@ -100,7 +107,14 @@ impl BankService {
             mail_queued: Arc::default(),
             passwords: Passwords::default(),
             trusted_proxies: Arc::default(),
+            events: None,
         }
+    }
+
+    /// Serve event streams from `ports.hub` and sign webhooks with `ports.secrets`.
+    pub fn with_events(mut self, ports: EventPorts) -> Self {
+        self.events = Some(ports);
+        self
     }
 
     pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::store::{
     AccountStore, HoldStore, IdempotentStore, ReversalStore, SessionStore, Store, TransferStore,
-    UserStore,
+    UserStore, WebhookStore,
 };
 
 /// One handle per concern; in production all of them are the same `Store`.
@@ -26,6 +26,7 @@ pub struct StorePorts {
     pub holds: Arc<dyn HoldStore>,
     pub reversals: Arc<dyn ReversalStore>,
     pub keyed: Arc<dyn IdempotentStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
 }
 
 impl From<Store> for StorePorts {
@@ -38,6 +39,7 @@ impl From<Store> for StorePorts {
             transfers: store.clone(),
             holds: store.clone(),
             reversals: store.clone(),
+            webhooks: store.clone(),
             keyed: store,
         }
     }

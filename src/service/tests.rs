@@ -17,7 +17,8 @@ use crate::domain::{
 };
 use crate::store::{
     Entity, KeyedOutcome, MockAccountStore, MockHoldStore, MockIdempotentStore, MockReversalStore,
-    MockSessionStore, MockTransferStore, MockUserStore, MoneyMove, Page, StoreError,
+    MockSessionStore, MockTransferStore, MockUserStore, MockWebhookStore, MoneyMove, Page,
+    StoreError,
 };
 
 const KEY: &[u8; 32] = b"an example key of 32 bytes......";
@@ -44,6 +45,7 @@ struct Mocks {
     holds: MockHoldStore,
     reversals: MockReversalStore,
     keyed: MockIdempotentStore,
+    webhooks: MockWebhookStore,
 }
 
 fn service(store: Mocks) -> BankService {
@@ -56,6 +58,7 @@ fn service(store: Mocks) -> BankService {
             holds: Arc::new(store.holds),
             reversals: Arc::new(store.reversals),
             keyed: Arc::new(store.keyed),
+            webhooks: Arc::new(store.webhooks),
         },
         Arc::new(TokenMaker::new(KEY).unwrap()),
         TokenLifetimes::default(),
@@ -915,4 +918,49 @@ async fn csv_exports_beyond_the_bound_are_refused_until_one_ends() {
         .await
         .unwrap_err();
     assert_eq!(backwards.code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn only_bankers_manage_webhooks_and_the_store_is_never_asked_otherwise() {
+    // No expectations: any call on the webhook store would panic.
+    let bank = service(Mocks::default());
+    let alice = principal("alice", Role::Depositor);
+    let request =
+        crate::service::parse_webhook(Some("https://hooks.example.com/x".into()), vec![], None)
+            .unwrap();
+    for outcome in [
+        bank.create_webhook(&alice, request).await.map(|_| ()),
+        bank.list_webhooks(&alice).await.map(|_| ()),
+        bank.delete_webhook(&alice, 1).await,
+        bank.rotate_webhook_secret(&alice, 1).await.map(|_| ()),
+        bank.list_webhook_deliveries(&alice, 1).await.map(|_| ()),
+        bank.redeliver_webhook(&alice, 1, 1).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(outcome, Err(ServiceError::PermissionDenied(_))),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[test]
+fn a_webhook_request_names_every_bad_field() {
+    let err = crate::service::parse_webhook(
+        None,
+        vec!["transfer.created".into(), "money.printed".into()],
+        Some("x".repeat(300)),
+    )
+    .unwrap_err();
+    let ServiceError::InvalidArgument(problems) = err else {
+        panic!("{err:?}")
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field).collect();
+    assert_eq!(fields, ["url", "event_types", "description"]);
+    let ok = crate::service::parse_webhook(
+        Some("https://h.example/".into()),
+        vec!["hold.captured".into(), "hold.captured".into()],
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok.event_types, ["hold.captured"]);
 }

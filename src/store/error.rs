@@ -14,6 +14,8 @@ pub enum Entity {
     Account,
     Transfer,
     Hold,
+    Webhook,
+    Event,
 }
 
 impl std::fmt::Display for Entity {
@@ -23,6 +25,8 @@ impl std::fmt::Display for Entity {
             Entity::Account => "account",
             Entity::Transfer => "transfer",
             Entity::Hold => "hold",
+            Entity::Webhook => "webhook",
+            Entity::Event => "event",
         })
     }
 }
@@ -85,6 +89,9 @@ pub enum StoreError {
     BalanceOverflow(AccountId),
     #[error("a transfer needs two different accounts")]
     SameAccount,
+    /// As many as the bank allows already exist (the name says of what).
+    #[error("the limit of {0} is reached")]
+    LimitReached(&'static str),
     /// A row broke a rule the domain types should already have enforced: a bug, not bad input.
     #[error("constraint {0} violated")]
     ConstraintViolated(String),

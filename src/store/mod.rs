@@ -7,6 +7,7 @@
 mod account_gate;
 mod accounts;
 mod error;
+mod events;
 mod group_commit;
 mod holds;
 mod idempotency;
@@ -32,8 +33,8 @@ use crate::domain::{AccountId, Currency, ValidationError};
 /// The store's traits, for callers of `Store` outside the service: `use store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AccountStore, HoldStore, IdempotentStore, ReversalStore, SessionStore, TransferStore,
-        UserStore,
+        AccountStore, EventStore, HoldStore, IdempotentStore, ReversalStore, SessionStore,
+        TransferStore, UserStore, WebhookStore,
     };
 }
 
@@ -41,6 +42,12 @@ pub mod prelude {
 pub use accounts::MockAccountStore;
 pub use accounts::{AccountControl, AccountStore};
 pub use error::{Entity, StoreError, Unique};
+#[cfg(test)]
+pub use events::MockWebhookStore;
+pub use events::{
+    AttemptOutcome, DeliveryAttempt, DueDelivery, Event, EventStore, FanOut, HorizonProbe,
+    MAX_WEBHOOK_ENDPOINTS, NextStep, SigningSalts, WebhookEndpoint, WebhookStore,
+};
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]
 pub use holds::MockHoldStore;

@@ -48,7 +48,7 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>` of the gRPC server.
     pub grpc_address: String,
     pub db: TestDb,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<std::thread::JoinHandle<()>>,
     /// Every email the application sent (its outbox worker delivers here instead of SMTP).

@@ -5,6 +5,7 @@ pub mod authorization;
 mod compat;
 mod controls;
 mod errors;
+mod events;
 mod flows;
 mod history;
 mod holds;

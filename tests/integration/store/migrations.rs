@@ -25,12 +25,17 @@ async fn migrations_are_reversible() {
             "currencies",
             "email_outbox",
             "entries",
+            "event_cursors",
+            "events",
             "holds",
             "idempotency_keys",
             "sessions",
             "transfers",
             "users",
-            "verify_emails"
+            "verify_emails",
+            "webhook_attempts",
+            "webhook_deliveries",
+            "webhook_endpoints"
         ]
     );
 
@@ -82,6 +87,7 @@ fn dbml_columns() -> Vec<(String, String, String, bool)> {
         let nullable = !(attributes.starts_with("pk") || attributes.contains("not null"));
         let kind = match kind {
             "timestamptz" => "timestamp with time zone",
+            "text[]" => "ARRAY",
             other => other,
         };
         columns.push((name.clone(), column.to_owned(), kind.to_owned(), nullable));
