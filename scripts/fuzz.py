@@ -5,7 +5,7 @@ OpenAPI document.
 Starts `simplebank serve` on free ports against DB_SOURCE, signs up a depositor with an account
 (usernames get a per-run suffix, so an existing database is fine) and runs schemathesis (pinned in
 scripts/requirements-fuzz.txt, installed into .venv/) authenticated as that user, for
-FUZZ_SECONDS (default 120). The run fails on any response that is a 5xx, has a status the document
+FUZZ_SECONDS (default 120). The SSE route is left out (a stream never ends). The run fails on any response that is a 5xx, has a status the document
 does not list for the operation, or whose body, content type or headers do not match it.
 
 Schemathesis's "coverage" phase is left out: with the pinned hypothesis it stops on an internal
@@ -63,6 +63,10 @@ def main():
                               "--header", f"Authorization: Bearer {token}",
                               "--checks", CHECKS, "--phases", "examples,fuzzing",
                               "--max-time", seconds, "--workers", "2",
+                              # A stream of events never ends by design (a generated request for
+                              # the caller's own account would hang); its inputs are covered by
+                              # api::events and make events-check.
+                              "--exclude-path", "/v1/accounts/{id}/events",
                               "--suppress-health-check", "all"],
                              env=dict(os.environ, NO_COLOR="1"))
     finally:

@@ -153,6 +153,28 @@ def check_history(text):
            and ",10000,100.00," in text, "the CSV header and the first deposit", text)
 
 
+def check_events(text):
+    one(text, "the endpoint for transfer.created with its secret shown once",
+        lambda o: o.get("event_types") == ["transfer.created"] and o.get("secret") == "whsec_...")
+    expect(re.search(r"^verified \d+ transfer\.created 300$", text, re.M),
+           "the receiver verified the delivery of the 300 transfer", text)
+    one(text, "the delivery log's attempt answered 204",
+        lambda o: o.get("event_type") == "transfer.created" and o.get("status_code") == 204
+        and o.get("delivery_status") == "delivered")
+    expect(re.search(r"^204$", text, re.M), "the endpoint deleted (204)", text)
+
+
+def check_streams(text):
+    one(text, "Bob's stream shows his transfers",
+        lambda o: o.get("type") == "transfer.created" and isinstance(o.get("amount"), int))
+    expect(re.search(r"^event: transfer\.created$", text, re.M)
+           and re.search(r'^data: .*"amount": ?100[,}]', text, re.M),
+           "the resumed SSE stream brings the new transfer of 100", text)
+    expect(re.search(r'"type": "transfer\.created"', text) and '"data": "{' in text,
+           "grpcurl's WatchAccount shows the event with its resource", text)
+    expect(re.search(r"^6000$", text, re.M), "Alice back at 6000", text)
+
+
 def check_grpc_clients(text):
     for tool in (ROOT / ".venv" / "bin" / "grpcurl", ROOT / ".tools" / "buf" / "node_modules" / ".bin" / "buf"):
         expect(tool.exists(), f"{tool} installed", text)
@@ -196,6 +218,8 @@ CHECKS = {
     "account-controls": check_account_controls,
     "holds": check_holds,
     "history": check_history,
+    "events": check_events,
+    "streams": check_streams,
     "grpc-clients": check_grpc_clients,
     "grpcurl": check_grpcurl,
     "buf-curl": check_buf_curl,
