@@ -86,8 +86,9 @@ csv-memory: db-ready ## the server's peak RSS while it streams a 100,000-entry C
 	$(CARGO) build --locked --quiet
 	@scripts/csv_memory.py
 
-# The last commit before holds: rows B0 and C0 of `make bench` measure it beside the current code.
-BENCH_BASELINE ?= b9b2f09
+# The last commit before group commit's one-round-trip batches (issue 21): rows B0 and C0 of
+# `make bench` measure its SQL and its server beside the current code.
+BENCH_BASELINE ?= d27ee5a
 
 bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours (and BENCH_BASELINE's), our HTTP and gRPC APIs (not a test)
 	@bench/bench.py --baseline $(BENCH_BASELINE)

@@ -12,16 +12,23 @@ Rows:
      keep-alive connections, every request authenticated as the from-account's owner, random
      from/to accounts), counting only 2xx / OK;
   E  hot pair: C with every transfer between the same two accounts, both directions.
-  C1 and E1: C and E against a second server started with GROUP_COMMIT=false (one database
-     transaction per transfer), to show what group commit itself is worth.
+  C1, D1 and E1: C, D and E against a second server started with GROUP_COMMIT=false (one
+     database transaction per transfer), to show what group commit itself is worth; both servers
+     run side by side and their rows alternate.
+  B16 our transfer SQL hand-batched, 16 transfers between one BEGIN and one COMMIT (at 1, 4 and
+     16 clients): what PostgreSQL does with batched SQL and no server in the way.
   B0 and C0: B and C for a baseline revision (`--baseline`, the Makefile's BENCH_BASELINE: the
      last commit before holds), its MOVE_MONEY under pgbench and its release binary, built from
      `git archive` into target/bench-baseline, over the same database: what the checks added
      since (holds' `held`, account status, overdraft) cost the transfer path. Each runs before
      its counterpart, so a table grown by the earlier rows counts against the new code.
-All on 10,000 funded accounts whose users are all logged in, at concurrency 16 and 64, each for
-a fixed time after a warm-up. Afterwards the ledger invariants are checked; the table (with the
-server's peak RSS and the ratios C/A, D/A, C/B) goes to stdout and bench/results/.
+All on 10,000 funded accounts whose users are all logged in, at concurrency 1, 4, 16, 64 and 256
+(E, E1, B0 and C0 at 16 and 64 only), each for a fixed time after a warm-up run. For each row the
+CPU time of the server, of the whole PostgreSQL cluster and of the load generator, from /proc over
+the measured run, is divided by the transfers it moved; round trips per transfer are counted by
+the server (`db_money_*_calls_total`) or, for pgbench, are those of its script. Afterwards the
+ledger invariants are checked; the table, the ratios, and every target of issue 21 as met or
+missed go to stdout and bench/results/.
 
 This is not a test and never runs in `make test`. Ratios between rows of the same run are the
 result; absolute numbers depend on the machine and on whatever else it is doing.
@@ -36,6 +43,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -164,7 +172,8 @@ def our_transfer_script(source=None):
     """B: MOVE_MONEY exactly as the server sends it, its $n bound to pgbench variables (B0: the
     baseline revision's, from `source`)."""
     source = source or (ROOT / "src/store/transfers.rs").read_text()
-    sql = re.search(r'const MOVE_MONEY: &str = r#"(.*?)"#;', source, re.S).group(1)
+    found = re.search(r'const MOVE_MONEY: &str =\s*(?:r#"(.*?)"#|"(.*?)");', source, re.S)
+    sql = found.group(1) or found.group(2)
     # $1 from, $2 to, $3 amount, $4 currency, $5 movement, $6 owner (the from-account's owner,
     # whose username is the account id); then (none here) $7 the hold a capture names, $8 the
     # reference, $9 the metadata, $10 the transfer a reversal reverses. sqlx declares each
@@ -179,6 +188,16 @@ def our_transfer_script(source=None):
     return PICK + f"\\set amount {AMOUNT}\n\\set owner :from\n" + body + ";\n"
 
 
+def batched_transfer_script(per_transaction=16):
+    """B16: our transfer statement hand-batched, `per_transaction` random transfers between one
+    BEGIN and one COMMIT (per_transaction + 2 round trips). The statements of a transaction lock
+    their pairs in no global order, so clients can deadlock each other; pgbench retries those
+    (`--max-tries`), as a careful client would."""
+    single = our_transfer_script().split("\\set amount", 1)
+    body = "\\set amount" + single[1]
+    return "BEGIN;\n" + (PICK + body) * per_transaction + "COMMIT;\n"
+
+
 def settle(url):
     """Before each row: vacuum what the previous rows left behind and flush dirty pages, so no row
     pays for another's dead tuples or checkpoint."""
@@ -189,18 +208,25 @@ def settle(url):
         pass  # not a superuser (a DB_SOURCE of your own): rows then share checkpoints by chance
 
 
-def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
+def pgbench(url, script, clients, seconds, warmup, log_dir, tag, cpu, per_transaction=1):
+    """One pgbench row. `per_transaction` transfers per script run: transfers/s is pgbench's tps
+    times that, latencies are per transaction."""
     settle(url)
     path = pathlib.Path(log_dir) / f"{tag}.sql"
     path.write_text(script)
     common = [pg_bin("pgbench"), "-n", "-M", "prepared", "-c", str(clients),
               "-j", str(min(clients, 4)), "-D", "currency=USD", "-D", "movement=transfer",
               "-f", str(path)]
+    if per_transaction > 1:
+        common += ["--max-tries", "10"]
     subprocess.run(common + ["-T", str(warmup), url], check=True, capture_output=True)
     prefix = pathlib.Path(log_dir) / tag
+    before = cpu.sample()
     run = subprocess.run(common + ["-T", str(seconds), "-l", "--log-prefix", str(prefix), url],
                          check=True, capture_output=True, text=True, cwd=log_dir)
-    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", run.stdout).group(1))
+    used = cpu.since(before)
+    tps = per_transaction * float(
+        re.search(r"tps = ([\d.]+) \(without initial connection time\)", run.stdout).group(1))
     failed = int(re.search(r"number of failed transactions: (\d+)", run.stdout).group(1)) \
         if "number of failed transactions" in run.stdout else 0
     latencies = []
@@ -215,7 +241,66 @@ def pgbench(url, script, clients, seconds, warmup, log_dir, tag):
     latencies.sort()
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-    return {"tps": tps, "p50": p50, "p99": p99, "failed": failed}
+    return {"tps": tps, "p50": p50, "p99": p99, "failed": failed,
+            **used.per_transfer(tps * seconds)}
+
+
+class Cpu:
+    """CPU time (user + system) of the server under test, of the whole PostgreSQL cluster
+    (postmaster, its live children, and the children it has reaped), and of the load generator
+    (this script's reaped children), read from /proc between two samples."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, url):
+        # The postmaster's pid is the first line of postmaster.pid in the data directory (which
+        # only a superuser may ask for; without it the PostgreSQL column stays empty).
+        try:
+            data = psql(url, "SHOW data_directory")
+            self.postmaster = int((pathlib.Path(data) / "postmaster.pid").read_text().split()[0])
+        except (subprocess.CalledProcessError, OSError):
+            self.postmaster = None
+        self.server = None
+
+    @staticmethod
+    def _stat(pid):
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # After the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17).
+        return {"ppid": int(fields[1]), "own": int(fields[11]) + int(fields[12]),
+                "reaped": int(fields[13]) + int(fields[14])}
+
+    def _postgres(self):
+        if self.postmaster is None:
+            return 0
+        total = sum(self._stat(self.postmaster)[k] for k in ("own", "reaped"))
+        for child in pathlib.Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children") \
+                .read_text().split():
+            try:
+                total += self._stat(int(child))["own"]
+            except FileNotFoundError:
+                pass  # exited between the listing and the read: counted as reaped next time
+        return total
+
+    def sample(self):
+        server = self._stat(self.server)["own"] if self.server else 0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (server, self._postgres(), children.ru_utime + children.ru_stime)
+
+    def since(self, before):
+        now = self.sample()
+        return CpuUsed(server=(now[0] - before[0]) / self.TICK if self.server else None,
+                       postgres=(now[1] - before[1]) / self.TICK if self.postmaster else None,
+                       load=now[2] - before[2])
+
+
+class CpuUsed:
+    def __init__(self, server, postgres, load):
+        self.server, self.postgres, self.load = server, postgres, load
+
+    def per_transfer(self, transfers):
+        """Microseconds per transfer of each party."""
+        us = lambda seconds: None if seconds is None or not transfers else seconds * 1e6 / transfers
+        return {"cpu_server": us(self.server), "cpu_pg": us(self.postgres), "cpu_load": us(self.load)}
 
 
 def baseline(rev):
@@ -278,18 +363,50 @@ def log_everyone_in(url, server, work):
     return tokens
 
 
-def loadgen(api, url, tokens, clients, seconds, warmup, hot=False, db=None):
+def scrape(server):
+    """The server's money-path call counters and committed transfers, from /metrics."""
+    text = urllib.request.urlopen(f"{server.http}/metrics", timeout=30).read().decode()
+    def value(pattern):
+        found = re.search(pattern + r" (\d+(?:\.\d+)?(?:e[+-]?\d+)?)\n", text)
+        return float(found.group(1)) if found else 0.0
+    return {"single": value(r"db_money_single_calls_total"),
+            "batches": value(r"db_money_batch_calls_total"),
+            "batched": value(r"db_money_batched_movements_total"),
+            "committed": value(r'money_movements_total\{kind="transfer",outcome="committed"\}'),
+            "text": text}
+
+
+def loadgen(api, server, tokens, clients, seconds, warmup, cpu, hot=False, db=None):
+    """One row against `server`: a warm-up run, then the measured run, with the CPU of server,
+    PostgreSQL and load generator and the server's database calls counted over the latter."""
     if db:
         settle(db)
-    command = [LOADGEN, "run", "--api", api, "--url", url, "--tokens", tokens,
-               "--concurrency", str(clients), "--seconds", str(seconds), "--warmup", str(warmup)]
+    target = server.http if api == "http" else server.grpc
+    command = [LOADGEN, "run", "--api", api, "--url", target, "--tokens", tokens,
+               "--concurrency", str(clients)]
     if hot:
         command.append("--hot")
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    subprocess.run(command + ["--seconds", str(warmup), "--warmup", "0"], check=True,
+                   capture_output=True)
+    cpu.server = server.process.pid
+    calls = scrape(server)
+    before = cpu.sample()
+    out = subprocess.run(command + ["--seconds", str(seconds), "--warmup", "0"], check=True,
+                         capture_output=True, text=True).stdout
+    used = cpu.since(before)
+    after = scrape(server)
     report = json.loads(out.strip().splitlines()[-1])
     failed = sum(report["errors"].values())
+    moved = after["committed"] - calls["committed"]
+    # A server without the call counters (a baseline older than them) leaves the column empty.
+    counted = "db_money_single_calls" in after["text"]
+    trips = sum(after[k] - calls[k] for k in ("single", "batches")) if counted else 0
+    batches = after["batches"] - calls["batches"]
     return {"tps": report["tps"], "p50": report["p50_ms"], "p99": report["p99_ms"],
-            "failed": failed, "errors": report["errors"]}
+            "failed": failed, "errors": report["errors"],
+            "trips": trips / moved if counted and moved else None,
+            "batch": (after["batched"] - calls["batched"]) / batches if batches else None,
+            **used.per_transfer(moved)}
 
 
 def check_invariants(url):
@@ -313,106 +430,175 @@ def check_invariants(url):
     return problems
 
 
+def fmt(value, digits=0):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def verdicts(by, clients_list, peak_rss):
+    """Issue 21's targets, each met or missed, from this run's rows."""
+    lines = []
+
+    def tps(row, clients):
+        found = by.get((row, clients))
+        return found["tps"] if found else None
+
+    def check(name, ok, figure):
+        lines.append(f"- {'met' if ok else 'MISSED'}: {name} ({figure})")
+
+    pairs = [(c, tps("C", c), tps("C1", c), tps("D", c), tps("D1", c)) for c in clients_list]
+    figure = ", ".join(f"{c}: C/C1 {fmt(a / b if a and b else None, 2)}, D/D1 "
+                       f"{fmt(d / d1 if d and d1 else None, 2)}" for c, a, b, d, d1 in pairs)
+    check("group commit never loses, C ≥ C1 and D ≥ D1 at every concurrency",
+          all(a and b and d and d1 and a >= b and d >= d1 for _, a, b, d, d1 in pairs), figure)
+    if 16 in clients_list and tps("B", 16) and tps("C", 16):
+        ratio = tps("C", 16) / tps("B", 16)
+        check("C/B ≥ 0.8 at 16 clients", ratio >= 0.8, f"{ratio:.2f}")
+    if 1 in clients_list and by.get(("B", 1)) and by.get(("C", 1)):
+        ratio = by[("C", 1)]["p50"] / by[("B", 1)]["p50"]
+        check("C's p50 ≤ 1.5 × B's at 1 client", ratio <= 1.5,
+              f"{by[('C', 1)]['p50']:.2f} / {by[('B', 1)]['p50']:.2f} ms = {ratio:.2f}")
+    figure = ", ".join(f"{c}: D/C {fmt(d / a if a and d else None, 2)}" for c, a, _, d, _ in pairs)
+    check("gRPC at least as fast as HTTP, D ≥ C at every concurrency",
+          all(a and d and d >= a for _, a, _, d, _ in pairs), figure)
+    if 64 in clients_list and tps("B", 64) and tps("C", 64):
+        ratio = tps("C", 64) / tps("B", 64)
+        check("C/B ≥ 2.0 at 64 clients", ratio >= 2.0, f"{ratio:.2f}")
+        p99 = [by[(r, 64)]["p99"] for r in ("C", "D") if (r, 64) in by]
+        check("p99 ≤ 10 ms for C and D at 64 clients", all(x <= 10 for x in p99),
+              ", ".join(f"{x:.1f} ms" for x in p99))
+        b16 = max((by[k]["tps"] for k in by if k[0] == "B16"), default=None)
+        if b16:
+            ratio = tps("C", 64) / b16
+            check("moonshot: C at 64 clients ≥ 0.6 × B16 at its best", ratio >= 0.6,
+                  f"{tps('C', 64):.0f} / {b16:.0f} = {ratio:.2f}")
+    if 256 in clients_list and 64 in clients_list and by.get(("C", 256)):
+        errors = sum(by[(r, 256)]["failed"] for r in ("C", "D", "C1", "D1") if (r, 256) in by)
+        ok = errors == 0 and all(tps(r, 256) and tps(r, 64) and tps(r, 256) >= tps(r, 64)
+                                 for r in ("C", "D"))
+        check("256 clients: no error, throughput ≥ the 64-client figure (C, D)", ok,
+              f"errors {errors}; C {fmt(tps('C', 256))} vs {fmt(tps('C', 64))}, "
+              f"D {fmt(tps('D', 256))} vs {fmt(tps('D', 64))}")
+    check("server peak RSS over the whole run ≤ 64 MiB", peak_rss <= 64, f"{peak_rss:.0f} MiB")
+    return lines
+
+
 def main():
     global BINARY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=20, help="measured time per row")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--clients", default="16,64")
+    parser.add_argument("--seconds", type=int, default=10, help="measured time per row")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--clients", default="1,4,16,64,256")
+    parser.add_argument("--rows", help="only these rows, e.g. B,C,C1 (default: all)")
     parser.add_argument("--binary", default=str(BINARY), help="the simplebank binary to migrate with")
     parser.add_argument("--baseline", help="a git revision to measure rows B0 and C0 for")
     args = parser.parse_args()
     BINARY = pathlib.Path(args.binary)
+    wanted = set(args.rows.split(",")) if args.rows else None
+    want = lambda name: wanted is None or name.split()[0] in wanted
     base = os.environ.get("DB_SOURCE") or sys.exit("DB_SOURCE must be set (make bench sets it)")
-    base_rev, base_source, base_binary = baseline(args.baseline) if args.baseline \
-        else (None, None, None)
+    base_rev, base_source, base_binary = baseline(args.baseline) \
+        if args.baseline and (wanted is None or wanted & {"B0", "C0"}) else (None, None, None)
     print("bench: seeding 10,000 funded accounts (ours and simple_bank's copy)", flush=True)
     url = setup(base)
+    cpu = Cpu(url)
+    clients_list = [int(c) for c in args.clients.split(",")]
+    # The rows every concurrency gets; the others only where they say something new.
+    pair_levels = [c for c in clients_list if c in (16, 64)] or clients_list[:1]
     rows = []
+
+    def record(name, clients, result):
+        rows.append((name, clients, result))
+        print(f"bench:   {result['tps']:.0f}/s p50 {result['p50']:.2f} ms p99 "
+              f"{result['p99']:.2f} ms", flush=True)
+
     with tempfile.TemporaryDirectory() as logs:
-        for clients in (int(c) for c in args.clients.split(",")):
-            scripts = [("A simple_bank SQL", SIMPLE_BANK)]
-            if base_rev:
-                scripts.append((f"B0 baseline SQL ({base_rev})", our_transfer_script(base_source)))
-            scripts.append(("B our transfer SQL", our_transfer_script()))
-            for name, script in scripts:
+        for clients in clients_list:
+            scripts = [("A simple_bank SQL", SIMPLE_BANK, 1, 9)]
+            if base_rev and clients in pair_levels:
+                scripts.append((f"B0 baseline SQL ({base_rev})", our_transfer_script(base_source), 1, 1))
+            scripts.append(("B our transfer SQL", our_transfer_script(), 1, 1))
+            if clients <= 16:
+                scripts.append(("B16 our SQL, 16 per transaction", batched_transfer_script(16), 16,
+                                18 / 16))
+            for name, script, per, trips in scripts:
+                if not want(name):
+                    continue
                 print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
                 result = pgbench(url, script, clients, args.seconds, args.warmup, logs,
-                                 name.split()[0] + str(clients))
-                rows.append((name, clients, result))
+                                 name.split()[0] + f"_{clients}", cpu, per)
+                result["trips"] = trips
+                record(name, clients, result)
         # One process for the logins and the measured rows: its peak RSS (the kernel's VmHWM)
         # covers the whole run, 10,000 argon2 logins included — the figure a pod's memory limit
         # must hold, so nothing is left out by a restart.
         print("bench: starting the release server and logging 10,000 users in", flush=True)
-        clients_list = [int(c) for c in args.clients.split(",")]
         server = Server(url, ROOT / "target" / "bench-server.log")
         try:
             tokens = log_everyone_in(url, server, logs)
             login_peak_rss = server.peak_rss_mib()
-            if base_rev:
+            if base_rev and want("C0"):
                 # The baseline first (the server above idles meanwhile): the same tokens, the
                 # same database, its own binary.
                 old = Server(url, ROOT / "target" / "bench-server-baseline.log", base_binary)
                 try:
-                    for clients in clients_list:
+                    for clients in pair_levels:
                         name = f"C0 baseline HTTP ({base_rev})"
                         print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                        result = loadgen("http", old.http, tokens, clients, args.seconds,
-                                         args.warmup, False, url)
-                        rows.append((name, clients, result))
+                        record(name, clients, loadgen("http", old, tokens, clients, args.seconds,
+                                                      args.warmup, cpu, False, url))
                 finally:
                     old.stop()
-            for clients in clients_list:
-                for name, api, target, hot in [("C our HTTP API", "http", server.http, False),
-                                               ("D our gRPC API", "grpc", server.grpc, False),
-                                               ("E hot pair (HTTP)", "http", server.http, True)]:
-                    print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                    result = loadgen(api, target, tokens, clients, args.seconds, args.warmup, hot, url)
-                    rows.append((name, clients, result))
+            # Group commit on and off side by side: the second server starts now and idles
+            # while the first is measured, and the rows alternate at each concurrency, so drift
+            # in what the shared machine is doing falls on both alike.
+            nogroup = Server(url, ROOT / "target" / "bench-server-nogroup.log", GROUP_COMMIT="false")
+            try:
+                for clients in clients_list:
+                    for name, target, api, hot in [
+                            ("C our HTTP API", server, "http", False),
+                            ("C1 HTTP, GROUP_COMMIT=false", nogroup, "http", False),
+                            ("D our gRPC API", server, "grpc", False),
+                            ("D1 gRPC, GROUP_COMMIT=false", nogroup, "grpc", False),
+                            ("E hot pair (HTTP)", server, "http", True),
+                            ("E1 hot pair, GROUP_COMMIT=false", nogroup, "http", True)]:
+                        if not want(name) or (hot and clients not in pair_levels):
+                            continue
+                        print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
+                        record(name, clients, loadgen(api, target, tokens, clients, args.seconds,
+                                                      args.warmup, cpu, hot, url))
+            finally:
+                nogroup.stop()
             peak_rss = server.peak_rss_mib()
-        finally:
-            server.stop()
-        server = Server(url, ROOT / "target" / "bench-server-nogroup.log", GROUP_COMMIT="false")
-        try:
-            for clients in clients_list:
-                for name, hot in [("C1 HTTP, GROUP_COMMIT=false", False),
-                                  ("E1 hot pair, GROUP_COMMIT=false", True)]:
-                    print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                    result = loadgen("http", server.http, tokens, clients, args.seconds,
-                                     args.warmup, hot, url)
-                    rows.append((name, clients, result))
         finally:
             server.stop()
     problems = check_invariants(url)
 
-    lines = ["| row | clients | transfers/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
-    for name, clients, r in rows:
+    lines = ["| row | clients | transfers/s | p50 ms | p99 ms | errors | round trips / transfer "
+             "| mean batch | server µs / transfer | PostgreSQL µs / transfer | load generator µs / transfer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, clients, r in sorted(rows, key=lambda row: (row[1], row[0])):
         errors = ", ".join(f"{code} {n}" for code, n in sorted(r.get("errors", {}).items())) \
             or str(r["failed"])
-        lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {errors} |")
+        lines.append(f"| {name} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                     f"{errors} | {fmt(r.get('trips'), 2)} | {fmt(r.get('batch'), 1)} | "
+                     f"{fmt(r['cpu_server'])} | {fmt(r['cpu_pg'])} | {fmt(r['cpu_load'])} |")
     by = {(name.split()[0], clients): r for name, clients, r in rows}
     lines.append("")
     for clients in sorted({c for _, c, _ in rows}):
-        a, b = by.get(("A", clients)), by.get(("B", clients))
-        c, d, c1 = by.get(("C", clients)), by.get(("D", clients)), by.get(("C1", clients))
-        e, e1 = by.get(("E", clients)), by.get(("E1", clients))
-        b0, c0 = by.get(("B0", clients)), by.get(("C0", clients))
-        ratios = [f"B/A {b['tps'] / a['tps']:.2f}"]
-        if b0:
-            ratios.append(f"B/B0 {b['tps'] / b0['tps']:.2f} (SQL now / baseline)")
-        if c and c0:
-            ratios.append(f"C/C0 {c['tps'] / c0['tps']:.2f} (HTTP now / baseline)")
-        if c and d:
-            ratios += [f"C/A {c['tps'] / a['tps']:.2f}", f"D/A {d['tps'] / a['tps']:.2f}",
-                       f"C/B {c['tps'] / b['tps']:.2f}"]
-        if c and c1:
-            ratios.append(f"C/C1 {c['tps'] / c1['tps']:.2f} (group commit on/off)")
-        if e and e1:
-            ratios.append(f"E/E1 {e['tps'] / e1['tps']:.2f}")
+        get = lambda row: by.get((row, clients), {}).get("tps")
+        ratios = []
+        for label, top, bottom in [("B/A", "B", "A"), ("B/B0", "B", "B0"), ("C/C0", "C", "C0"),
+                                   ("C/A", "C", "A"), ("C/B", "C", "B"), ("D/C", "D", "C"),
+                                   ("C/C1", "C", "C1"), ("D/D1", "D", "D1"), ("E/E1", "E", "E1")]:
+            if get(top) and get(bottom):
+                ratios.append(f"{label} {get(top) / get(bottom):.2f}")
         lines.append(f"- at {clients} clients: " + ", ".join(ratios))
-    lines.append(f"- server peak RSS over the whole run of one process (10,000 logins, then the C, D and "
-                 f"E rows): {peak_rss:.0f} MiB ({login_peak_rss:.0f} MiB after the logins)")
+    if any(k[0] == "C" for k in by):
+        lines.append(f"- server peak RSS over the whole run of one process (10,000 logins, then the "
+                     f"C, D and E rows): {peak_rss:.0f} MiB ({login_peak_rss:.0f} MiB after the logins)")
     lines.append("- ledger invariants after the run: " + ("hold" if not problems else "; ".join(problems)))
+    if wanted is None:
+        lines += ["", "Targets (issue 21):"] + verdicts(by, clients_list, peak_rss)
     table = "\n".join(lines)
     print(table)
 
@@ -422,10 +608,11 @@ def main():
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     out = results / f"{stamp}.md"
-    out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-                   f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up.\n\n"
-                   f"{table}\n")
-    print(f"bench: written to {out.relative_to(ROOT)}")
+    if wanted is None:
+        out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
+                       f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up.\n\n"
+                       f"{table}\n")
+        print(f"bench: written to {out.relative_to(ROOT)}")
     if problems:
         sys.exit("bench: ledger invariants broken")
 

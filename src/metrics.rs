@@ -8,6 +8,9 @@
 //!   `replayed`, or the error code that refused it);
 //! - `webhook_deliveries_total` by outcome, `webhook_outbox_lag_seconds` (the oldest event not
 //!   yet delivered everywhere), `event_streams` open and `event_streams_ended_total` by reason;
+//! - `db_money_single_calls_total`, `db_money_batch_calls_total` and
+//!   `db_money_batched_movements_total`: the database calls of the unkeyed money paths (one
+//!   round trip each) and what the batches carried;
 //! - `db_pool_connections` (open, idle) and `db_pool_max_connections`, read at scrape time.
 
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+
+use crate::store::MoneyCalls;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -192,6 +197,26 @@ impl Metrics {
 
     pub fn shared() -> Arc<Self> {
         Arc::new(Self::new())
+    }
+
+    /// Adds the store's counters of money-path database calls (`MoneyCalls`).
+    pub fn with_money_calls(mut self, calls: &MoneyCalls) -> Self {
+        self.registry.register(
+            "db_money_single_calls",
+            "Database calls moving one unkeyed movement (one round trip each)",
+            calls.single.clone(),
+        );
+        self.registry.register(
+            "db_money_batch_calls",
+            "Group-commit batches sent (one database call, one round trip, each)",
+            calls.batches.clone(),
+        );
+        self.registry.register(
+            "db_money_batched_movements",
+            "Movements carried by group-commit batches",
+            calls.batched.clone(),
+        );
+        self
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt as _;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -85,7 +86,7 @@ impl Application {
             store = store.with_group_commit(group_commit);
         }
         let tokens = TokenMaker::new(settings.token_key.expose_secret())?;
-        let metrics = Metrics::shared();
+        let metrics = Arc::new(Metrics::new().with_money_calls(store.money_calls()));
         let hub = EventHub::new(Arc::new(store.clone()), settings.events);
         let webhook_settings = Arc::new(settings.webhooks);
         let webhooks = WebhookWorker::new(
@@ -209,8 +210,16 @@ impl Application {
             http: http_address,
             grpc: grpc_address,
         });
+        // TCP_NODELAY on every accepted connection, both APIs: with Nagle's algorithm a small
+        // write that follows another unacknowledged one waits for the peer's delayed ACK (up to
+        // 40 ms). HTTP/2 writes a response as several small frames, so gRPC answers sat behind
+        // that timer: `make bench` showed it as a 42 ms p99 at 16 clients.
         let http = axum::serve(
-            self.http_listener,
+            self.http_listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                }
+            }),
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -227,7 +236,8 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(bank)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc_listener),
+                tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+                    .with_nodelay(Some(true)),
                 until_stopped(stopped.clone()),
             );
         let checker = check_health(

@@ -165,7 +165,7 @@ pub struct Settings {
     pub allowed_origins: Vec<http::HeaderValue>,
     /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
     pub simple_bank_compat: bool,
-    /// `GROUP_COMMIT` (default true) and `GROUP_COMMIT_WINDOW` (default 1ms, at most 2ms): money
+    /// `GROUP_COMMIT` (default true) and `GROUP_COMMIT_WINDOW` (default 0, at most 2ms): money
     /// movements arriving under load share transactions. `None`: one transaction each.
     pub group_commit: Option<GroupCommitSettings>,
     /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
@@ -628,16 +628,16 @@ mod tests {
     }
 
     #[test]
-    fn group_commit_is_on_with_a_short_window_unless_turned_off() {
+    fn group_commit_is_on_without_a_window_unless_one_is_set_or_it_is_turned_off() {
         let on = settings(&[DB]).unwrap().group_commit.unwrap();
-        assert_eq!(on.window, Duration::from_millis(1));
+        assert_eq!((on.window, on.lanes), (Duration::ZERO, 2));
         let short = settings(&[DB, ("GROUP_COMMIT_WINDOW", "500us")]).unwrap();
         assert_eq!(
             short.group_commit.unwrap().window,
             Duration::from_micros(500)
         );
-        let none = settings(&[DB, ("GROUP_COMMIT_WINDOW", "0")]).unwrap();
-        assert_eq!(none.group_commit.unwrap().window, Duration::ZERO);
+        let most = settings(&[DB, ("GROUP_COMMIT_WINDOW", "2ms")]).unwrap();
+        assert_eq!(most.group_commit.unwrap().window, Duration::from_millis(2));
         assert!(
             settings(&[DB, ("GROUP_COMMIT", "false")])
                 .unwrap()

@@ -4,6 +4,8 @@
 //! PostgreSQL by `tests/store`; rows are parsed into domain types on the way out, so a value that
 //! leaves the store is as trustworthy as one that came through an adapter.
 
+use prometheus_client::metrics::counter::Counter;
+
 mod account_gate;
 mod accounts;
 mod error;
@@ -90,6 +92,20 @@ pub struct Store {
     group_commit: Option<std::sync::Arc<group_commit::GroupCommit>>,
     /// Each customer account's share of the pool, for single-movement transactions.
     gate: std::sync::Arc<account_gate::AccountGate>,
+    /// How many database calls the unkeyed money paths made (shared by clones).
+    calls: MoneyCalls,
+}
+
+/// Database calls of the unkeyed money paths, one round trip each (`/metrics`, and `make bench`'s
+/// round trips per transfer). Counted per attempt, retries included.
+#[derive(Debug, Clone, Default)]
+pub struct MoneyCalls {
+    /// `move_money` calls for one movement (group commit off, a lone request, a fall-back).
+    pub single: Counter,
+    /// `move_money_batch` calls.
+    pub batches: Counter,
+    /// Movements those batch calls carried.
+    pub batched: Counter,
 }
 
 /// One page of a keyset-paginated list. `next` is the key to continue after; `None` on the last
@@ -126,7 +142,13 @@ impl Store {
             settlement: Default::default(),
             group_commit: None,
             gate: std::sync::Arc::new(gate),
+            calls: MoneyCalls::default(),
         }
+    }
+
+    /// The money paths' call counters, for `/metrics`.
+    pub fn money_calls(&self) -> &MoneyCalls {
+        &self.calls
     }
 
     /// This store with group commit on (see `group_commit/`): money movements without an

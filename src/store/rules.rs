@@ -1,12 +1,15 @@
-//! The rules of a money movement, in one place: the movement both paths carry (`Movement`), the
-//! verdict both give (`Verdict`), and `judge`, the rules in Rust.
+//! The rules of a money movement as the server sees them: the movement both paths carry
+//! (`Movement`), the verdict both give (`Verdict`), and `judge`, the rules in Rust.
 //!
-//! The one-statement path applies the same rules in SQL (`MOVE_MONEY`'s `verdict` CTE), under its
-//! row locks, and returns the verdict's name; `Verdict::parse` reads it back, once, and
-//! `Verdict::refusal` turns either path's verdict into the same error. The group-commit path
-//! calls `judge` on the balances its batch has reached. The integration test
-//! `store::rules_agree` runs random batches through both paths from the same starting ledger and
-//! requires the same verdicts, balances and entries.
+//! Both money paths judge inside PostgreSQL, by one SQL function, `movement_verdict` (migration
+//! `20261204000001_money_functions`): the one-movement function `move_money` calls it under its
+//! row locks, and a group-commit batch (`move_money_batch`) calls it for each movement against the
+//! balances the batch has reached. Each returns the verdict's name; `Verdict::parse` reads it
+//! back, once, and `Verdict::refusal` turns it into the error clients see. `judge` is the same
+//! rules in Rust, for holds, which judge a hold as if it were a transfer (`holds.rs`); its unit
+//! tests and the integration test `store::rules_agree` (random batches through both paths from
+//! the same starting ledger, same verdicts, balances and entries required) keep the texts
+//! together.
 
 use super::StoreError;
 use crate::domain::{

@@ -16,122 +16,19 @@ use crate::domain::{
     Username,
 };
 
-/// The whole transfer in **one statement, so one round trip**: sent in autocommit mode it is its
-/// own transaction, and sqlx sends it as a cached prepared statement (Bind/Execute/Sync in one
-/// write), so a transfer costs the client exactly one network round trip to PostgreSQL.
+/// The whole movement in **one call, so one round trip**: the database function `move_money`
+/// (migration `20261204000001_money_functions`, where its statement and the reasons for its shape
+/// are) locks both accounts in ascending id order, applies every rule under the locks and, only
+/// if the verdict is `ok`, writes the transfer, its two entries and both balances. Sent in
+/// autocommit mode it is its own transaction, and sqlx sends it as a cached prepared statement
+/// (Bind/Execute/Sync in one write). Group commit's batches call `move_money_batch`, which runs
+/// this same function for each movement: one text of the rules for both paths.
 ///
-/// 1. `locked` takes row locks on both accounts, **in ascending id order** (`ORDER BY id` sits
-///    below the lock in the plan), so two transfers over the same pair in opposite directions
-///    queue instead of deadlocking. `FOR NO KEY UPDATE` is the lock an UPDATE of a non-key column
-///    takes; it does not block the foreign-key checks of unrelated inserts. Under READ COMMITTED
-///    a lock that had to wait returns the row as the other transaction left it, so every check
-///    below sees the latest committed balance.
-/// 2. `verdict` applies every rule **under those locks**, in an order that tells a stranger
-///    nothing: the from-account must exist and (for a transfer) be the caller's before anything
-///    about the to-account, currencies or balances is revealed.
-/// 3. Only if the verdict is `ok` do `transfer`, `entry_rows` and `updated` write: one transfer
-///    row, two entries with their `balance_after`, two balance updates. Each depends on the
-///    previous through its `FROM`, so nothing is written before both locks are held.
-///
-/// `held` (what the payer's pending, unexpired holds reserve) is read by the VOLATILE function
-/// `account_held`, called from `held` after `locked` has the locks. A subquery here would read
-/// the statement's snapshot, taken before any wait for the lock, and miss a hold committed by
-/// the transaction that held it: two holds and a transfer racing for the last euro could all
-/// pass. A volatile function takes a fresh snapshot for its query. `holds_pending` (on the
-/// locked, so current, row) is 0 for most accounts and spares them the call.
-///
-/// The new balances are computed from `locked`, **not** from `accounts.balance`. The UPDATE scans
-/// with the statement's snapshot, which predates any wait for the locks; PostgreSQL builds the new
-/// row from that stale version and checks `accounts_balance_within_limit` on it *before* it notices
-/// the row has moved on and re-evaluates. `balance - $3` would then fail the check spuriously
-/// under contention (the concurrency tests caught exactly this). `locked` holds the latest
-/// committed balance, and our lock keeps it current until commit.
-///
-/// The final SELECT returns exactly one row: the verdict, and what was written when it was `ok`.
+/// The one row returned is the verdict, and what was written when it was `ok`.
 /// `accounts_balance_within_limit` and `accounts_closed_empty` back the verdict up inside the
 /// database.
-pub(super) const MOVE_MONEY: &str = r#"
-WITH locked AS MATERIALIZED (
-    SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending
-    FROM accounts
-    WHERE id = $1 OR id = $2
-    ORDER BY id
-    FOR NO KEY UPDATE
-),
-held AS MATERIALIZED (
-    SELECT id, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held
-    FROM locked
-),
-verdict AS (
-    SELECT CASE
-            WHEN f.id IS NULL THEN 'from_not_found'
-            WHEN $6::text IS NOT NULL AND f.owner <> $6::text THEN 'not_owner'
-            WHEN t.id IS NULL THEN 'to_not_found'
-            WHEN f.kind <> 'customer' AND $5::text NOT IN ('deposit', 'reversal')
-                THEN 'from_not_customer'
-            WHEN t.kind <> 'customer' AND $5::text NOT IN ('withdrawal', 'reversal')
-                THEN 'to_not_customer'
-            WHEN f.status = 'closed' THEN 'from_closed'
-            WHEN t.status = 'closed' THEN 'to_closed'
-            WHEN f.status = 'frozen' AND $5::text <> 'reversal' THEN 'from_frozen'
-            WHEN f.currency <> $4::text THEN 'from_currency_mismatch'
-            WHEN t.currency <> $4::text THEN 'to_currency_mismatch'
-            WHEN f.kind = 'customer' AND f.balance - fh.held < $3 - f.overdraft_limit
-                THEN 'insufficient_funds'
-            WHEN f.balance < (-9223372036854775807 - 1) + $3 THEN 'from_overflow'
-            WHEN t.balance > 9223372036854775807 - $3 THEN 'to_overflow'
-            ELSE 'ok'
-           END AS status,
-           f.currency AS from_currency,
-           t.currency AS to_currency,
-           fh.held AS from_held,
-           th.held AS to_held
-    FROM (VALUES (1)) AS one (x)
-    LEFT JOIN locked f ON f.id = $1
-    LEFT JOIN locked t ON t.id = $2
-    LEFT JOIN held fh ON fh.id = $1
-    LEFT JOIN held th ON th.id = $2
-),
-transfer AS (
-    INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id, reference,
-                           metadata, reverses_transfer_id)
-    SELECT $1, $2, $3, $4, $7, $8, $9::jsonb, $10 FROM verdict WHERE status = 'ok'
-    RETURNING id, created_at, hold_id, reverses_transfer_id
-),
-entry_rows AS (
-    INSERT INTO entries (account_id, transfer_id, amount, balance_after)
-    SELECT f.id, transfer.id, -$3, f.balance - $3 FROM transfer, locked f WHERE f.id = $1
-    UNION ALL
-    SELECT t.id, transfer.id, $3, t.balance + $3 FROM transfer, locked t WHERE t.id = $2
-    RETURNING id, account_id, balance_after, created_at
-),
-updated AS (
-    UPDATE accounts a
-    SET balance = CASE WHEN a.id = $1 THEN l.balance - $3 ELSE l.balance + $3 END
-    FROM transfer, locked l
-    WHERE a.id = l.id
-    RETURNING a.id, a.owner, a.balance, a.kind, a.status, a.overdraft_limit, a.created_at
-)
-SELECT v.status, v.from_currency, v.to_currency,
-       tr.id AS transfer_id, tr.created_at AS transfer_created_at, tr.hold_id AS transfer_hold_id,
-       tr.reverses_transfer_id AS transfer_reverses,
-       fe.id AS from_entry_id, fe.balance_after AS from_entry_balance_after,
-       fe.created_at AS from_entry_created_at,
-       te.id AS to_entry_id, te.balance_after AS to_entry_balance_after,
-       te.created_at AS to_entry_created_at,
-       fa.owner AS from_owner, fa.balance AS from_balance, fa.kind AS from_kind,
-       fa.status AS from_status, fa.overdraft_limit AS from_overdraft_limit,
-       v.from_held, fa.created_at AS from_created_at,
-       ta.owner AS to_owner, ta.balance AS to_balance, ta.kind AS to_kind,
-       ta.status AS to_status, ta.overdraft_limit AS to_overdraft_limit,
-       v.to_held, ta.created_at AS to_created_at
-FROM verdict v
-LEFT JOIN transfer tr ON true
-LEFT JOIN entry_rows fe ON fe.account_id = $1
-LEFT JOIN entry_rows te ON te.account_id = $2
-LEFT JOIN updated fa ON fa.id = $1
-LEFT JOIN updated ta ON ta.id = $2
-"#;
+pub(super) const MOVE_MONEY: &str =
+    "SELECT * FROM move_money($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// Money movements without an idempotency key, and reading a transfer, as the service sees them.
 #[cfg_attr(test, mockall::automock)]
@@ -374,8 +271,11 @@ impl Store {
     ) -> Result<TransferReceipt, StoreError> {
         // Each account's share of the pool first (`account_gate.rs`).
         let _pass = self.gate.enter(&movement.customer_accounts()).await?;
-        let row =
-            retrying(|| move_money_query(movement, Links::default()).fetch_one(&self.pool)).await?;
+        let row = retrying(|| {
+            self.calls.single.inc();
+            move_money_query(movement, Links::default()).fetch_one(&self.pool)
+        })
+        .await?;
         receipt_from_row(&row, movement)
     }
 }
