@@ -318,13 +318,7 @@ async fn password_hashing_beyond_its_threads_and_queue_is_refused_at_once_on_bot
     // on 503 as a client honouring `retry-after` would, until the slot is observed free.
     let mut attempts = 0;
     loop {
-        let reply = app
-            .post(
-                "/v1/users/login",
-                None,
-                json!({ "username": "alice", "password": "password123" }),
-            )
-            .await;
+        let reply = app.login_reply("alice").await;
         if reply.status != StatusCode::SERVICE_UNAVAILABLE || attempts == 50 {
             reply.assert(StatusCode::OK);
             break;
