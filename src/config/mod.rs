@@ -165,8 +165,8 @@ pub struct Settings {
     pub allowed_origins: Vec<http::HeaderValue>,
     /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
     pub simple_bank_compat: bool,
-    /// `GROUP_COMMIT` (default true) and `GROUP_COMMIT_WINDOW` (default 0, at most 2ms): money
-    /// movements arriving under load share transactions. `None`: one transaction each.
+    /// `GROUP_COMMIT` (default true), `GROUP_COMMIT_WINDOW` (default 0, at most 2ms) and
+    /// `GROUP_COMMIT_LANES` (1 to 16): money movements arriving under load share transactions. `None`: one transaction each.
     pub group_commit: Option<GroupCommitSettings>,
     /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
     /// minute; 0 turns one off.
@@ -310,6 +310,7 @@ impl TryFrom<RawSettings> for Settings {
             let defaults = GroupCommitSettings::default();
             GroupCommitSettings {
                 window: raw.group_commit_window.map_or(defaults.window, |w| w.0),
+                lanes: raw.group_commit_lanes.map_or(defaults.lanes, Bounded::get),
                 ..defaults
             }
         });
@@ -559,7 +560,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 40, "{names:?}");
+        assert_eq!(names.len(), 41, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }
@@ -638,6 +639,8 @@ mod tests {
         );
         let most = settings(&[DB, ("GROUP_COMMIT_WINDOW", "2ms")]).unwrap();
         assert_eq!(most.group_commit.unwrap().window, Duration::from_millis(2));
+        let wide = settings(&[DB, ("GROUP_COMMIT_LANES", "4")]).unwrap();
+        assert_eq!(wide.group_commit.unwrap().lanes, 4);
         assert!(
             settings(&[DB, ("GROUP_COMMIT", "false")])
                 .unwrap()
@@ -648,6 +651,8 @@ mod tests {
             ("GROUP_COMMIT_WINDOW", "3ms"),
             ("GROUP_COMMIT_WINDOW", "soon"),
             ("GROUP_COMMIT", "maybe"),
+            ("GROUP_COMMIT_LANES", "0"),
+            ("GROUP_COMMIT_LANES", "17"),
         ] {
             let err = settings(&[DB, (key, bad)]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

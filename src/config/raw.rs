@@ -36,6 +36,7 @@ pub struct RawSettings {
     pub db_acquire_timeout: Option<GoDuration>,
     pub group_commit: Option<Flag>,
     pub group_commit_window: Option<CommitWindow>,
+    pub group_commit_lanes: Option<Bounded<1, 16>>,
     pub http_server_address: Option<Address>,
     pub grpc_server_address: Option<Address>,
     pub token_symmetric_key: Option<TokenKey>,
