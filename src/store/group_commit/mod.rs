@@ -129,8 +129,8 @@ impl GroupCommit {
         //
         // "A lane is free", not "every lane is free": with two lanes at 4 clients, waiting for
         // both made half the requests queue for batches of 2.0, and group commit lost to
-        // GROUP_COMMIT=false (C/C1 0.62 in one `make bench --rows C,C1` run); taking any free
-        // lane gave 1.10 in the same run, and batches still form once both lanes are busy.
+        // GROUP_COMMIT=false (C/C1 0.62 in one `bench/bench.py --rows C,C1` run); taking any
+        // free lane gave 1.10 in the same run, and batches still form once both lanes are busy.
         if self.queue.capacity() == self.queue.max_capacity()
             && let Ok(lane) = self.lanes.try_acquire()
         {
