@@ -315,6 +315,20 @@ impl TryFrom<RawSettings> for Settings {
                 ..defaults
             }
         });
+        // Every busy lane holds a pooled connection: lanes that could take the whole pool would
+        // leave every other request waiting for DB_ACQUIRE_TIMEOUT.
+        if let (Some(lanes), Some(settings)) = (raw.group_commit_lanes, &group_commit)
+            && settings.lanes >= database.max_connections as usize
+        {
+            return Err(ConfigError::Invalid {
+                key: "GROUP_COMMIT_LANES".into(),
+                reason: format!(
+                    "{} must be less than DB_MAX_CONNECTIONS ({}): each lane holds a connection",
+                    lanes.get::<u32>(),
+                    database.max_connections
+                ),
+            });
+        }
         let login_defaults = LoginLimits::default();
         let hash_defaults = HashLimits::default();
         let concurrency = raw
@@ -642,6 +656,13 @@ mod tests {
         assert_eq!(most.group_commit.unwrap().window, Duration::from_millis(2));
         let wide = settings(&[DB, ("GROUP_COMMIT_LANES", "4")]).unwrap();
         assert_eq!(wide.group_commit.unwrap().lanes, 4);
+        let crowded = settings(&[DB, ("GROUP_COMMIT_LANES", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            crowded.contains("GROUP_COMMIT_LANES") && crowded.contains("DB_MAX_CONNECTIONS (10)"),
+            "{crowded}"
+        );
         assert!(
             settings(&[DB, ("GROUP_COMMIT", "false")])
                 .unwrap()
