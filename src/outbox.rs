@@ -17,6 +17,43 @@ use tokio::task::JoinSet;
 
 use crate::store::StoreError;
 
+/// How long an attempt keeps trying to record its outcome while the database is unavailable.
+/// An attempt that reached its recipient but could not say so is made again by whoever claims
+/// the item once its lease runs out: a duplicate the recipient has to dedupe. A failover or a
+/// planned switchover takes seconds, so waiting that long saves the duplicate; bounded, so a
+/// worker still stops promptly at shutdown. Recording late is safe: each outcome is written
+/// only while the item is still in the state this attempt claimed it in.
+pub const RECORD_PATIENCE: Duration = Duration::from_secs(10);
+const RECORD_RETRY: Duration = Duration::from_millis(250);
+
+/// Runs `write` (an outcome's record) until it succeeds, fails for another reason than the
+/// database being unavailable, or `RECORD_PATIENCE` has passed.
+pub async fn record<T, F, Fut>(write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    record_within(RECORD_PATIENCE, write).await
+}
+
+async fn record_within<T, F, Fut>(patience: Duration, mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        match write().await {
+            Err(StoreError::Unavailable(_))
+                if tokio::time::Instant::now() + RECORD_RETRY < until =>
+            {
+                tokio::time::sleep(RECORD_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// An outbox table and how to try one of its items.
 #[async_trait]
 pub trait Outbox: Clone + Send + Sync + 'static {
@@ -172,6 +209,45 @@ pub fn jitter(wait: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+    }
+
+    #[tokio::test]
+    async fn an_outcome_is_recorded_once_the_database_is_back() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let recorded = record(|| async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 | 1 => Err(unavailable()),
+                _ => Ok("recorded"),
+            }
+        })
+        .await;
+        assert_eq!(recorded.unwrap(), "recorded");
+        assert_eq!(calls.into_inner(), 3);
+    }
+
+    #[tokio::test]
+    async fn recording_gives_up_after_its_patience_and_at_once_on_other_errors() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let gave_up = record_within(Duration::from_millis(600), || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err::<(), _>(unavailable())
+        })
+        .await;
+        assert!(matches!(gave_up, Err(StoreError::Unavailable(_))));
+        // 600 ms at one try per 250 ms: the first try and two more, never unbounded.
+        assert!((2..=4).contains(&calls.load(std::sync::atomic::Ordering::Relaxed)));
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let refused = record(|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err::<(), _>(StoreError::Contended)
+        })
+        .await;
+        assert!(matches!(refused, Err(StoreError::Contended)));
+        assert_eq!(calls.into_inner(), 1);
+    }
 
     #[test]
     fn backoff_doubles_from_the_base_up_to_the_cap() {

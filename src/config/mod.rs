@@ -69,6 +69,11 @@ pub struct DatabaseSettings {
     /// row lock. The server sets it to `REQUEST_TIMEOUT`, so the database work of a request
     /// answered `unavailable` at its deadline ends then too, instead of holding a connection
     /// for as long as some other session holds the row.
+    ///
+    /// It is also `idle_in_transaction_session_timeout`: a replica frozen in the middle of a
+    /// transaction (SIGSTOP, a stalled node, a partition) would otherwise hold its row locks,
+    /// and every transfer touching those accounts would wait, until it woke. No request of
+    /// ours leaves a transaction idle for that long, and its caller was answered by then.
     pub lock_timeout: Duration,
 }
 
@@ -104,7 +109,10 @@ impl DatabaseSettings {
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| ConfigError::InvalidDatabaseUrl("DB_SOURCE"))?;
         let lock_timeout = format!("{}ms", self.lock_timeout.as_millis().max(1));
-        Ok(options.options([("lock_timeout", lock_timeout.as_str())]))
+        Ok(options.options([
+            ("lock_timeout", lock_timeout.as_str()),
+            ("idle_in_transaction_session_timeout", lock_timeout.as_str()),
+        ]))
     }
 
     /// How every pool of the process is configured (the tests use it too).
@@ -113,11 +121,17 @@ impl DatabaseSettings {
     /// the pool, doubling the round trips of a one-statement transfer. A connection that died
     /// meanwhile fails its query instead, which the store reports as `Unavailable`, and the pool
     /// discards it.
+    ///
+    /// `before_acquire` costs no round trip: it closes a connection opened before the database
+    /// tier was last seen to change (a failover, a standby answering; `store::is_retired`).
     pub fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false)
+            .before_acquire(|_, meta| {
+                Box::pin(std::future::ready(Ok(!crate::store::is_retired(meta.age))))
+            })
     }
 
     /// A pool with one connection opened now, so a command-line tool reports a wrong address or
@@ -484,12 +498,15 @@ mod tests {
     }
 
     #[test]
-    fn no_statement_waits_for_a_row_lock_longer_than_a_request_may_run() {
+    fn no_statement_waits_for_a_row_lock_nor_holds_one_idle_longer_than_a_request_may_run() {
         for (vars, expected) in [
-            (vec![DB], "-c lock_timeout=30000ms"),
+            (
+                vec![DB],
+                "-c lock_timeout=30000ms -c idle_in_transaction_session_timeout=30000ms",
+            ),
             (
                 vec![DB, ("REQUEST_TIMEOUT", "2s")],
-                "-c lock_timeout=2000ms",
+                "-c lock_timeout=2000ms -c idle_in_transaction_session_timeout=2000ms",
             ),
         ] {
             let settings = settings(&vars).unwrap();

@@ -416,9 +416,11 @@ impl Outbox for WebhookWorker {
             error,
             next,
         };
-        self.store
-            .settle_delivery(due.delivery_id, due.attempt, &outcome)
-            .await?;
+        outbox::record(|| {
+            self.store
+                .settle_delivery(due.delivery_id, due.attempt, &outcome)
+        })
+        .await?;
         let (metric, attempted) = match next {
             NextStep::Delivered => ("delivered", Attempted::Sent),
             NextStep::RetryAt(_) => ("retrying", Attempted::Retrying),

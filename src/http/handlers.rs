@@ -723,17 +723,24 @@ pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
-/// The database answers; 503 `unavailable` when it does not.
+/// The database answers and takes writes; 503 `unavailable` when it does not, or while the last
+/// health check found it so (requests are refused then, so the replica is not ready).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
-        (status = 200, description = "The database answers", body = HealthStatus),
-        (status = 503, description = "The database does not answer", body = ErrorBody),
+        (status = 200, description = "The database answers and takes writes", body = HealthStatus),
+        (status = 503, description = "The database does not answer, or cannot take writes", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<HealthStatus>> {
+    if !app.service.admission().database_reachable() {
+        return Err(crate::service::ServiceError::Unavailable(
+            "the last health check found the database down".into(),
+        )
+        .into());
+    }
     app.store
         .ping()
         .await

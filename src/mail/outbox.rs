@@ -146,9 +146,14 @@ impl Outbox for OutboxWorker {
     async fn attempt(&self, due: DueEmail) -> Result<Attempted, StoreError> {
         let due = &due;
         if due.expires_at <= Utc::now() {
-            self.store
-                .mark_email_failed(due.outbox_id, "the code expired before delivery", None)
-                .await?;
+            outbox::record(|| {
+                self.store.mark_email_failed(
+                    due.outbox_id,
+                    "the code expired before delivery",
+                    None,
+                )
+            })
+            .await?;
             tracing::warn!(
                 outbox_id = due.outbox_id,
                 "email outbox: code expired undelivered; abandoned"
@@ -161,7 +166,7 @@ impl Outbox for OutboxWorker {
             .unwrap_or_else(|_| Err(MailError::transient("timed out")));
         match sent {
             Ok(()) => {
-                self.store.mark_email_sent(due.outbox_id).await?;
+                outbox::record(|| self.store.mark_email_sent(due.outbox_id)).await?;
                 tracing::info!(
                     outbox_id = due.outbox_id,
                     attempt = due.attempt,
@@ -170,9 +175,11 @@ impl Outbox for OutboxWorker {
                 Ok(Attempted::Sent)
             }
             Err(error) if error.permanent || due.attempt >= self.settings.max_attempts => {
-                self.store
-                    .mark_email_failed(due.outbox_id, &error.message, None)
-                    .await?;
+                outbox::record(|| {
+                    self.store
+                        .mark_email_failed(due.outbox_id, &error.message, None)
+                })
+                .await?;
                 tracing::warn!(
                     outbox_id = due.outbox_id,
                     attempt = due.attempt,
@@ -185,9 +192,11 @@ impl Outbox for OutboxWorker {
                 let wait = outbox::jitter(self.settings.backoff_after(due.attempt));
                 let retry_at =
                     Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                self.store
-                    .mark_email_failed(due.outbox_id, &error.message, Some(retry_at))
-                    .await?;
+                outbox::record(|| {
+                    self.store
+                        .mark_email_failed(due.outbox_id, &error.message, Some(retry_at))
+                })
+                .await?;
                 tracing::warn!(
                     outbox_id = due.outbox_id,
                     attempt = due.attempt,

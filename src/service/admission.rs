@@ -63,6 +63,11 @@ impl Admission {
         self.database_reachable.store(reachable, Ordering::Relaxed);
     }
 
+    /// What the last health check found.
+    pub fn database_reachable(&self) -> bool {
+        self.database_reachable.load(Ordering::Relaxed)
+    }
+
     /// Fails fast while the health checker finds the database down: without it every request
     /// would wait `DB_ACQUIRE_TIMEOUT` for a connection that cannot be made before giving the
     /// same answer.

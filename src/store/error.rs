@@ -104,6 +104,68 @@ pub enum StoreError {
     Internal(#[source] sqlx::Error),
 }
 
+/// SQLSTATEs that end the session rather than the statement: the connection_exception class,
+/// admin/crash shutdown and cannot_connect_now. A `COMMIT` (or an autocommit statement) cut off by
+/// one may have committed: PostgreSQL shutting down while it waits for a synchronous standby
+/// keeps the transaction committed locally and still sends 57P01, and a planned switchover
+/// replicates it to the new leader.
+fn ends_session(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Whether the database's answer proves the statement rolled back (so it may be run again): an
+/// error it answered with, other than one that ended the session, or no connection at all.
+pub(crate) fn rolled_back(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => !ends_session(db.code().as_deref().unwrap_or_default()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}
+
+/// Process-wide: connections opened before this moment (milliseconds after `CLOCK_ZERO`, 0 for
+/// never) are closed when next taken from a pool instead of being used (`Store::pool_options`'s
+/// `before_acquire`). Set when a connection turns out to reach a server that cannot take writes
+/// (a demoted leader, a standby) or has gone: after a failover every connection opened before it
+/// leads to the old leader, and each would otherwise fail one request before the pool drops it.
+/// One clock for every pool: a stale address is a property of the database tier, not of a pool,
+/// and a pool that reconnects needlessly costs a handful of connects, nothing else.
+static RETIRED_BEFORE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static CLOCK_ZERO: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn clock_ms() -> u64 {
+    let zero = *CLOCK_ZERO.get_or_init(std::time::Instant::now);
+    u64::try_from(zero.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Retires every connection opened up to now (see `RETIRED_BEFORE_MS`).
+pub(crate) fn retire_connections() {
+    let now = clock_ms().max(1);
+    let before = RETIRED_BEFORE_MS.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    // Once per episode in the log, not once per failed request.
+    if now.saturating_sub(before) > 1_000 {
+        tracing::warn!("the database changed under us: closing connections opened before now");
+    }
+}
+
+/// Whether a pooled connection of this age was opened before the last retirement.
+pub fn is_retired(age: std::time::Duration) -> bool {
+    opened_by(
+        RETIRED_BEFORE_MS.load(std::sync::atomic::Ordering::Relaxed),
+        clock_ms(),
+        age,
+    )
+}
+
+/// Whether a connection `age` old at `now_ms` was opened at or before `retired_ms` (0: never).
+fn opened_by(retired_ms: u64, now_ms: u64, age: std::time::Duration) -> bool {
+    if retired_ms == 0 {
+        return false;
+    }
+    let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_sub(age_ms) <= retired_ms
+}
+
 /// SQLSTATEs after which the same transaction may simply be tried again: deadlock_detected and
 /// serialization_failure.
 pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
@@ -156,17 +218,29 @@ impl From<sqlx::Error> for StoreError {
                 // lock_not_available: a row stayed locked past `lock_timeout` (REQUEST_TIMEOUT,
                 // see `DatabaseSettings`) — someone else holds it; not worth retrying at once.
                 "55P03" => return StoreError::Unavailable(err),
-                // connection_exception class, admin/crash shutdown, cannot_connect_now,
-                // too_many_connections: the database is not there for us right now.
-                c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300") => {
+                // The session ended under us (see `ends_session`): this connection, and the
+                // others opened as long ago, lead to a server that is gone or going.
+                c if ends_session(c) => {
+                    retire_connections();
                     return StoreError::Unavailable(err);
                 }
+                // read_only_sql_transaction: the connection reached a standby (a leader demoted
+                // by a switchover, or a balancer that had not yet noticed); nothing was written.
+                "25006" => {
+                    retire_connections();
+                    return StoreError::Unavailable(err);
+                }
+                // too_many_connections: the database is not there for us right now.
+                "53300" => return StoreError::Unavailable(err),
                 _ => {}
             }
             if !constraint.is_empty() {
                 return StoreError::ConstraintViolated(constraint.to_owned());
             }
             return StoreError::Internal(err);
+        }
+        if matches!(err, sqlx::Error::Io(_) | sqlx::Error::Tls(_)) {
+            retire_connections();
         }
         match err {
             sqlx::Error::Io(_)
@@ -176,5 +250,38 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
             other => StoreError::Internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_connections_opened_by_the_retirement_are_retired() {
+        // Never retired: nothing is.
+        assert!(!opened_by(0, 10_000, Duration::from_secs(9)));
+        // Retired at 5 s; now 10 s: opened at 1 s and at 5 s are, opened at 6 s is not.
+        assert!(opened_by(5_000, 10_000, Duration::from_secs(9)));
+        assert!(opened_by(5_000, 10_000, Duration::from_secs(5)));
+        assert!(!opened_by(5_000, 10_000, Duration::from_secs(4)));
+        // An age beyond the clock (opened before the process's clock zero) is retired.
+        assert!(opened_by(5_000, 10_000, Duration::from_secs(3_600)));
+    }
+
+    #[test]
+    fn an_ended_session_leaves_the_outcome_unknown() {
+        for code in ["08006", "08003", "57P01", "57P02", "57P03"] {
+            assert!(ends_session(code), "{code}");
+        }
+        for code in ["40P01", "40001", "55P03", "25006", "23505", "53300"] {
+            assert!(!ends_session(code), "{code}");
+        }
+        // No connection at all: nothing was sent.
+        assert!(rolled_back(&sqlx::Error::PoolTimedOut));
+        // The connection broke after the call was sent: it may have committed.
+        let broken = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(!rolled_back(&broken));
     }
 }

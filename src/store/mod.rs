@@ -43,7 +43,7 @@ pub mod prelude {
 #[cfg(test)]
 pub use accounts::MockAccountStore;
 pub use accounts::{AccountControl, AccountStore};
-pub use error::{Entity, StoreError, Unique};
+pub use error::{Entity, StoreError, Unique, is_retired};
 #[cfg(test)]
 pub use events::MockWebhookStore;
 pub use events::{
@@ -176,9 +176,30 @@ impl Store {
         MIGRATOR.run(&self.pool).await
     }
 
-    /// Whether the database answers, for readiness checks.
+    /// Closes every pooled connection opened up to now as it is next taken (see
+    /// `error::retire_connections`); the health checker calls it when the database comes back.
+    pub fn retire_connections(&self) {
+        error::retire_connections();
+    }
+
+    /// Whether the database answers and can take writes, for readiness checks. A server in
+    /// recovery (a standby, or a leader being demoted) answers reads but refuses every write, so
+    /// a replica connected to one must leave the load balancer's rotation: its connections are
+    /// retired, and the next check connects afresh (through the address, to the new leader).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // `transaction_read_only` too: a database set read-only for maintenance
+        // (`default_transaction_read_only`) cannot take writes either.
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if read_only {
+            error::retire_connections();
+            return Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "the database cannot take writes (a standby, or read-only)".into(),
+            )));
+        }
         Ok(())
     }
 

@@ -56,14 +56,12 @@ pub(super) async fn apply(
         .fetch_all(pool)
         .await
         .map_err(|err| {
-            // An error the server answered with means the statement, and so its implicit
+            // An error the server answered the statement with means it, and so its implicit
             // transaction, rolled back; so does never getting a connection. Anything else (the
-            // connection broke after the call was sent) leaves the outcome unknown.
-            let answered = matches!(
-                err,
-                sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            );
-            if answered {
+            // connection broke after the call was sent, or the server ended the session, as it
+            // does when shut down while the commit waits for the synchronous standby) leaves
+            // the outcome unknown: nobody may run the batch again.
+            if crate::store::error::rolled_back(&err) {
                 Failure::BeforeCommit(err.into())
             } else {
                 Failure::AtCommit(err.into())

@@ -186,6 +186,81 @@ async fn login_does_not_reveal_which_usernames_exist() {
 }
 
 #[tokio::test]
+async fn a_database_that_cannot_take_writes_is_not_ready_and_the_server_recovers_by_itself() {
+    // What a replica sees when its connections reach a standby (a leader demoted by a
+    // switchover): reads work, every write fails with SQLSTATE 25006. Here the database itself
+    // is made read-only for new sessions, and the server restarted onto it.
+    let mut app = TestApp::spawn().await;
+    let banker = app.banker("banker").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let from = app.open_account(&alice, "USD").await;
+    let to = app.open_account(&bob, "USD").await;
+    app.deposit(&banker, from, 1_000, "USD").await;
+    let pool = app.db.store.pool().clone();
+    let set_read_only = |on: bool| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            // BEGIN READ WRITE: this session may itself have started read-only.
+            let sql = if on {
+                "BEGIN READ WRITE; DO $$ BEGIN EXECUTE format( \
+                 'ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); \
+                 END $$; COMMIT"
+            } else {
+                "BEGIN READ WRITE; DO $$ BEGIN EXECUTE format( \
+                 'ALTER DATABASE %I RESET default_transaction_read_only', current_database()); \
+                 END $$; COMMIT"
+            };
+            sqlx::raw_sql(sql).execute(&mut *conn).await.unwrap();
+            conn.detach();
+        }
+    };
+    set_read_only(true).await;
+    app.restart().await;
+    app.call(Method::GET, "/readyz", None, None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let transfer =
+        json!({ "from_account_id": from, "to_account_id": to, "amount": 10, "currency": "USD" });
+    let reply = app
+        .post("/v1/transfers", Some(&alice), transfer.clone())
+        .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(
+        !reply.body.to_string().contains("read-only"),
+        "{}",
+        reply.body
+    );
+    // Writable again: the same process notices (its read-only connections are retired) and
+    // serves again, with nothing written meanwhile.
+    set_read_only(false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = app.call_raw(Method::GET, "/readyz").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.post("/v1/transfers", Some(&alice), transfer)
+        .await
+        .assert(StatusCode::CREATED);
+    let transfers: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers WHERE amount = 10")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        transfers, 1,
+        "only the transfer made after the database came back"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_database_answers_unavailable_fast_while_the_process_stays_alive() {
     // Nothing listens on port 1: every database call fails once the pool's deadline passes.
     let db = crate::helpers::TestDb::unmigrated(1).await;
