@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check events-check events-lag grpc-clients readme-check ui-check e2e fault fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check events-check events-lag grpc-clients readme-check ui-check e2e fault chaos cluster cluster-stop scaling fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -77,6 +77,18 @@ e2e: db-ready ## run the Postman collection (doc/postman) with newman against a 
 fault: db-ready build-bench ## SIGKILL, database restart, a held lock, SIGTERM and a login flood under transfer load (restarts the local PostgreSQL)
 	$(CARGO) build --locked --quiet
 	FAULT_LOCAL_DB=$(LOCAL_DB) "$$(scripts/venv.sh)" scripts/fault.py
+
+chaos: build-bench ## 3 replicas over Patroni-managed PostgreSQL behind HAProxy, under load, one fault at a time (make cluster's stack)
+	"$$(scripts/venv.sh)" scripts/chaos.py
+
+scaling: build-bench ## transfers/s through the front balancer with 1, 2 and 3 replicas over one primary (make cluster's stack; not a test)
+	"$$(scripts/venv.sh)" bench/scaling.py
+
+cluster: build-bench ## start etcd, Patroni (3 PostgreSQL, synchronous), HAProxy and 3 replicas on loopback; prints the addresses
+	"$$(scripts/venv.sh)" scripts/cluster.py start
+
+cluster-stop: ## stop make cluster's stack and forget its data
+	"$$(scripts/venv.sh)" scripts/cluster.py stop
 
 fuzz: db-ready ## schemathesis against the HTTP API from its OpenAPI document (FUZZ_SECONDS=120)
 	$(CARGO) build --locked --quiet
