@@ -13,10 +13,13 @@ figures say how the shape behaves, not how many replicas EKS needs: see doc/scal
 
 import concurrent.futures
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -58,13 +61,49 @@ def rotation(state, serving):
         cluster.in_rotation(state, r) == (r in serving) for r in range(len(state["replicas"]))), 30)
 
 
-def measure(api, url, tokens):
+def calls(state):
+    """Money-path database calls and the movements they carried, summed over every replica."""
+    total = {"calls": 0.0, "movements": 0.0}
+    for replica in state["replicas"]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{replica['http']}/metrics", timeout=30).read().decode()
+
+        def value(name):
+            found = re.search(name + r" (\d+(?:\.\d+)?(?:e[+-]?\d+)?)\n", text)
+            return float(found.group(1)) if found else 0.0
+        single = value("db_money_single_calls_total")
+        total["calls"] += single + value("db_money_batch_calls_total")
+        total["movements"] += single + value("db_money_batched_movements_total")
+    return total
+
+
+def cpu(names):
+    """CPU seconds used so far by every process whose command name is in `names`."""
+    used = 0.0
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name in names:
+            used += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def measure(state, api, url, tokens):
     command = [str(LOADGEN), "run", "--api", api, "--url", url, "--tokens", str(tokens),
                "--concurrency", str(CLIENTS)]
     subprocess.run(command + ["--seconds", str(WARMUP), "--warmup", "0"], check=True, capture_output=True)
+    before, servers, database = calls(state), cpu({"simplebank"}), cpu({"postgres"})
     out = subprocess.run(command + ["--seconds", str(SECONDS), "--warmup", "0"], check=True,
                          capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    after = calls(state)
+    report = json.loads(out.strip().splitlines()[-1])
+    moved = max(after["movements"] - before["movements"], 1)
+    report["per_call"] = moved / max(after["calls"] - before["calls"], 1)
+    report["server_us"] = (cpu({"simplebank"}) - servers) / moved * 1e6
+    report["db_us"] = (cpu({"postgres"}) - database) / moved * 1e6
+    return report
 
 
 def main():
@@ -90,22 +129,26 @@ def main():
             rotation(state, serving)
             row = {"setup": label}
             for api, url in (("http", http), ("grpc", grpc)):
-                report = measure(api, url, tokens)
+                report = measure(state, api, url, tokens)
                 row[api] = report
                 print(f"scaling: {label}, {api}: {report['tps']:.0f}/s, p50 {report['p50_ms']:.1f} ms, "
-                      f"p99 {report['p99_ms']:.1f} ms, errors {report['errors']}", flush=True)
+                      f"p99 {report['p99_ms']:.1f} ms, {report['per_call']:.1f} transfers per database "
+                      f"call, CPU per transfer: servers {report['server_us']:.0f} µs, PostgreSQL "
+                      f"{report['db_us']:.0f} µs, errors {report['errors']}", flush=True)
             rows.append(row)
     finally:
         cluster.stop()
     print(f"\n{CLIENTS} clients, {SECONDS} s per row after {WARMUP} s of warm-up, {CUSTOMERS} customers; "
           f"synchronous replication to one standby:\n")
-    print("| setup | HTTP transfers/s | HTTP p50 / p99 ms | gRPC transfers/s | gRPC p50 / p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| setup | HTTP transfers/s | HTTP p50 / p99 ms | gRPC transfers/s | gRPC p50 / p99 ms "
+          "| transfers per database call (HTTP) | CPU µs per transfer, servers / PostgreSQL (HTTP) | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         h, g = row["http"], row["grpc"]
         errors = sum(h["errors"].values()) + sum(g["errors"].values())
         print(f"| {row['setup']} | {h['tps']:.0f} | {h['p50_ms']:.1f} / {h['p99_ms']:.1f} | {g['tps']:.0f} | "
-              f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} | {errors} |")
+              f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} | {h['per_call']:.1f} | "
+              f"{h['server_us']:.0f} / {h['db_us']:.0f} | {errors} |")
     print(f"\nscaling: done in {time.monotonic() - started:.0f} s", flush=True)
 
 
