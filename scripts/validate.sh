@@ -5,9 +5,11 @@
 #     cert-manager ClusterIssuer, which those schemas do not cover, against eks/schemas/;
 #   - the Dockerfile with hadolint; docker-compose.yml with `docker compose config` (v2) or
 #     Debian's docker-compose (v1);
-#   - every YAML file with yamllint.
+#   - every YAML file with yamllint;
+#   - the compose profile's HAProxy configuration with `haproxy -c` (its replicas' names only
+#     resolve inside Docker: the warnings about them are expected).
 # Tools: pinned PyPI packages in .venv/ (scripts/requirements-validate.txt); Debian's
-# docker-compose, installed if missing.
+# docker-compose and haproxy, installed if missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,5 +43,13 @@ else
   fi
   docker-compose -f docker-compose.yml config --quiet
 fi
+
+step "deploy/compose-haproxy.cfg (haproxy -c)"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || scripts/apt.sh haproxy
+if ! checked="$(PATH="$PATH:/usr/sbin" haproxy -c -f deploy/compose-haproxy.cfg 2>&1)"; then
+  printf '%s\n' "$checked" >&2
+  exit 1
+fi
+printf '%s\n' "$checked" | grep -v "could not resolve address" >&2 || true
 
 echo "validate: all deployment files pass"
