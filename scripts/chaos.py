@@ -41,16 +41,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 
 import grpc
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import cluster  # noqa: E402  (scripts/cluster.py: the stack and its handles)
+import ledger_checks  # noqa: E402
 
 CUSTOMERS = 8
 FUNDS = 1_000_000
@@ -66,24 +66,7 @@ def fail(message):
 
 def request(method, url, body=None, token=None, key=None, timeout=CLIENT_TIMEOUT_S):
     """(status, body); status 0 when there was no HTTP answer at all."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if key:
-        headers["Idempotency-Key"] = key
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        try:
-            return error.code, json.loads(raw or b"null")
-        except ValueError:
-            return error.code, {"raw": raw.decode(errors="replace")[:200]}
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return 0, None
+    return ledger_checks.request(method, url, body, token, key, timeout)[:2]
 
 
 class Answers:
@@ -356,13 +339,7 @@ def whole(state):
 
 
 def wait_for(what, predicate, timeout):
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    fail(f"{what} did not happen within {timeout} s")
-    return None
+    return ledger_checks.wait_for(what, predicate, timeout, fail)
 
 
 def leader_kill(state):
@@ -505,20 +482,8 @@ def check(state, load, run, signups, receiver, first_event):
         expected = str(outcome) if isinstance(outcome, int) else outcome.split(": ")[1]
         if records.get(key) != expected:
             fail(f"key {key}: its client saw {outcome}, its record says {records.get(key)}")
-    invariants = {
-        "balance = sum of entries": "SELECT count(*) FROM accounts a WHERE balance <> "
-                                    "(SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)",
-        "two entries summing to zero": "SELECT count(*) FROM (SELECT t.id FROM transfers t LEFT JOIN entries e "
-                                       "ON e.transfer_id = t.id GROUP BY t.id "
-                                       "HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0) s",
-        "each currency sums to zero": "SELECT count(*) FROM (SELECT currency FROM accounts GROUP BY currency "
-                                      "HAVING sum(balance) <> 0) s",
-        "no customer balance below minus its overdraft limit":
-            "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < -overdraft_limit",
-    }
-    for name, sql in invariants.items():
-        if psql(state, sql) != "0":
-            fail(f"invariant broken: {name}")
+    for name in ledger_checks.broken_invariants(lambda sql: psql(state, sql)):
+        fail(f"invariant broken: {name}")
     total = int(psql(state, f"SELECT sum(balance) FROM accounts WHERE owner LIKE 'cc\\_{run}\\_%'"))
     if total != CUSTOMERS * FUNDS:
         fail(f"the customers' money changed: {total}")

@@ -37,13 +37,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import ledger_checks
 import served
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -90,21 +89,7 @@ class Server:
 
 
 def request(method, url, body=None, token=None, key=None, timeout=30):
-    """(status, body, headers); status 0 when there was no HTTP answer at all."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if key:
-        headers["Idempotency-Key"] = key
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null"), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null"), error.headers
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return 0, None, {}
+    return ledger_checks.request(method, url, body, token, key, timeout)
 
 
 class Load:
@@ -196,13 +181,7 @@ class Load:
 
 
 def wait_for(what, predicate, seconds):
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    fail(f"{what} did not happen within {seconds} s")
-    return None
+    return ledger_checks.wait_for(what, predicate, seconds, fail)
 
 
 def grpc_health(server):
@@ -395,21 +374,8 @@ def check(load, run):
         expected = str(outcome) if isinstance(outcome, int) else outcome.split(": ")[1]
         if recorded != expected:
             fail(f"key {key}: client saw {outcome}, record says {recorded}")
-    invariants = {
-        "balance = sum of entries": "SELECT count(*) FROM accounts a WHERE balance <> "
-                                    "(SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)",
-        "two entries summing to zero": "SELECT count(*) FROM (SELECT t.id FROM transfers t LEFT JOIN entries e "
-                                       "ON e.transfer_id = t.id GROUP BY t.id "
-                                       "HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0) s",
-        "each currency sums to zero": "SELECT count(*) FROM (SELECT currency FROM accounts GROUP BY currency "
-                                      "HAVING sum(balance) <> 0) s",
-        "no customer balance below minus its overdraft limit":
-            "SELECT count(*) FROM accounts WHERE kind = 'customer' AND balance < -overdraft_limit",
-        "a closed account holds nothing": "SELECT count(*) FROM accounts WHERE status = 'closed' AND balance <> 0",
-    }
-    for name, sql in invariants.items():
-        if psql(sql) != "0":
-            fail(f"invariant broken: {name}")
+    for name in ledger_checks.broken_invariants(psql):
+        fail(f"invariant broken: {name}")
     total = int(psql(f"SELECT sum(balance) FROM accounts WHERE owner LIKE 'fc\\_{run}\\_%'"))
     if total != CUSTOMERS * FUNDS:
         fail(f"the customers' money changed: {total}")
