@@ -639,10 +639,20 @@ async fn webhooks_are_signed_retried_logged_and_redelivered() {
         assert_eq!(body["data"]["amount"], 250);
     }
     assert_eq!(seen[0].0["webhook-id"], seen[1].0["webhook-id"]);
-    let log = app
-        .get(&format!("/v1/webhooks/{id}/deliveries"), &banker)
-        .await
-        .assert(StatusCode::OK);
+    // The receiver has answered the retry; the worker records that a moment later: wait for the
+    // log to show it (bounded), rather than racing the worker.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = app
+            .get(&format!("/v1/webhooks/{id}/deliveries"), &banker)
+            .await
+            .assert(StatusCode::OK);
+        if log["deliveries"].as_array().unwrap().len() >= 2 || std::time::Instant::now() > deadline
+        {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let attempts = log["deliveries"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert_eq!(
