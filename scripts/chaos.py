@@ -225,11 +225,7 @@ class Load:
             thread.start()
 
     def end(self):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
-            if thread.is_alive():
-                fail("a client never got a definite answer for its key")
+        ledger_checks.stop_clients(self.stop, self.threads, fail)
 
 
 class SignUps:

@@ -169,11 +169,7 @@ class Load:
             thread.start()
 
     def end(self):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
-            if thread.is_alive():
-                fail("a client never got a definite answer for its key")
+        ledger_checks.stop_clients(self.stop, self.threads, fail)
 
     def answered(self):
         with self.lock:

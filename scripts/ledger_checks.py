@@ -60,3 +60,13 @@ def wait_for(what, predicate, seconds, fail):
         time.sleep(0.1)
     fail(f"{what} did not happen within {seconds} s")
     return None
+
+
+def stop_clients(stop, threads, fail):
+    """Sets `stop` and joins the client threads; one still running after 120 s never got a
+    definite answer for its key (a keyed client repeats its key until it has one)."""
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+        if thread.is_alive():
+            fail("a client never got a definite answer for its key")

@@ -332,15 +332,13 @@ async fn check_health(
     mut ready: Option<&ReadyFile>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut was_reachable = true;
     loop {
         let reachable = store.ping().await.is_ok();
-        if reachable && !was_reachable {
+        if reachable && !service.admission().database_reachable() {
             // Back: connections opened while it was down may lead to where it was down (a
             // standby, a server going away); only connections opened from now on serve.
             store.retire_connections();
         }
-        was_reachable = reachable;
         if reachable && let Some(file) = ready.take() {
             match file.write() {
                 Ok(()) => tracing::info!(path = %file.path.display(), "ready file written"),

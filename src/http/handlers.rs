@@ -735,12 +735,7 @@ pub async fn healthz() -> Json<HealthStatus> {
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<HealthStatus>> {
-    if !app.service.admission().database_reachable() {
-        return Err(crate::service::ServiceError::Unavailable(
-            "the last health check found the database down".into(),
-        )
-        .into());
-    }
+    app.service.admission().check_database()?;
     app.store
         .ping()
         .await

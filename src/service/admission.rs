@@ -71,7 +71,7 @@ impl Admission {
     /// Fails fast while the health checker finds the database down: without it every request
     /// would wait `DB_ACQUIRE_TIMEOUT` for a connection that cannot be made before giving the
     /// same answer.
-    fn check_database(&self) -> Result<(), ServiceError> {
+    pub fn check_database(&self) -> Result<(), ServiceError> {
         if self.database_reachable.load(Ordering::Relaxed) {
             Ok(())
         } else {

@@ -124,8 +124,8 @@ pub(crate) fn rolled_back(err: &sqlx::Error) -> bool {
 }
 
 /// Process-wide: connections opened before this moment (milliseconds after `CLOCK_ZERO`, 0 for
-/// never) are closed when next taken from a pool instead of being used (`Store::pool_options`'s
-/// `before_acquire`). Set when a connection turns out to reach a server that cannot take writes
+/// never) are closed when next taken from a pool instead of being used (the `before_acquire` of
+/// `DatabaseSettings::pool_options`). Set when a connection turns out to reach a server that cannot take writes
 /// (a demoted leader, a standby) or has gone: after a failover every connection opened before it
 /// leads to the old leader, and each would otherwise fail one request before the pool drops it.
 /// One clock for every pool: a stale address is a property of the database tier, not of a pool,
