@@ -25,7 +25,7 @@ use crate::config::{MailSenderChoice, Settings};
 use crate::events::EventHub;
 use crate::events::webhooks::{self, Secrets, WebhookWorker};
 use crate::grpc::{self, GrpcApi};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::mail::{FileSender, LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::metrics::Metrics;
 use crate::service::{BankService, EventPorts, StorePorts};
@@ -114,11 +114,11 @@ impl Application {
         });
         let outbox = OutboxWorker::new(store.clone(), mailer, settings.mail.outbox.clone())
             .with_wakeup(service.mail_queued());
-        let state = AppState {
+        let state = AppState::new(AppParts {
             service: service.clone(),
             store: store.clone(),
             metrics: Arc::clone(&metrics),
-        };
+        });
         let router = http::router(
             state,
             http::HttpOptions {
