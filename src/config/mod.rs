@@ -180,7 +180,7 @@ pub struct Settings {
     /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
     pub simple_bank_compat: bool,
     /// `GROUP_COMMIT` (default true), `GROUP_COMMIT_WINDOW` (default 0, at most 2ms) and
-    /// `GROUP_COMMIT_LANES` (default 2, 1 to 16): money movements arriving under load share
+    /// `GROUP_COMMIT_LANES` (default 4, or half of `DB_MAX_CONNECTIONS` if fewer; 1 to 16): money movements arriving under load share
     /// transactions. `None`: one transaction each.
     pub group_commit: Option<GroupCommitSettings>,
     /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
@@ -325,7 +325,10 @@ impl TryFrom<RawSettings> for Settings {
             let defaults = GroupCommitSettings::default();
             GroupCommitSettings {
                 window: raw.group_commit_window.map_or(defaults.window, |w| w.0),
-                lanes: raw.group_commit_lanes.map_or(defaults.lanes, Bounded::get),
+                lanes: raw.group_commit_lanes.map_or_else(
+                    || GroupCommitSettings::default_lanes(database.max_connections as usize),
+                    Bounded::get,
+                ),
                 ..defaults
             }
         });
@@ -663,7 +666,12 @@ mod tests {
     #[test]
     fn group_commit_is_on_without_a_window_unless_one_is_set_or_it_is_turned_off() {
         let on = settings(&[DB]).unwrap().group_commit.unwrap();
-        assert_eq!((on.window, on.lanes), (Duration::ZERO, 2));
+        assert_eq!((on.window, on.lanes), (Duration::ZERO, 4));
+        // A small pool keeps half its connections for everything else.
+        let small = settings(&[DB, ("DB_MAX_CONNECTIONS", "5")]).unwrap();
+        assert_eq!(small.group_commit.unwrap().lanes, 2);
+        let tiny = settings(&[DB, ("DB_MAX_CONNECTIONS", "1")]).unwrap();
+        assert_eq!(tiny.group_commit.unwrap().lanes, 1);
         let short = settings(&[DB, ("GROUP_COMMIT_WINDOW", "500us")]).unwrap();
         assert_eq!(
             short.group_commit.unwrap().window,

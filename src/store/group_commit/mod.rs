@@ -62,14 +62,31 @@ pub struct GroupCommitSettings {
 
 impl Default for GroupCommitSettings {
     fn default() -> Self {
-        // Measured by `make bench` (2 cores): two lanes and no window beat four lanes and a 1 ms
-        // window at 4, 16 and 64 clients. With every lane busy the queue fills by itself while a
-        // batch runs; a window only adds its length to every batched request's latency.
+        // No window: measured by `make bench` (2 cores), with every lane busy the queue fills by
+        // itself while a batch runs, and a window only adds its length to every batched
+        // request's latency (at 4 clients a 1 ms window made group commit lose).
         Self {
             window: Duration::ZERO,
-            lanes: 2,
+            lanes: Self::default_lanes(usize::MAX),
             max_batch: 256,
         }
+    }
+}
+
+impl GroupCommitSettings {
+    /// Lanes when `GROUP_COMMIT_LANES` is not set: four, or half a pool of `max_connections`
+    /// (at least one) if that is fewer, so that busy lanes leave the rest of the pool to
+    /// everything else.
+    ///
+    /// Why four and not two: up to `lanes` concurrent movements each run alone, exactly as with
+    /// group commit off, so below that concurrency group commit cannot lose. With two lanes, 4
+    /// clients queued into batches of 2.1 and lost to `GROUP_COMMIT=false` in four
+    /// `bench/bench.py --rows C,C1` runs out of four (C/C1 0.79 to 0.88): two batches of two in
+    /// flight do no more than four lone movements, and each batched one also pays the hand-over.
+    /// Four lanes ran 4 clients alone (C/C1 1.12 in the same kind of run); at 16 and 64
+    /// clients batches still form (7 and 17 movements), with fewer per batch than two lanes make.
+    pub fn default_lanes(max_connections: usize) -> usize {
+        (max_connections / 2).clamp(1, 4)
     }
 }
 
