@@ -13,8 +13,10 @@ Rows:
      from/to accounts), counting only 2xx / OK;
   E  hot pair: C with every transfer between the same two accounts, both directions.
   C1, D1 and E1: C, D and E against a second server started with GROUP_COMMIT=false (one
-     database transaction per transfer), to show what group commit itself is worth; both servers
-     run side by side and their rows alternate.
+     database transaction per transfer), to show what group commit itself is worth. Both servers
+     run side by side; at each concurrency every C, D and E row is measured in two halves, in
+     mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C), and each row's figures are over both
+     halves (percentiles from every latency), so drift on the shared machine falls on all alike.
   B16 our transfer SQL hand-batched, 16 transfers between one BEGIN and one COMMIT (at 1, 4 and
      16 clients): what PostgreSQL does with batched SQL and no server in the way.
   B0 and C0: B and C for a baseline revision (`--baseline`, the Makefile's BENCH_BASELINE: the
@@ -35,8 +37,10 @@ result; absolute numbers depend on the machine and on whatever else it is doing.
 """
 
 import argparse
+import collections
 import datetime
 import json
+import math
 import signal
 import urllib.request
 import os
@@ -377,8 +381,9 @@ def scrape(server):
 
 
 def loadgen(api, server, tokens, clients, seconds, warmup, cpu, hot=False, db=None):
-    """One row against `server`: a warm-up run, then the measured run, with the CPU of server,
-    PostgreSQL and load generator and the server's database calls counted over the latter."""
+    """One part of a row against `server`: a warm-up run, then the measured run, with the CPU of
+    server, PostgreSQL and load generator and the server's database calls counted over the
+    latter. Raw sums, so that `combine` can merge the parts of a row exactly."""
     if db:
         settle(db)
     target = server.http if api == "http" else server.grpc
@@ -391,21 +396,41 @@ def loadgen(api, server, tokens, clients, seconds, warmup, cpu, hot=False, db=No
     cpu.server = server.process.pid
     calls = scrape(server)
     before = cpu.sample()
-    out = subprocess.run(command + ["--seconds", str(seconds), "--warmup", "0"], check=True,
-                         capture_output=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("r", suffix=".latencies") as latencies:
+        out = subprocess.run(command + ["--seconds", str(seconds), "--warmup", "0",
+                                        "--latencies", latencies.name],
+                             check=True, capture_output=True, text=True).stdout
+        taken = [int(line) for line in latencies.read().split()]
     used = cpu.since(before)
     after = scrape(server)
     report = json.loads(out.strip().splitlines()[-1])
-    failed = sum(report["errors"].values())
-    moved = after["committed"] - calls["committed"]
     # A server without the call counters (a baseline older than them) leaves the column empty.
     counted = "db_money_single_calls" in after["text"]
-    trips = sum(after[k] - calls[k] for k in ("single", "batches")) if counted else 0
-    batches = after["batches"] - calls["batches"]
-    return {"tps": report["tps"], "p50": report["p50_ms"], "p99": report["p99_ms"],
-            "failed": failed, "errors": report["errors"],
-            "trips": trips / moved if counted and moved else None,
-            "batch": (after["batched"] - calls["batched"]) / batches if batches else None,
+    delta = lambda key: after[key] - calls[key]
+    return {"seconds": seconds, "latencies": taken, "errors": report["errors"],
+            "moved": delta("committed"), "counted": counted,
+            "trips": delta("single") + delta("batches"), "batches": delta("batches"),
+            "batched": delta("batched"), "used": used}
+
+
+def combine(parts):
+    """One row's result from its parts: throughput, percentiles, calls and CPU over all of them."""
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    percentile = lambda p: float("nan") if not latencies else \
+        latencies[max(math.ceil(len(latencies) * p) - 1, 0)] / 1000
+    errors = collections.Counter()
+    for part in parts:
+        errors.update(part["errors"])
+    total = lambda key: sum(part[key] for part in parts)
+    moved, batches = total("moved"), total("batches")
+    counted = all(part["counted"] for part in parts)
+    cpu_sum = lambda attr: None if any(getattr(p["used"], attr) is None for p in parts) \
+        else sum(getattr(p["used"], attr) for p in parts)
+    used = CpuUsed(cpu_sum("server"), cpu_sum("postgres"), cpu_sum("load"))
+    return {"tps": len(latencies) / total("seconds"), "p50": percentile(0.50),
+            "p99": percentile(0.99), "failed": sum(errors.values()), "errors": dict(errors),
+            "trips": total("trips") / moved if counted and moved else None,
+            "batch": total("batched") / batches if batches else None,
             **used.per_transfer(moved)}
 
 
@@ -544,28 +569,37 @@ def main():
                     for clients in pair_levels:
                         name = f"C0 baseline HTTP ({base_rev})"
                         print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                        record(name, clients, loadgen("http", old, tokens, clients, args.seconds,
-                                                      args.warmup, cpu, False, url))
+                        record(name, clients, combine([loadgen(
+                            "http", old, tokens, clients, args.seconds, args.warmup, cpu, False,
+                            url)]))
                 finally:
                     old.stop()
             # Group commit on and off side by side: the second server starts now and idles
-            # while the first is measured, and the rows alternate at each concurrency, so drift
-            # in what the shared machine is doing falls on both alike.
+            # while the first is measured. At each concurrency every row runs in two halves, in
+            # mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C), so that drift in what the
+            # shared machine is doing falls on every row alike. Run in one order only, an A/A
+            # test (both servers GROUP_COMMIT=false) gave the row measured first 0.75 of the
+            # other at 4 clients: the order, not the code, decided such ratios.
             nogroup = Server(url, ROOT / "target" / "bench-server-nogroup.log", GROUP_COMMIT="false")
             try:
                 for clients in clients_list:
-                    for name, target, api, hot in [
+                    level = [(name, target, api, hot) for name, target, api, hot in [
                             ("C our HTTP API", server, "http", False),
                             ("C1 HTTP, GROUP_COMMIT=false", nogroup, "http", False),
                             ("D our gRPC API", server, "grpc", False),
                             ("D1 gRPC, GROUP_COMMIT=false", nogroup, "grpc", False),
                             ("E hot pair (HTTP)", server, "http", True),
-                            ("E1 hot pair, GROUP_COMMIT=false", nogroup, "http", True)]:
-                        if not want(name) or (hot and clients not in pair_levels):
-                            continue
-                        print(f"bench: {name} at {clients} clients, {args.seconds} s", flush=True)
-                        record(name, clients, loadgen(api, target, tokens, clients, args.seconds,
-                                                      args.warmup, cpu, hot, url))
+                            ("E1 hot pair, GROUP_COMMIT=false", nogroup, "http", True)]
+                             if want(name) and not (hot and clients not in pair_levels)]
+                    halves = {name: [] for name, *_ in level}
+                    first, second = (args.seconds + 1) // 2, max(args.seconds // 2, 1)
+                    for seconds, order in [(first, level), (second, level[::-1])]:
+                        for name, target, api, hot in order:
+                            print(f"bench: {name} at {clients} clients, {seconds} s", flush=True)
+                            halves[name].append(loadgen(api, target, tokens, clients, seconds,
+                                                        args.warmup, cpu, hot, url))
+                    for name, *_ in level:
+                        record(name, clients, combine(halves[name]))
             finally:
                 nogroup.stop()
             peak_rss = server.peak_rss_mib()
@@ -610,7 +644,8 @@ def main():
     out = results / f"{stamp}.md"
     if wanted is None:
         out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-                       f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up.\n\n"
+                       f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up "
+                       f"(C, D and E rows: in two halves, mirrored, each after its own warm-up).\n\n"
                        f"{table}\n")
         print(f"bench: written to {out.relative_to(ROOT)}")
     if problems:

@@ -39,7 +39,9 @@ def main():
                           WEBHOOK_SECRET_KEY=events_check.WEBHOOK_KEY, WEBHOOK_ALLOW_PRIVATE="true")
     with tempfile.TemporaryDirectory() as work:
         tokens = bench.log_everyone_in(url, server, work)
-        plain = bench.loadgen("http", server.http, tokens, args.clients, args.seconds, 2, db=url)
+        cpu = bench.Cpu(url)
+        plain = bench.combine([bench.loadgen("http", server, tokens, args.clients, args.seconds,
+                                             2, cpu, db=url)])
 
         clerk_token = None
         events_check.call(server.http, "POST", "/v1/users", {
@@ -83,7 +85,8 @@ def main():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        hooked = bench.loadgen("http", server.http, tokens, args.clients, args.seconds, 2, db=None)
+        hooked = bench.combine([bench.loadgen("http", server, tokens, args.clients,
+                                              args.seconds, 2, cpu, db=None)])
         produced = int(bench.psql(url, f"SELECT count(*) FROM events WHERE id > {first}"))
         drained_from = time.monotonic()
         events_check.wait_until("every event delivered",

@@ -72,6 +72,10 @@ enum Command {
         /// Every transfer between the first two accounts, both directions.
         #[arg(long)]
         hot: bool,
+        /// Also write every measured latency (µs, one per line) here, so that runs in parts
+        /// can be merged into exact percentiles.
+        #[arg(long)]
+        latencies: Option<PathBuf>,
     },
 }
 
@@ -134,7 +138,16 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             warmup,
             hot,
-        } => run(api, &url, &tokens, concurrency, seconds, warmup, hot).await,
+            latencies,
+        } => {
+            let shape = Shape {
+                concurrency,
+                seconds,
+                warmup,
+                hot,
+            };
+            run(api, &url, &tokens, shape, latencies.as_deref()).await
+        }
     }
 }
 
@@ -249,15 +262,27 @@ async fn flood(
     Ok(())
 }
 
-async fn run(
-    api: Api,
-    url: &str,
-    tokens: &PathBuf,
+/// How a `run` loads the server.
+struct Shape {
     concurrency: usize,
     seconds: u64,
     warmup: u64,
     hot: bool,
+}
+
+async fn run(
+    api: Api,
+    url: &str,
+    tokens: &PathBuf,
+    shape: Shape,
+    latencies: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    let Shape {
+        concurrency,
+        seconds,
+        warmup,
+        hot,
+    } = shape;
     let users: Arc<Vec<(String, i64)>> = Arc::new(
         std::fs::read_to_string(tokens)?
             .lines()
@@ -333,6 +358,10 @@ async fn run(
         }
     }
     all.latencies_us.sort_unstable();
+    if let Some(path) = latencies {
+        let lines: Vec<String> = all.latencies_us.iter().map(u64::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+    }
     let percentile = |p: f64| -> f64 {
         if all.latencies_us.is_empty() {
             return f64::NAN;
