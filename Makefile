@@ -18,7 +18,7 @@ export DB_SOURCE
 
 CARGO ?= cargo
 
-.PHONY: help run test grpc-check events-check events-lag grpc-clients readme-check ui-check e2e fault chaos cluster cluster-stop scaling fuzz bench build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
+.PHONY: help run test grpc-check events-check events-lag grpc-clients readme-check ui-check e2e fault chaos cluster cluster-stop scaling fuzz bench profile build-bench csv-memory db-docs lint deny fmt build validate docker-build docker-builder-check compose-up evans \
         new-migration migrate-up migrate-down banker db-start db-stop db-url db-ready toolchain
 
 help: ## list the targets
@@ -104,6 +104,9 @@ BENCH_BASELINE ?= d27ee5a
 
 bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours (and BENCH_BASELINE's), our HTTP and gRPC APIs (not a test)
 	@bench/bench.py --baseline $(BENCH_BASELINE)
+
+profile: db-ready build-bench ## perf profile of the server under make bench's C and D rows at 16 clients: its CPU by crate (not a test)
+	bench/profile.py
 
 events-lag: db-ready build-bench ## bench load with and without a webhook endpoint and a stream: throughput, outbox lag, commit-to-receipt (not a test)
 	"$$(scripts/venv.sh scripts/requirements-dev.txt scripts/requirements-events.txt)" bench/events_lag.py
