@@ -5,8 +5,8 @@ summed by the crate (or simplebank module) each sample was in.
 `make profile` builds the server with frame pointers and line tables into
 target/profile-build (so the release binary `make bench` measures stays as it is), runs
 bench/bench.py's row C (HTTP) and D (gRPC) at one concurrency over that binary, records the
-server's process with `perf record -g` for part of each row, and prints one table per row. About ten minutes on
-two cores, most of it bench.py's 10,000 logins (and a first build).
+server's process with `perf record -g` for part of each row, and prints one table per row.
+About ten minutes on two cores, most of it bench.py's 10,000 logins (and a first build).
 
 A sample is counted where it was taken: in the kernel (syscalls, the network stack, the
 scheduler), in libc (malloc, free, memcpy: libc has no frame pointers, so its callers are
@@ -32,7 +32,8 @@ BINARY = BUILD / "release" / "simplebank"
 # Frames of these crates are plumbing: the sample belongs to whatever called them.
 PLUMBING = {"core", "alloc", "std", "futures_util", "futures_core", "pin_project_lite"}
 PASETO = {"pasetors", "orion", "ct_codecs", "subtle", "zeroize"}
-CRATE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)")
+# A whole path (`core::future::future::Future`), so a plumbing crate's modules are skipped with it.
+CRATE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:::[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def build():
