@@ -14,9 +14,10 @@ Rows:
   E  hot pair: C with every transfer between the same two accounts, both directions.
   C1, D1 and E1: C, D and E against a second server started with GROUP_COMMIT=false (one
      database transaction per transfer), to show what group commit itself is worth. Both servers
-     run side by side; at each concurrency every C, D and E row is measured in two halves, in
-     mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C), and each row's figures are over both
-     halves (percentiles from every latency), so drift on the shared machine falls on all alike.
+     run side by side; at each concurrency every C, D and E row is measured in slices (four by
+     default, `--pairs 2`), in mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C, and again),
+     and each row's figures are over all its slices (percentiles from every latency), so drift
+     on the shared machine falls on all alike.
   B16 our transfer SQL hand-batched, 16 transfers between one BEGIN and one COMMIT (at 1, 4 and
      16 clients): what PostgreSQL does with batched SQL and no server in the way.
   B0 and C0: B and C for a baseline revision (`--baseline`, the Makefile's BENCH_BASELINE: the
@@ -413,6 +414,18 @@ def loadgen(api, server, tokens, clients, seconds, warmup, cpu, hot=False, db=No
             "batched": delta("batched"), "used": used}
 
 
+def slice_seconds(seconds, pairs):
+    """A row's measured `seconds` cut into `pairs` mirrored pairs of whole-second slices (fewer
+    pairs if there are not enough seconds), the two slices of a pair equally long, so each order
+    gets the same time: 10 s in 2 pairs is 3 3 2 2. An odd second goes to the last slice."""
+    half = max(seconds // 2, 1)
+    pairs = max(1, min(pairs, half))
+    lengths = [half // pairs + (1 if i < half % pairs else 0) for i in range(pairs)]
+    cut = [length for length in lengths for _ in (0, 1)]
+    cut[-1] += max(seconds - 2 * half, 0)
+    return cut
+
+
 def combine(parts):
     """One row's result from its parts: throughput, percentiles, calls and CPU over all of them."""
     latencies = sorted(x for part in parts for x in part["latencies"])
@@ -516,6 +529,8 @@ def main():
     parser.add_argument("--rows", help="only these rows, e.g. B,C,C1 (default: all)")
     parser.add_argument("--binary", default=str(BINARY), help="the simplebank binary to migrate with")
     parser.add_argument("--baseline", help="a git revision to measure rows B0 and C0 for")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="mirrored pairs of slices each C, D and E row is measured in")
     args = parser.parse_args()
     BINARY = pathlib.Path(args.binary)
     wanted = set(args.rows.split(",")) if args.rows else None
@@ -575,11 +590,15 @@ def main():
                 finally:
                     old.stop()
             # Group commit on and off side by side: the second server starts now and idles
-            # while the first is measured. At each concurrency every row runs in two halves, in
-            # mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C), so that drift in what the
-            # shared machine is doing falls on every row alike. Run in one order only, an A/A
-            # test (both servers GROUP_COMMIT=false) gave the row measured first 0.75 of the
-            # other at 4 clients: the order, not the code, decided such ratios.
+            # while the first is measured. At each concurrency every row runs in slices, in
+            # mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C, repeated `--pairs` times), so
+            # that drift in what the shared machine is doing falls on every row alike. Run in
+            # one order only, an A/A test (both servers GROUP_COMMIT=false) gave the row
+            # measured first 0.75 of the other at 4 clients: the order, not the code, decided
+            # such ratios. Mirrored halves fixed the order; more, shorter slices also shorten
+            # the cycle over which a minute of the machine's drift can favour one row (the
+            # machine's speed moves by a third between minutes). A row's first slice has the
+            # full warm-up; later ones 1 s, for the load generator's new connections.
             nogroup = Server(url, ROOT / "target" / "bench-server-nogroup.log", GROUP_COMMIT="false")
             try:
                 for clients in clients_list:
@@ -591,15 +610,16 @@ def main():
                             ("E hot pair (HTTP)", server, "http", True),
                             ("E1 hot pair, GROUP_COMMIT=false", nogroup, "http", True)]
                              if want(name) and not (hot and clients not in pair_levels)]
-                    halves = {name: [] for name, *_ in level}
-                    first, second = (args.seconds + 1) // 2, max(args.seconds // 2, 1)
-                    for seconds, order in [(first, level), (second, level[::-1])]:
+                    slices = {name: [] for name, *_ in level}
+                    for index, seconds in enumerate(slice_seconds(args.seconds, args.pairs)):
+                        order = level if index % 2 == 0 else level[::-1]
+                        warmup = args.warmup if index == 0 else min(args.warmup, 1)
                         for name, target, api, hot in order:
                             print(f"bench: {name} at {clients} clients, {seconds} s", flush=True)
-                            halves[name].append(loadgen(api, target, tokens, clients, seconds,
-                                                        args.warmup, cpu, hot, url))
+                            slices[name].append(loadgen(api, target, tokens, clients, seconds,
+                                                        warmup, cpu, hot, url))
                     for name, *_ in level:
-                        record(name, clients, combine(halves[name]))
+                        record(name, clients, combine(slices[name]))
             finally:
                 nogroup.stop()
             peak_rss = server.peak_rss_mib()
@@ -645,7 +665,7 @@ def main():
     if wanted is None:
         out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
                        f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up "
-                       f"(C, D and E rows: in two halves, mirrored, each after its own warm-up).\n\n"
+                       f"(C, D and E rows: in {len(slice_seconds(args.seconds, args.pairs))} slices, mirrored; a row's first slice after the warm-up, later ones after 1 s).\n\n"
                        f"{table}\n")
         print(f"bench: written to {out.relative_to(ROOT)}")
     if problems:

@@ -13,7 +13,6 @@ prints one line of figures. Login throttling is off for the run (one address flo
 
 import argparse
 import json
-import os
 import pathlib
 import secrets
 import signal
