@@ -661,7 +661,12 @@ def main():
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    # A second run on the same day gets its own file instead of replacing the first.
     out = results / f"{stamp}.md"
+    runs = 1
+    while out.exists():
+        runs += 1
+        out = results / f"{stamp}-{runs}.md"
     if wanted is None:
         out.write_text(f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
                        f"Machine: {machine}. {args.seconds} s per row after {args.warmup} s of warm-up "

@@ -10,7 +10,6 @@ context holds, and prints the size of the binary the runtime stage would copy.
 
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
