@@ -98,10 +98,10 @@ def main():
         log = work / "bench.log"
         bench = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "bench.py"), "--rows", args.rows,
-             # bench.py measures each row in two halves: make the first one outlast the
-             # recording that starts 5 s into it.
+             # One mirrored pair (two halves, not bench.py's default four slices), and the
+             # first half long enough to outlast the recording that starts 5 s into it.
              "--clients", str(args.clients), "--seconds", str(2 * (args.seconds + 6)),
-             "--warmup", "3",
+             "--pairs", "1", "--warmup", "3",
              "--binary", str(BINARY)],
             stdout=open(log, "w"), stderr=subprocess.STDOUT)
         recorded = {}

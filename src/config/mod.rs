@@ -180,8 +180,8 @@ pub struct Settings {
     /// `SIMPLE_BANK_COMPAT`: also serve simple_bank's routes and shapes (default false).
     pub simple_bank_compat: bool,
     /// `GROUP_COMMIT` (default true), `GROUP_COMMIT_WINDOW` (default 0, at most 2ms) and
-    /// `GROUP_COMMIT_LANES` (default 4, or half of `DB_MAX_CONNECTIONS` if fewer; 1 to 16): money movements arriving under load share
-    /// transactions. `None`: one transaction each.
+    /// `GROUP_COMMIT_LANES` (default 4, or half of `DB_MAX_CONNECTIONS` if fewer; 1 to 16): money
+    /// movements arriving under load share transactions. `None`: one transaction each.
     pub group_commit: Option<GroupCommitSettings>,
     /// `LOGIN_ATTEMPTS_PER_IP` (default 30) and `LOGIN_FAILURES_PER_USERNAME` (default 10), per
     /// minute; 0 turns one off.
