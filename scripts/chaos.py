@@ -28,8 +28,12 @@ synchronous standby streaming, every replica in rotation — observed, not slept
     reached the webhook receiver (how many twice is reported: delivery is at least once).
 
 Prints the table doc/reliability.md quotes; exits non-zero on any violation.
+
+    scripts/chaos.py                                 every fault once, in the order above
+    scripts/chaos.py --faults rolling --repeat 20    one fault (or a comma-separated few), N times
 """
 
+import argparse
 import collections
 import http.server
 import json
@@ -539,7 +543,28 @@ def table(rows, summary, receiver):
           f"{summary['events_redelivered']} delivered twice, {summary['events_undelivered']} never.", flush=True)
 
 
+# Faults after which no client may see any error at all: a deploy is planned, and a replica that is
+# told to stop leaves the rotation before it stops accepting (doc/reliability.md).
+CLEAN = {"rolling"}
+
+
+def arguments():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    names = [name for name, _ in FAULTS]
+    parser.add_argument("--faults", default=",".join(names),
+                        help=f"comma-separated, from: {', '.join(names)} (default: all, in that order)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the list this many times (default 1)")
+    args = parser.parse_args()
+    chosen = [name.strip() for name in args.faults.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in names]
+    if unknown or not chosen or args.repeat < 1:
+        parser.error(f"unknown faults {unknown}" if unknown else "nothing to run")
+    table = dict(FAULTS)
+    return [(name, table[name]) for _ in range(args.repeat) for name in chosen]
+
+
 def main():
+    faults = arguments()
     started = time.monotonic()
     run = uuid.uuid4().hex[:6]
     state = cluster.start()
@@ -559,10 +584,13 @@ def main():
         signups.thread.start()
         warm = time.monotonic()
         wait_for("100 transfers before the first fault", lambda: answers.successes_since(warm) >= 100, 60)
-        rows = [run_fault(name, fault, state, answers) for name, fault in FAULTS]
+        rows = [run_fault(name, fault, state, answers) for name, fault in faults]
         load.end()
         signups.stop.set()
         signups.thread.join()
+        for row in rows:
+            if row["fault"] in CLEAN and row["errors"]:
+                fail(f"{row['fault']}: clients saw errors during a planned restart: {row['errors']}")
         for a in answers.log:
             # 409 conflict / ABORTED: a keyed retry arrived while its first attempt still ran.
             if a[3] != "ok" and not a[3].startswith("refused") and a[3] not in (

@@ -51,6 +51,10 @@ TOKEN_KEY = "cluster-key-of-exactly-32-bytes!"
 # (503 unavailable); the balancer's own answer only comes for a replica that stopped answering.
 REQUEST_TIMEOUT_S = 5
 FRONT_TIMEOUT_S = 7
+# A stopping replica answers /readyz 503 for this long while it still serves, so the front
+# balancer (checks every 0.5 s, down after 2 failures) has taken it out of rotation before it
+# stops accepting: a rolling restart then costs no client an error (doc/reliability.md).
+SHUTDOWN_DELAY = "3s"
 
 
 def say(message):
@@ -320,7 +324,13 @@ def front_haproxy_config(state):
         "global",
         f"  stats socket {RUN / 'front-haproxy.sock'} mode 600 level admin",
         "  maxconn 4000",
+        # Every request that did not end well, with HAProxy's termination flags (which side
+        # closed, and in which phase), into target/cluster/haproxy-front.log.
+        "  log stdout format raw local0 info",
         "defaults",
+        "  log global",
+        "  option httplog",
+        "  option dontlog-normal",
         "  mode http",
         "  timeout connect 1s",
         "  timeout client 60s",
@@ -338,9 +348,11 @@ def front_haproxy_config(state):
         f"  errorfile 504 {error_file}",
         "  default-server inter 500ms fall 2 rise 2",
         "frontend http_in",
+        "  option dontlog-normal",
         f"  bind 127.0.0.1:{front['http']}",
         "  default_backend api_http",
         "frontend grpc_in",
+        "  option dontlog-normal",
         f"  bind 127.0.0.1:{front['grpc']} proto h2",
         "  default_backend api_grpc",
         "backend api_http",
@@ -401,6 +413,7 @@ def replica_env(state, r):
         MAIL_DIR=str(LOGS / "mail"), REQUEST_TIMEOUT=f"{REQUEST_TIMEOUT_S}s", LOGIN_ATTEMPTS_PER_IP="0",
         LOGIN_FAILURES_PER_USERNAME="0", WEBHOOK_ALLOW_PRIVATE="true",
         EVENTS_POLL_INTERVAL="100ms", WEBHOOK_SECRET_KEY="cluster-webhook-key-of-32-bytes!",
+        SHUTDOWN_DELAY=SHUTDOWN_DELAY, SHUTDOWN_GRACE=f"{FRONT_TIMEOUT_S}s",
         **state.get("replica_settings", {}))
 
 

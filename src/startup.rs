@@ -3,7 +3,15 @@
 //!
 //! HTTP and gRPC listen on separate addresses (SPEC §5), each with its own layers — a layer on a
 //! shared router would wrap gRPC in HTTP semantics. One shutdown signal stops both, and the
-//! health checker, before the pool closes.
+//! workers, before the pool closes, in two steps (doc/reliability.md, "During a deploy"):
+//!
+//! 1. **Draining** (`SHUTDOWN_DELAY`): `/readyz` and gRPC health say not ready while every
+//!    request is still served, so balancers take the replica out of rotation first. A request
+//!    that arrives now is answered like any other: nothing is refused or reset.
+//! 2. **Stopping** (`SHUTDOWN_GRACE`): both listeners close, HTTP/2 connections get GOAWAY with
+//!    the last stream id (a stream above it was never seen, so a client or balancer may retry it
+//!    elsewhere), event streams end with their `shutting_down` message, and in-flight requests
+//!    finish. Whatever still runs when the grace is over is closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +46,40 @@ const HEALTH_INTERVAL_WHILE_DOWN: Duration = Duration::from_millis(250);
 /// The name gRPC health reports `simplebank.v1.SimpleBank` under.
 const GRPC_SERVICE_NAME: &str = "simplebank.v1.SimpleBank";
 
+/// `SHUTDOWN_DELAY` and `SHUTDOWN_GRACE`: the two steps of a graceful stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// How long a stopping server keeps serving while it reports itself not ready. A lone
+    /// server has no balancer to wait for (0 in development); behind one it must outlast the
+    /// balancer's health checks (interval × failures to mark down).
+    pub delay: Duration,
+    /// How long in-flight requests then get to finish before they are closed.
+    pub grace: Duration,
+}
+
+impl ShutdownSettings {
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+
+    /// 5 s in production: a Kubernetes readiness probe every 2 s, failing twice, plus the
+    /// endpoint update reaching the ingress; nothing to wait for in development.
+    pub fn default_delay(production: bool) -> Duration {
+        if production {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            delay: Self::default_delay(false),
+            grace: Self::DEFAULT_GRACE,
+        }
+    }
+}
+
 pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
@@ -54,6 +96,7 @@ pub struct Application {
     metrics: Arc<Metrics>,
     /// `serve --ready-file`: where to say, in JSON, that the server is ready and where it is.
     ready_file: Option<PathBuf>,
+    shutdown: ShutdownSettings,
 }
 
 impl Application {
@@ -146,6 +189,7 @@ impl Application {
             webhooks,
             metrics,
             ready_file: None,
+            shutdown: settings.shutdown,
         })
     }
 
@@ -172,15 +216,36 @@ impl Application {
             .unwrap_or(0)
     }
 
-    /// Serves HTTP and gRPC until `shutdown` completes, then lets in-flight requests finish on
-    /// both and closes the pool.
+    /// Serves HTTP and gRPC until `shutdown` completes; then drains (not ready, still serving)
+    /// for `SHUTDOWN_DELAY`, stops accepting, lets in-flight requests finish within
+    /// `SHUTDOWN_GRACE`, and closes the pool. A second Ctrl-C or SIGTERM while draining skips
+    /// the rest of the delay.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        let (drain, draining) = watch::channel(false);
+        let admission = self.service.admission().clone();
+        let ShutdownSettings { delay, grace } = self.shutdown;
         tokio::spawn(async move {
             shutdown.await;
+            admission.start_draining();
+            let _ = drain.send(true);
+            if !delay.is_zero() {
+                tracing::info!(
+                    ?delay,
+                    "draining: not ready, still serving, until balancers stop sending (SHUTDOWN_DELAY)"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown_signal() => {}
+                }
+            }
+            tracing::info!(
+                ?grace,
+                "stopping: listeners closed, finishing in-flight requests (SHUTDOWN_GRACE)"
+            );
             let _ = stop.send(true);
         });
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -245,6 +310,7 @@ impl Application {
             self.service.clone(),
             health,
             ready.as_ref(),
+            draining,
             stopped.clone(),
         );
         let purger = background::purge_idempotency_keys(
@@ -265,12 +331,32 @@ impl Application {
         let deliverer = self.webhooks.run(stopped.clone());
 
         let trimmer = background::release_free_memory(stopped.clone());
-        let (http, grpc, (), (), (), (), (), (), (), ()) = tokio::join!(
-            http, grpc, checker, purger, mailer, sweeper, trimmer, events, fan_out, deliverer
-        );
-        http.context("HTTP server")?;
-        grpc.context("gRPC server")?;
-        self.store.pool().close().await;
+        let everything = async {
+            tokio::join!(
+                http, grpc, checker, purger, mailer, sweeper, trimmer, events, fan_out, deliverer
+            )
+        };
+        let mut grace_over = stopped.clone();
+        let grace_over = async move {
+            let _ = grace_over.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            (http, grpc, (), (), (), (), (), (), (), ()) = everything => {
+                http.context("HTTP server")?;
+                grpc.context("gRPC server")?;
+                self.store.pool().close().await;
+            }
+            () = grace_over => {
+                // Dropping the servers' futures leaves their connection tasks to end with the
+                // runtime; the pool is not awaited, since a request still holding a
+                // connection would hold the exit too.
+                tracing::warn!(
+                    ?grace,
+                    "SHUTDOWN_GRACE is over with requests still in flight; closing them"
+                );
+            }
+        }
         if let Some(ready) = &ready {
             ready.remove();
         }
@@ -323,13 +409,15 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Reports SERVING over gRPC health only while the database answers, re-checked every
-/// `HEALTH_INTERVAL`, until shutdown (then NOT_SERVING).
+/// Reports SERVING over gRPC health only while the database answers and the server is not
+/// draining, re-checked every `HEALTH_INTERVAL` and at once when draining starts, until
+/// shutdown (then NOT_SERVING).
 async fn check_health(
     store: Store,
     service: BankService,
     health: HealthReporter,
     mut ready: Option<&ReadyFile>,
+    mut draining: watch::Receiver<bool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -349,7 +437,7 @@ async fn check_health(
         }
         // Requests fail fast while this says down (`Admission::check_database`).
         service.admission().set_database_reachable(reachable);
-        let status = if reachable {
+        let status = if reachable && !service.admission().draining() {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -364,6 +452,7 @@ async fn check_health(
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            _ = draining.wait_for(|drain| *drain), if !*draining.borrow() => {}
             _ = stopped.wait_for(|stop| *stop) => break,
         }
     }

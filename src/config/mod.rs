@@ -28,6 +28,7 @@ use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{
     DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
 };
+use crate::startup::ShutdownSettings;
 use crate::store::GroupCommitSettings;
 use crate::telemetry::LogFormat;
 
@@ -202,6 +203,9 @@ pub struct Settings {
     /// `EVENTS_POLL_INTERVAL` (default 100ms: how late a stream or webhook may be, beyond the
     /// commit) and `MAX_STREAMS` (default 256 live streams per replica).
     pub events: EventSettings,
+    /// `SHUTDOWN_DELAY` (default 0 in development, 5s in production) and `SHUTDOWN_GRACE`
+    /// (default 20s): how a stopping server leaves its balancers' rotation, then drains.
+    pub shutdown: ShutdownSettings,
     /// Apply pending migrations before serving (`serve --no-migrate` turns it off).
     pub run_migrations: bool,
 }
@@ -346,6 +350,15 @@ impl TryFrom<RawSettings> for Settings {
                 ),
             });
         }
+        let shutdown = ShutdownSettings {
+            delay: raw.shutdown_delay.map_or_else(
+                || ShutdownSettings::default_delay(production),
+                |wait| wait.0,
+            ),
+            grace: raw
+                .shutdown_grace
+                .map_or(ShutdownSettings::DEFAULT_GRACE, |wait| wait.0),
+        };
         let login_defaults = LoginLimits::default();
         let hash_defaults = HashLimits::default();
         let concurrency = raw
@@ -403,6 +416,7 @@ impl TryFrom<RawSettings> for Settings {
                     .map_or(4 * concurrency, Bounded::get),
             },
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
+            shutdown,
             run_migrations: true,
         })
     }
@@ -595,7 +609,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 41, "{names:?}");
+        assert_eq!(names.len(), 43, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }
@@ -702,6 +716,37 @@ mod tests {
             ("GROUP_COMMIT_LANES", "17"),
         ] {
             let err = settings(&[DB, (key, bad)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_server_behind_a_balancer_in_production_waits_before_it_stops_accepting() {
+        let dev = settings(&[DB]).unwrap().shutdown;
+        assert_eq!(
+            (dev.delay, dev.grace),
+            (Duration::ZERO, Duration::from_secs(20))
+        );
+        let production = settings(&[
+            DB,
+            ("ENVIRONMENT", "production"),
+            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
+            ("SMTP_HOST", "smtp.example.com"),
+            ("SMTP_FROM", "simplebank <no-reply@example.com>"),
+        ])
+        .unwrap()
+        .shutdown;
+        assert_eq!(production.delay, Duration::from_secs(5));
+        let set = settings(&[DB, ("SHUTDOWN_DELAY", "3s"), ("SHUTDOWN_GRACE", "1m")])
+            .unwrap()
+            .shutdown;
+        assert_eq!(
+            (set.delay, set.grace),
+            (Duration::from_secs(3), Duration::from_secs(60))
+        );
+        for key in ["SHUTDOWN_DELAY", "SHUTDOWN_GRACE"] {
+            let err = settings(&[DB, (key, "2h")]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
     }

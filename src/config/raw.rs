@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use super::values::{
     Address, Bounded, CommitWindow, Environment, Flag, GoDuration, HoldTtl, LinkBase, MailFrom,
-    MailSenderKind, Origins, TokenKey,
+    MailSenderKind, Origins, ShutdownWait, TokenKey,
 };
 use crate::mail::SmtpTls;
 use crate::service::TrustedProxies;
@@ -70,6 +70,8 @@ pub struct RawSettings {
     pub webhook_timeout: Option<GoDuration>,
     pub events_poll_interval: Option<GoDuration>,
     pub max_streams: Option<Bounded<1, 100_000>>,
+    pub shutdown_delay: Option<ShutdownWait>,
+    pub shutdown_grace: Option<ShutdownWait>,
 }
 
 impl RawSettings {

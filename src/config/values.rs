@@ -41,6 +41,7 @@ deserialize_from_text!(
     Address,
     Flag,
     GoDuration,
+    ShutdownWait,
     CommitWindow,
     HoldTtl,
     TokenKey,
@@ -132,6 +133,21 @@ impl FromText for GoDuration {
         parse_duration(text)
             .map(Self)
             .ok_or_else(|| "must be a duration like 15m, 24h, 90s, 1.5h or 300ms".into())
+    }
+}
+
+/// `SHUTDOWN_DELAY` and `SHUTDOWN_GRACE`: a duration up to ten minutes, zero allowed (no
+/// balancer to wait for; nothing to wait on).
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownWait(pub Duration);
+
+impl FromText for ShutdownWait {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_duration(text)
+            .or_else(|| matches!(text.trim(), "0" | "0ms" | "0s").then_some(Duration::ZERO))
+            .filter(|wait| *wait <= Duration::from_secs(600))
+            .map(Self)
+            .ok_or_else(|| "must be a duration from 0s to 10m, like 5s or 20s".into())
     }
 }
 

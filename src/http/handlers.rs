@@ -731,11 +731,11 @@ pub async fn healthz() -> Json<HealthStatus> {
     tag = "health",
     responses(
         (status = 200, description = "The database answers and takes writes", body = HealthStatus),
-        (status = 503, description = "The database does not answer, or cannot take writes", body = ErrorBody),
+        (status = 503, description = "The database does not answer or cannot take writes, or the server is shutting down", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<HealthStatus>> {
-    app.service.admission().check_database()?;
+    app.service.admission().check_ready()?;
     app.store
         .ping()
         .await

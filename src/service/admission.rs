@@ -44,6 +44,9 @@ pub struct Admission {
     in_progress: Arc<Semaphore>,
     /// Whether the database answered the last health check.
     database_reachable: Arc<AtomicBool>,
+    /// Set when the server has been told to stop: it still serves every request, but reports
+    /// itself not ready so balancers take it out of rotation before it stops accepting.
+    draining: Arc<AtomicBool>,
 }
 
 /// A request's slot, given back when dropped.
@@ -55,7 +58,29 @@ impl Admission {
             limits,
             in_progress: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
             database_reachable: Arc::new(AtomicBool::new(true)),
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The server is stopping: readiness (`/readyz`, gRPC health) answers not ready from now on,
+    /// while requests are still served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether a balancer should send this replica new requests: the database was found up
+    /// and the server is not stopping.
+    pub fn check_ready(&self) -> Result<(), ServiceError> {
+        if self.draining() {
+            return Err(ServiceError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        self.check_database()
     }
 
     /// What the health checker found: the database answers, or not.
@@ -145,6 +170,19 @@ mod tests {
         assert!(cause(&refused).contains("database"), "{refused:?}");
         admission.set_database_reachable(true);
         assert!(admission.admit().is_ok());
+    }
+
+    #[test]
+    fn a_draining_server_is_not_ready_but_still_admits_requests() {
+        let admission = Admission::new(limits(4, 1000));
+        assert!(admission.check_ready().is_ok());
+        admission.clone().start_draining();
+        let not_ready = admission.check_ready().unwrap_err();
+        assert!(cause(&not_ready).contains("shutting down"), "{not_ready:?}");
+        assert!(
+            admission.admit().is_ok(),
+            "requests that reach it are served"
+        );
     }
 
     #[tokio::test]
