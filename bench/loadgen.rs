@@ -72,6 +72,16 @@ enum Command {
         /// Every transfer between the first two accounts, both directions.
         #[arg(long)]
         hot: bool,
+        /// Every transfer from the first line's account, with the first line's token, to the
+        /// second line's account (with a stranger's token first: `make fault`'s isolation attack).
+        #[arg(long)]
+        one_way: bool,
+        /// A fresh `Idempotency-Key` on every transfer.
+        #[arg(long)]
+        keyed: bool,
+        /// At most this many transfers a second, all clients together (0: as fast as answered).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// Also write every measured latency (µs, one per line) here, so that runs in parts
         /// can be merged into exact percentiles.
         #[arg(long)]
@@ -138,6 +148,9 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             warmup,
             hot,
+            one_way,
+            keyed,
+            rate,
             latencies,
         } => {
             let shape = Shape {
@@ -145,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 warmup,
                 hot,
+                one_way,
+                keyed,
+                rate,
             };
             run(api, &url, &tokens, shape, latencies.as_deref()).await
         }
@@ -268,6 +284,9 @@ struct Shape {
     seconds: u64,
     warmup: u64,
     hot: bool,
+    one_way: bool,
+    keyed: bool,
+    rate: u64,
 }
 
 async fn run(
@@ -282,7 +301,12 @@ async fn run(
         seconds,
         warmup,
         hot,
+        one_way,
+        keyed,
+        rate,
     } = shape;
+    // Each client's pause between transfers, for `--rate`.
+    let pace = (rate > 0).then(|| Duration::from_secs_f64(concurrency as f64 / rate as f64));
     let users: Arc<Vec<(String, i64)>> = Arc::new(
         std::fs::read_to_string(tokens)?
             .lines()
@@ -321,7 +345,9 @@ async fn run(
                 if now >= stop_at {
                     return tally;
                 }
-                let (from, to) = if hot {
+                let (from, to) = if one_way {
+                    (0, 1)
+                } else if hot {
                     if rng.below(2) == 0 { (0, 1) } else { (1, 0) }
                 } else {
                     let from = rng.below(users.len());
@@ -333,13 +359,18 @@ async fn run(
                 };
                 let (token, from_account) = &users[from];
                 let to_account = users[to].1;
+                let key = keyed.then(|| uuid::Uuid::new_v4().to_string());
                 let outcome = match &grpc {
                     Some(client) => {
-                        grpc_transfer(client.clone(), token, *from_account, to_account).await
+                        let client = client.clone();
+                        grpc_transfer(client, token, *from_account, to_account, key).await
                     }
-                    None => http_transfer(&http, &url, token, *from_account, to_account).await,
+                    None => http_transfer(&http, &url, token, *from_account, to_account, key).await,
                 };
                 let took = now.elapsed();
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until((now + pace).into()).await;
+                }
                 if now >= measure_from {
                     match outcome {
                         Ok(()) => tally.latencies_us.push(took.as_micros() as u64),
@@ -386,9 +417,13 @@ async fn http_transfer(
     token: &str,
     from: i64,
     to: i64,
+    key: Option<String>,
 ) -> Result<(), String> {
-    let response = http
-        .post(format!("{url}/v1/transfers"))
+    let mut request = http.post(format!("{url}/v1/transfers"));
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request
         .bearer_auth(token)
         .json(&serde_json::json!({
             "from_account_id": from, "to_account_id": to, "amount": 1, "currency": "USD"
@@ -412,6 +447,7 @@ async fn grpc_transfer(
     token: &str,
     from: i64,
     to: i64,
+    key: Option<String>,
 ) -> Result<(), String> {
     let mut request = tonic::Request::new(pb::CreateTransferRequest {
         from_account_id: from,
@@ -424,6 +460,10 @@ async fn grpc_transfer(
         .parse()
         .map_err(|_| "token".to_owned())?;
     request.metadata_mut().insert("authorization", bearer);
+    if let Some(key) = key {
+        let key = key.parse().map_err(|_| "key".to_owned())?;
+        request.metadata_mut().insert("idempotency-key", key);
+    }
     client
         .create_transfer(request)
         .await

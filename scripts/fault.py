@@ -20,6 +20,13 @@ key (group commit) that never retry. Scenarios, in order:
               be 200 or 503 + Retry-After, and no transfer may fail. The transfers' p99 during
               the flood against their p99 without it (target: at most 3x) is reported, not
               asserted: it is a timing, and these machines are shared.
+6. isolation: the release server. A stranger floods POST /v1/transfers naming another
+              customer's account as the payer, keyed (a new key each time) and unkeyed, over HTTP
+              and gRPC, from 64 clients, while the owner pays out at 160 transfers a second from
+              that account: every one of the owner's requests must succeed (no 503, no 429);
+              the owner's p99 under the flood is reported beside it without the flood. Then,
+              on a fresh server, 3,000 requests with invented 8 KB methods and a scrape of
+              /metrics: peak RSS within 10 MiB of the idle server's, /metrics under 64 KiB.
 
 After all four: every transfer a client saw acknowledged is in the database with its entries,
 every key moved money at most once and answered the same transfer every time, and the ledger
@@ -27,6 +34,7 @@ invariants hold. Exits non-zero on any violation; prints the figures doc/reliabi
 """
 
 import glob
+import http.client
 import json
 import os
 import pathlib
@@ -37,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -476,6 +485,102 @@ def login_flood_scenario(customers, run):
         tokens.unlink(missing_ok=True)
 
 
+def isolation_scenario(customers, run):
+    """What a stranger does cannot stop another customer's payments or fill the memory (6)."""
+    owner, stranger, payee = customers[0], customers[1], customers[2]
+    server = Server(RELEASE, LOGIN_FAILURES_PER_USERNAME="0", MAIL_SENDER="log")
+    server.start()
+    files = []
+
+    def tokens(name, lines):
+        path = ROOT / "target" / f"fault-isolation-{name}-{run}"
+        path.write_text("".join(f"{token} {account}\n" for token, account in lines))
+        files.append(path)
+        return path
+
+    # The stranger's token with the owner's account as payer; the owner's own payouts.
+    attack = tokens("attack", [(stranger["token"], owner["account"]), (payee["token"], stranger["account"])])
+    payouts = tokens("owner", [(owner["token"], owner["account"]), (payee["token"], payee["account"])])
+    apis = (("http", server.base), ("grpc", f"http://{server.grpc}"))
+
+    def owner_load(seconds):
+        # Four clients at 40 a second each, one per API and keyed or not: 160 a second in all,
+        # inside the owner's own fair share (200 a second by default).
+        return [loadgen("run", "--api", api, "--url", url, "--tokens", payouts, "--one-way", "--concurrency", 1,
+                        "--rate", 40, "--warmup", 1, "--seconds", seconds, *(["--keyed"] if keyed else []))
+                for api, url in apis for keyed in (False, True)]
+
+    def merged(results):
+        done = sum(r.get("done", 0) for r in results)
+        errors = {}
+        for r in results:
+            for code, n in r.get("errors", {}).items():
+                errors[code] = errors.get(code, 0) + n
+        return done, errors, max((r.get("p99_ms", 0) for r in results), default=0)
+
+    try:
+        alone_done, alone_errors, alone_p99 = merged([loadgen_result(p) for p in owner_load(8)])
+        flood = [loadgen("run", "--api", api, "--url", url, "--tokens", attack, "--one-way", "--concurrency", 16,
+                         "--warmup", 0, "--seconds", 12, *(["--keyed"] if keyed else []))
+                 for api, url in apis for keyed in (False, True)]
+        time.sleep(1)  # the flood running before the owner's clients start
+        during_done, during_errors, during_p99 = merged([loadgen_result(p) for p in owner_load(8)])
+        refused = {}
+        for result in (loadgen_result(p) for p in flood):
+            for code, n in result.get("errors", {}).items():
+                refused[code] = refused.get(code, 0) + n
+            if result.get("done"):
+                fail(f"isolation: the stranger moved the owner's money {result['done']} times")
+        for errors, when in ((alone_errors, "alone"), (during_errors, "under the flood")):
+            if errors:
+                fail(f"isolation: the owner's transfers {when} failed: {errors}")
+        if not alone_done or not during_done:
+            fail(f"isolation: the owner's transfers did not run ({alone_done} alone, {during_done} under the flood)")
+        print(f"fault: isolation: a stranger flooded the owner's account as payer from 64 clients (HTTP and gRPC, "
+              f"keyed and unkeyed): {sum(refused.values())} requests refused {dict(sorted(refused.items()))}, none "
+              f"moved money; the owner's 160/s: {during_done} of {during_done + sum(during_errors.values())} "
+              f"succeeded under the flood, p99 {during_p99:.1f} ms (alone: {alone_done} succeeded, "
+              f"p99 {alone_p99:.1f} ms)", flush=True)
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+        for path in files:
+            path.unlink(missing_ok=True)
+
+    # Invented methods on a fresh server: the label set is fixed, so nothing grows.
+    server = Server(RELEASE, MAIL_SENDER="log")
+    server.start()
+    try:
+        idle = rss(server.process.pid)
+        host, port = server.base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        statuses = {}
+        for n in range(3000):
+            try:
+                connection.request(f"{'A' * 8192}{n}", "/")
+                response = connection.getresponse()
+                response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                statuses["no answer"] = statuses.get("no answer", 0) + 1
+        connection.close()
+        with urllib.request.urlopen(f"{server.base}/metrics", timeout=10) as response:
+            raw = response.read()
+        peak = rss(server.process.pid, "VmHWM")
+        if peak > idle + 10 * MIB:
+            fail(f"isolation: invented methods took the peak RSS to {peak / MIB:.1f} MiB from {idle / MIB:.1f} MiB idle")
+        if len(raw) >= 64 * 1024:
+            fail(f"isolation: /metrics is {len(raw)} bytes after invented methods")
+        print(f"fault: isolation: 3,000 requests with invented 8 KB methods ({statuses}): RSS {idle / MIB:.1f} MiB "
+              f"idle, peak {peak / MIB:.1f} MiB after them and a scrape (limit +10 MiB); /metrics {len(raw):,} bytes "
+              f"(limit 64 KiB)", flush=True)
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+
+
 def main():
     if "DB_SOURCE" not in os.environ:
         sys.exit("DB_SOURCE must be set (make fault sets it)")
@@ -499,6 +604,7 @@ def main():
         server = shutdown_scenario(server, load)
         check(load, run)
         login_flood_scenario(customers, run)
+        isolation_scenario(customers, run)
     finally:
         if server.process.poll() is None:
             server.process.send_signal(signal.SIGTERM)

@@ -290,7 +290,8 @@ def scenario(bank, server, binary, db_source):
         "CreateTransfer",
         {"from_account_id": b_id, "to_account_id": a_id, "amount": 1, "currency": "USD"},
         a_token,
-        expect=grpc.StatusCode.PERMISSION_DENIED,
+        # Someone else's account is not found, as one that does not exist (SPEC §10).
+        expect=grpc.StatusCode.NOT_FOUND, error="not_found",
     )
     # A retried transfer under the same idempotency key is answered from the first one.
     keyed = {"from_account_id": a_id, "to_account_id": b_id, "amount": 5, "currency": "USD"}
@@ -383,7 +384,7 @@ def scenario(bank, server, binary, db_source):
           and all(int(x["id"]) < int(y["id"]) for x, y in zip(events, events[1:])),
           f"WatchAccount from the start, in id order: {[e['type'] for e in events]}")
     bank.call("WatchAccount", {"account_id": a_id}, b_token,
-              expect=grpc.StatusCode.PERMISSION_DENIED)
+              expect=grpc.StatusCode.NOT_FOUND, error="not_found")
     hook = bank.call("CreateWebhook", {"url": "http://127.0.0.1:9/grpc-check",
                                        "event_types": ["deposit.created"],
                                        "description": "grpc-check"}, c_token)

@@ -1,8 +1,13 @@
 //! Prometheus metrics, served as text at `GET /metrics`.
 //!
-//! - `http_requests_total` / `http_request_duration_seconds` by method, route (the route
-//!   template, never the raw path: ids would make every account its own series) and status;
-//! - `grpc_requests_total` / `grpc_request_duration_seconds` by RPC and status code;
+//! - `http_requests_total` / `http_request_duration_seconds` by method (a standard method or
+//!   `other`), route (the route template, never the raw path: ids would make every account its
+//!   own series; `unmatched` when no route matched) and status;
+//! - `grpc_requests_total` / `grpc_request_duration_seconds` by RPC (one the server serves, or
+//!   `unmatched`) and status code;
+//!
+//! Every label value comes from a set fixed in the code, so no request, however made up, can add
+//! a series: a client that invents methods or paths costs the same memory as one that does not.
 //! - `money_movements_total` by kind (transfer, deposit, withdrawal, hold, capture, void) and
 //!   outcome (`committed`,
 //!   `replayed`, or the error code that refused it);
@@ -28,15 +33,77 @@ use crate::store::MoneyCalls;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
-    method: String,
+    method: &'static str,
     code: &'static str,
+}
+
+/// An HTTP method as a label: one of RFC 9110's methods and PATCH, or `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    STANDARD
+        .iter()
+        .find(|standard| *standard == method)
+        .map_or("other", |standard| match *standard {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::CONNECT => "CONNECT",
+            Method::OPTIONS => "OPTIONS",
+            Method::TRACE => "TRACE",
+            _ => "PATCH",
+        })
+}
+
+/// A gRPC path as a label: the path itself when the server serves that method (the bank's,
+/// health's and reflection's, read from their descriptors once), else `unmatched`.
+pub fn rpc_label(path: &str) -> &'static str {
+    static KNOWN: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| {
+            use prost::Message as _;
+            [
+                crate::grpc::pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]
+            .into_iter()
+            .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
+            .flat_map(|set| set.file)
+            .flat_map(|file| {
+                let package = file.package.clone().unwrap_or_default();
+                file.service.into_iter().flat_map(move |service| {
+                    let prefix = format!("/{package}.{}/", service.name());
+                    service
+                        .method
+                        .into_iter()
+                        .map(move |method| format!("{prefix}{}", method.name()))
+                })
+            })
+            // A fixed set of a few dozen names, made once: leaking them gives `'static` labels.
+            .map(|path| &*Box::leak(path.into_boxed_str()))
+            .collect()
+        });
+    KNOWN.get(path).copied().unwrap_or("unmatched")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,9 +286,10 @@ impl Metrics {
         self
     }
 
-    pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+    /// `route`: a matched route's template, or `unmatched` (never a raw path).
+    pub fn http_request(&self, method: &http::Method, route: &str, status: u16, took: Duration) {
         let labels = HttpLabels {
-            method: method.to_owned(),
+            method: method_label(method),
             route: route.to_owned(),
             status,
         };
@@ -231,9 +299,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn rpc(&self, method: &str, code: &'static str, took: Duration) {
+    /// `path`: the request's `/package.Service/Method`, counted under `unmatched` unless the
+    /// server serves it.
+    pub fn rpc(&self, path: &str, code: &'static str, took: Duration) {
         let labels = RpcLabels {
-            method: method.to_owned(),
+            method: rpc_label(path),
             code,
         };
         self.rpc_requests.get_or_create(&labels).inc();
@@ -275,8 +345,9 @@ mod tests {
     #[tokio::test]
     async fn recorded_values_show_up_in_the_text_format() {
         let metrics = Metrics::new();
-        metrics.http_request("POST", "/v1/transfers", 201, Duration::from_millis(3));
-        metrics.http_request("POST", "/v1/transfers", 201, Duration::from_millis(5));
+        let post = http::Method::POST;
+        metrics.http_request(&post, "/v1/transfers", 201, Duration::from_millis(3));
+        metrics.http_request(&post, "/v1/transfers", 201, Duration::from_millis(5));
         metrics.rpc(
             "/simplebank.v1.SimpleBank/CreateTransfer",
             "OK",
@@ -298,5 +369,51 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn invented_methods_and_rpcs_share_one_series_each() {
+        let metrics = Metrics::new();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgresql://u:p@127.0.0.1:1/db")
+            .unwrap();
+        let once = |n: usize| {
+            let method = http::Method::from_bytes(format!("INVENTED{n}").as_bytes()).unwrap();
+            metrics.http_request(&method, "unmatched", 404, Duration::from_millis(1));
+            metrics.rpc(
+                &format!("/simplebank.v1.SimpleBank/Invented{n}"),
+                "UNIMPLEMENTED",
+                Duration::from_millis(1),
+            );
+        };
+        once(0);
+        let before = metrics.render(&pool);
+        for n in 1..1000 {
+            once(n);
+        }
+        let text = metrics.render(&pool);
+        // The same series; only their numbers grew a few digits.
+        assert_eq!(text.lines().count(), before.lines().count());
+        assert!(
+            text.len() < before.len() + 1024,
+            "{} -> {}",
+            before.len(),
+            text.len()
+        );
+        assert!(text.contains(
+            r#"http_requests_total{method="other",route="unmatched",status="404"} 1000"#
+        ));
+        assert!(
+            text.contains(r#"grpc_requests_total{method="unmatched",code="UNIMPLEMENTED"} 1000"#)
+        );
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        assert_eq!(
+            rpc_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            rpc_label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        );
     }
 }

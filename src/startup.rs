@@ -36,12 +36,15 @@ use crate::grpc::{self, GrpcApi};
 use crate::http::{self, AppParts, AppState};
 use crate::mail::{FileSender, LogSender, MailSender, OutboxWorker, SmtpSender};
 use crate::metrics::Metrics;
-use crate::service::{BankService, EventPorts, StorePorts};
+use crate::service::{BankService, EventPorts, PerUserPlaces, StorePorts};
 use crate::store::Store;
 
 /// How often gRPC health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL_WHILE_DOWN: Duration = Duration::from_millis(250);
+
+/// Calls one gRPC connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+const GRPC_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// The name gRPC health reports `simplebank.v1.SimpleBank` under.
 const GRPC_SERVICE_NAME: &str = "simplebank.v1.SimpleBank";
@@ -147,11 +150,13 @@ impl Application {
         .with_hold_ttl(settings.hold_ttl)
         .with_login_limits(settings.login_limits)
         .with_request_limits(settings.request_limits)
+        .with_user_limits(settings.user_limits)
         .with_password_limits(settings.password_limits)
         .with_trusted_proxies(settings.trusted_proxies.clone())
         .with_metrics(Arc::clone(&metrics))
         .with_events(EventPorts {
             hub: hub.clone(),
+            streams_per_user: PerUserPlaces::new(settings.events.max_streams_per_user),
             secrets: Secrets::new(&webhook_settings.secret_key),
             allow_private: webhook_settings.allow_private,
         });
@@ -290,6 +295,14 @@ impl Application {
         )
         .with_graceful_shutdown(until_stopped(stopped.clone()));
         let grpc = tonic::transport::Server::builder()
+            // A connection is bounded in what it holds: at most GRPC_STREAMS_PER_CONNECTION
+            // calls at once (a client that opens more waits for HTTP/2 flow control, it does not
+            // get more of the server), and a peer that stops answering HTTP/2 pings is dropped
+            // (a half-open connection would otherwise hold its streams forever).
+            .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .layer(
                 crate::telemetry::request_id_layers().layer(grpc::RpcLogLayer::new(
                     Arc::clone(&self.metrics),

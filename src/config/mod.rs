@@ -27,6 +27,7 @@ use crate::events::webhooks::WebhookSettings;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{
     DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
+    UserLimits,
 };
 use crate::startup::ShutdownSettings;
 use crate::store::GroupCommitSettings;
@@ -190,6 +191,9 @@ pub struct Settings {
     /// `MAX_CONCURRENT_REQUESTS` (default 1024) and `REQUEST_TIMEOUT` (default 30s), both APIs
     /// together.
     pub request_limits: RequestLimits,
+    /// `USER_MAX_CONCURRENT_REQUESTS` (default 32) and `USER_REQUESTS_PER_SECOND` (default 200):
+    /// each authenticated user's share of the server, both APIs together.
+    pub user_limits: UserLimits,
     /// `PASSWORD_HASH_CONCURRENCY` (default: the number of cores) and `PASSWORD_HASH_QUEUE`
     /// (default: four per thread): password hashes at once, and how many may wait.
     pub password_limits: HashLimits,
@@ -201,7 +205,8 @@ pub struct Settings {
     /// `WEBHOOK_TIMEOUT` (default 10s).
     pub webhooks: WebhookSettings,
     /// `EVENTS_POLL_INTERVAL` (default 100ms: how late a stream or webhook may be, beyond the
-    /// commit) and `MAX_STREAMS` (default 256 live streams per replica).
+    /// commit), `MAX_STREAMS` (default 256 live streams per replica) and `MAX_STREAMS_PER_USER`
+    /// (default 8).
     pub events: EventSettings,
     /// `SHUTDOWN_DELAY` (default 0 in development, 5s in production) and `SHUTDOWN_GRACE`
     /// (default 20s): how a stopping server leaves its balancers' rotation, then drains.
@@ -249,6 +254,15 @@ impl TryFrom<RawSettings> for Settings {
         database.lock_timeout = request_limits.request_timeout;
 
         let token_key = match raw.token_symmetric_key {
+            Some(TokenKey(key)) if production => {
+                if let Err(reason) = strong_enough(key.expose_secret()) {
+                    return Err(ConfigError::Invalid {
+                        key: "TOKEN_SYMMETRIC_KEY".into(),
+                        reason,
+                    });
+                }
+                key
+            }
             Some(TokenKey(key)) => key,
             None if production => return Err(ConfigError::Missing("TOKEN_SYMMETRIC_KEY")),
             None => {
@@ -285,6 +299,9 @@ impl TryFrom<RawSettings> for Settings {
             max_streams: raw
                 .max_streams
                 .map_or(event_defaults.max_streams, Bounded::get),
+            max_streams_per_user: raw
+                .max_streams_per_user
+                .map_or(event_defaults.max_streams_per_user, Bounded::get),
             ..event_defaults
         };
 
@@ -407,6 +424,17 @@ impl TryFrom<RawSettings> for Settings {
                     .map_or(login_defaults.per_username, Bounded::get),
             },
             request_limits,
+            user_limits: {
+                let defaults = UserLimits::default();
+                UserLimits {
+                    concurrent: raw
+                        .user_max_concurrent_requests
+                        .map_or(defaults.concurrent, Bounded::get),
+                    per_second: raw
+                        .user_requests_per_second
+                        .map_or(defaults.per_second, Bounded::get),
+                }
+            },
             webhooks,
             events,
             password_limits: HashLimits {
@@ -420,6 +448,35 @@ impl TryFrom<RawSettings> for Settings {
             run_migrations: true,
         })
     }
+}
+
+/// Token keys anyone can read: simple_bank's development key, which its `app.env`, its tutorial
+/// and our docker-compose.yml publish. With one of these, anyone mints a banker's token offline.
+const PUBLISHED_KEYS: [&[u8; 32]; 1] = [b"12345678901234567890123456789012"];
+
+/// Refuses a production token key that is published or plainly not random: fewer than 8
+/// distinct bytes, a pattern that repeats itself every 16 bytes or fewer (`1234567890` twice and
+/// a bit), or a run of a few fixed steps (`abcdef...`). A key of 32 random bytes, hex or base64
+/// characters never trips these (checked over 800,000 generated keys); a phrase may pass, and is
+/// still a bad idea.
+fn strong_enough(key: &[u8; TokenMaker::KEY_LEN]) -> Result<(), String> {
+    const GENERATE: &str = "generate one, e.g. `openssl rand -hex 16`";
+    if PUBLISHED_KEYS.contains(&key) {
+        return Err(format!(
+            "is a published key (simple_bank's and docker-compose.yml's); {GENERATE}"
+        ));
+    }
+    let distinct = key.iter().collect::<std::collections::HashSet<_>>().len();
+    let periodic = (1..=16).any(|period| key.iter().zip(&key[period..]).all(|(a, b)| a == b));
+    let steps = key
+        .windows(2)
+        .map(|pair| pair[1].wrapping_sub(pair[0]))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < 8 || periodic || steps < 4 {
+        return Err(format!("is not random enough for production; {GENERATE}"));
+    }
+    Ok(())
 }
 
 fn duration(value: Option<GoDuration>, default: Duration) -> Duration {
@@ -438,6 +495,49 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    /// A production token key that passes `strong_enough` (`openssl rand -hex 16`).
+    const PRODUCTION_KEY: &str = "9f2c4e71b08a3d56e1c97f40a2b8d3e5";
+
+    #[test]
+    fn production_refuses_published_and_plainly_non_random_token_keys() {
+        let production = |key: &str| {
+            settings(&[
+                DB,
+                ("ENVIRONMENT", "production"),
+                ("TOKEN_SYMMETRIC_KEY", key),
+                ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
+                ("SMTP_HOST", "smtp.example.com"),
+                ("SMTP_FROM", "simplebank <no-reply@example.com>"),
+            ])
+        };
+        let published = production("12345678901234567890123456789012")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            published.contains("TOKEN_SYMMETRIC_KEY") && published.contains("published"),
+            "{published}"
+        );
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababababababab",
+            "00000000000000000000000000000001",
+            "abcdefghijklmnopqrstuvwxyz012345",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            let err = production(weak).unwrap_err().to_string();
+            assert!(err.contains("not random enough"), "{weak}: {err}");
+        }
+        assert!(production(PRODUCTION_KEY).is_ok());
+        // Development takes any 32 bytes: `make run` and the compose file use simple_bank's.
+        assert!(
+            settings(&[
+                DB,
+                ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012")
+            ])
+            .is_ok()
+        );
     }
 
     const DB: (&str, &str) = (
@@ -609,7 +709,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 43, "{names:?}");
+        assert_eq!(names.len(), 46, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }
@@ -730,7 +830,7 @@ mod tests {
         let production = settings(&[
             DB,
             ("ENVIRONMENT", "production"),
-            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("TOKEN_SYMMETRIC_KEY", PRODUCTION_KEY),
             ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
             ("SMTP_HOST", "smtp.example.com"),
             ("SMTP_FROM", "simplebank <no-reply@example.com>"),
@@ -758,7 +858,7 @@ mod tests {
         let ok = settings(&[
             DB,
             ("ENVIRONMENT", "production"),
-            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("TOKEN_SYMMETRIC_KEY", PRODUCTION_KEY),
             ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
             ("SMTP_HOST", "smtp.example.com"),
             ("SMTP_FROM", "simplebank <no-reply@example.com>"),
@@ -771,7 +871,7 @@ mod tests {
         let base = [
             DB,
             ("ENVIRONMENT", "production"),
-            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("TOKEN_SYMMETRIC_KEY", PRODUCTION_KEY),
             ("SMTP_HOST", "smtp.example.com"),
             ("SMTP_FROM", "simplebank <no-reply@example.com>"),
         ];
@@ -801,7 +901,7 @@ mod tests {
         let production = [
             DB,
             ("ENVIRONMENT", "production"),
-            ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+            ("TOKEN_SYMMETRIC_KEY", PRODUCTION_KEY),
             ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
         ];
         let err = settings(&production).unwrap_err().to_string();
@@ -846,7 +946,7 @@ mod tests {
             let err = settings(&[
                 DB,
                 ("ENVIRONMENT", "production"),
-                ("TOKEN_SYMMETRIC_KEY", "12345678901234567890123456789012"),
+                ("TOKEN_SYMMETRIC_KEY", PRODUCTION_KEY),
                 ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
                 ("WEBHOOK_SECRET_KEY", "abcdefghijabcdefghijabcdefghij12"),
                 ("MAIL_SENDER", sender),

@@ -58,6 +58,8 @@ pub struct RawSettings {
     pub allowed_origins: Option<Origins>,
     pub simple_bank_compat: Option<Flag>,
     pub max_concurrent_requests: Option<Bounded<1, 1_000_000>>,
+    pub user_max_concurrent_requests: Option<Bounded<1, 1_000_000>>,
+    pub user_requests_per_second: Option<Bounded<1, 1_000_000>>,
     pub request_timeout: Option<GoDuration>,
     pub login_attempts_per_ip: Option<Bounded<0, 1_000_000>>,
     pub login_failures_per_username: Option<Bounded<0, 1_000_000>>,
@@ -70,6 +72,7 @@ pub struct RawSettings {
     pub webhook_timeout: Option<GoDuration>,
     pub events_poll_interval: Option<GoDuration>,
     pub max_streams: Option<Bounded<1, 100_000>>,
+    pub max_streams_per_user: Option<Bounded<1, 100_000>>,
     pub shutdown_delay: Option<ShutdownWait>,
     pub shutdown_grace: Option<ShutdownWait>,
 }

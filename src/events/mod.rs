@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, watch};
 
-pub use stream::{EndReason, StreamEnd, WatchStream};
+pub use stream::{EndReason, Held, StreamEnd, WatchStream};
 
 use crate::store::{Event, EventStore, HorizonProbe};
 
@@ -66,6 +66,8 @@ pub struct EventSettings {
     pub poll: Duration,
     /// Live streams (SSE and `WatchAccount` together) at once.
     pub max_streams: usize,
+    /// Live streams of one user at once (`MAX_STREAMS_PER_USER`).
+    pub max_streams_per_user: usize,
     /// Events a stream may have waiting for its client before it is ended as too slow.
     pub stream_buffer: usize,
 }
@@ -75,6 +77,7 @@ impl Default for EventSettings {
         Self {
             poll: Duration::from_millis(100),
             max_streams: 256,
+            max_streams_per_user: 8,
             stream_buffer: 64,
         }
     }

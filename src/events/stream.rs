@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 use tokio_stream::Stream;
 
 use super::{EventHub, PAGE};
@@ -36,6 +37,9 @@ pub struct StreamEnd {
 pub enum EndReason {
     /// The client did not take what was sent for `SLOW_CONSUMER_GRACE`.
     SlowConsumer,
+    /// The access token that opened the stream expired: a stream lives no longer than the
+    /// right to open it. The client resumes with a fresh token.
+    TokenExpired,
     /// The database could not be read.
     Unavailable,
     /// The server is shutting down.
@@ -46,11 +50,16 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::SlowConsumer => "slow_consumer",
+            EndReason::TokenExpired => "token_expired",
             EndReason::Unavailable => "unavailable",
             EndReason::ShuttingDown => "shutting_down",
         }
     }
 }
+
+/// What a stream holds while it is open (its places among the replica's and its user's
+/// streams), given back when it ends.
+pub type Held = Box<dyn std::any::Any + Send + Sync>;
 
 /// Events, then at most one `Err(StreamEnd)` when the server ended the stream.
 pub struct WatchStream {
@@ -61,16 +70,26 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// Starts the stream of `account`'s events after `after` (`None`: from the horizon, so only
-    /// what commits from now on). `place` is the stream's share of `MAX_STREAMS`, held until it
+    /// what commits from now on), until `ends_at` (when the token that opened it expires).
+    /// `place` is what the stream holds among `MAX_STREAMS` and its user's streams, until it
     /// ends. The caller has checked that the account may be watched.
     pub fn start(
         hub: &EventHub,
         account: AccountId,
         after: Option<i64>,
-        place: OwnedSemaphorePermit,
+        place: Held,
         metrics: Arc<Metrics>,
+        ends_at: Option<Instant>,
     ) -> Self {
-        Self::start_with_grace(hub, account, after, place, metrics, SLOW_CONSUMER_GRACE)
+        Self::start_with_grace(
+            hub,
+            account,
+            after,
+            place,
+            metrics,
+            SLOW_CONSUMER_GRACE,
+            ends_at,
+        )
     }
 
     /// `start`, with the slow-consumer grace given (tests shorten it).
@@ -78,9 +97,10 @@ impl WatchStream {
         hub: &EventHub,
         account: AccountId,
         after: Option<i64>,
-        place: OwnedSemaphorePermit,
+        place: Held,
         metrics: Arc<Metrics>,
         grace: Duration,
+        ends_at: Option<Instant>,
     ) -> Self {
         let (tx, events) = mpsc::channel(hub.settings().stream_buffer.max(1));
         let end = Arc::new(Mutex::new(None));
@@ -91,6 +111,7 @@ impl WatchStream {
             given: after.unwrap_or_else(|| hub.horizon()),
             tx,
             grace,
+            ends_at,
         };
         let slot = Arc::clone(&end);
         metrics.event_stream(1);
@@ -138,6 +159,7 @@ struct Producer {
     given: i64,
     tx: mpsc::Sender<Event>,
     grace: Duration,
+    ends_at: Option<Instant>,
 }
 
 /// Why the producer stopped: the client left (nothing to say), or the stream ends with a reason.
@@ -151,9 +173,17 @@ impl Producer {
     async fn run(mut self) -> Option<StreamEnd> {
         let mut live = self.hub.subscribe();
         let mut closing = self.hub.closing();
+        let ends_at = self.ends_at;
+        let expiry = async move {
+            match ends_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             outcome = self.follow(&mut live) => outcome,
             _ = closing.wait_for(|closing| *closing) => Stop::End(EndReason::ShuttingDown),
+            () = expiry => Stop::End(EndReason::TokenExpired),
         };
         match outcome {
             Stop::Gone => None,

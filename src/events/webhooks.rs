@@ -164,13 +164,15 @@ pub fn delivery_body(event: &crate::store::Event) -> String {
     )
 }
 
-/// Addresses a webhook may not reach unless `WEBHOOK_ALLOW_PRIVATE`: loopback, private,
-/// link-local, carrier-grade NAT, unspecified, broadcast, multicast, documentation, and IPv6's
-/// equivalents (and IPv4 addresses wrapped in IPv6).
+/// Addresses a webhook may not reach unless `WEBHOOK_ALLOW_PRIVATE`: every block of IANA's
+/// IPv4 and IPv6 special-purpose address registries that is not globally reachable, or that
+/// leads somewhere other than the address it names (NAT64, 6to4, Teredo and IPv4-compatible
+/// addresses reach an IPv4 host through a gateway), plus multicast and the reserved 240.0.0.0/4.
+/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -179,23 +181,41 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240 // reserved, 240.0.0.0/4
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGN)
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 192 && b == 31 && c == 196) // AS112-v4
+                || (a == 192 && b == 52 && c == 193) // AMT
+                || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
+                || (a == 192 && b == 175 && c == 48) // direct delegation AS112
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_forbidden(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || s[..6] == [0; 6] // IPv4-compatible ::a.b.c.d (deprecated)
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64, 64:ff9b::/96 and 64:ff9b:1::/48
+                || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only 100::/64
+                || (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments 2001::/23 (Teredo...)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[0] == 0x2002 // 6to4
+                || (s[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20
+                || s[0] == 0x5f00 // SRv6 SIDs
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         }
     }
 }
+
+/// Ports a webhook may use unless `WEBHOOK_ALLOW_PRIVATE`: the web's own. Anything else is how a
+/// webhook would reach a database, a cache or an admin port of a public host.
+pub const WEBHOOK_PORTS: [u16; 2] = [80, 443];
 
 /// Checks a webhook URL as given by a banker: http(s), a host, no credentials, and (unless
 /// `allow_private`) no address of `is_forbidden` among those it resolves to now. Deliveries
@@ -222,6 +242,9 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
         return Ok(());
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
+    if !WEBHOOK_PORTS.contains(&port) {
+        return Err("must use port 80 or 443".into());
+    }
     let addresses = resolve(host, port)
         .await
         .map_err(|_| "its host does not resolve".to_owned())?;
@@ -279,6 +302,10 @@ impl WebhookWorker {
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let mut client = reqwest::Client::builder()
+            // HTTP(S)_PROXY from the environment would send every delivery through the proxy,
+            // and the guarded resolver below would only ever see the proxy's name, never the
+            // target's: the address guard would guard nothing.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -518,6 +545,19 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::",
+            // Each of the special-purpose blocks the review found missing.
+            "64:ff9b::a00:1",
+            "64:ff9b::808:808",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "2002:a00:1::1",
+            "2001::1",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.255",
+            "fec0::1",
+            "3fff::1",
+            "100::1",
         ] {
             assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
         }
@@ -549,6 +589,15 @@ mod tests {
         assert!(check_url("not a url", true).await.is_err());
         assert!(check_url("http://127.0.0.1:9000/hook", true).await.is_ok());
         assert!(check_url("https://93.184.216.34/hook", false).await.is_ok());
+        // Only the web's ports reach a public host, unless private targets are allowed.
+        let port = check_url("https://93.184.216.34:6379/", false).await;
+        assert!(port.unwrap_err().contains("port"));
+        assert!(
+            check_url("http://93.184.216.34:80/hook", false)
+                .await
+                .is_ok()
+        );
+        assert!(check_url("http://93.184.216.34:6379/", true).await.is_ok());
     }
 
     #[test]

@@ -201,6 +201,7 @@ pub fn stream_end(end: crate::events::StreamEnd) -> tonic::Status {
         "{}: resume after event id {}",
         match end.reason {
             EndReason::SlowConsumer => "the client did not keep up with the stream",
+            EndReason::TokenExpired => "the access token that opened the stream expired",
             EndReason::Unavailable => "the database is unavailable",
             EndReason::ShuttingDown => "the server is shutting down",
         },
@@ -208,6 +209,7 @@ pub fn stream_end(end: crate::events::StreamEnd) -> tonic::Status {
     );
     let mut status = match end.reason {
         EndReason::SlowConsumer => tonic::Status::resource_exhausted(message),
+        EndReason::TokenExpired => tonic::Status::unauthenticated(message),
         EndReason::Unavailable | EndReason::ShuttingDown => tonic::Status::unavailable(message),
     };
     if let Ok(value) = end.resume_after.to_string().parse() {

@@ -25,6 +25,7 @@ pub fn code_of(code: ErrorCode) -> Code {
         | ErrorCode::AccountClosed
         | ErrorCode::HoldNotPending
         | ErrorCode::AlreadyReversed
+        | ErrorCode::FailedPrecondition
         | ErrorCode::IdempotencyMismatch => Code::FailedPrecondition,
         ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,
@@ -55,8 +56,18 @@ pub fn to_status(error: ServiceError) -> Status {
         ERROR_DOMAIN,
         HashMap::from([("code".to_owned(), code.as_str().to_owned())]),
     );
+    // A bad field is a BadRequest violation; a field the resource's state refuses is a
+    // PreconditionFailure one (`STATE`, the field), as google.rpc's error model has them.
     for violation in error.details() {
-        details.add_bad_request_violation(violation.field, violation.description.clone());
+        if code == ErrorCode::FailedPrecondition {
+            details.add_precondition_failure_violation(
+                "STATE",
+                violation.field,
+                violation.description.clone(),
+            );
+        } else {
+            details.add_bad_request_violation(violation.field, violation.description.clone());
+        }
     }
     let retry_after = error.retry_after_secs();
     if let Some(secs) = retry_after {

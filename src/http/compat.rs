@@ -346,8 +346,7 @@ pub async fn create_account(
         (status = 200, description = "The account", body = SbAccount),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
-        (status = 403, description = "Not the caller's account (simple_bank: 401)", body = ErrorBody),
-        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 404, description = "No such account, or not the caller's: the same answer", body = ErrorBody),
     )
 )]
 pub async fn get_account(
@@ -409,8 +408,7 @@ pub async fn list_accounts(
         (status = 200, description = "The transfer, both accounts (the recipient's without its balance) and both entries", body = SbTransferResult),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
-        (status = 403, description = "Not the caller's account (simple_bank: 401)", body = ErrorBody),
-        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 404, description = "No such account, or not the caller's: the same answer", body = ErrorBody),
         (status = 422, description = "Insufficient funds or currency mismatch (simple_bank: 400 / 500)", body = ErrorBody),
     )
 )]

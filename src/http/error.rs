@@ -27,6 +27,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AccountClosed
         | ErrorCode::HoldNotPending
         | ErrorCode::AlreadyReversed
+        | ErrorCode::FailedPrecondition
         | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

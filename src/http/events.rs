@@ -200,8 +200,7 @@ fn sse_message(item: Result<Event, StreamEnd>) -> SseEvent {
             content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
-        (status = 403, description = "The account is not the caller's", body = ErrorBody),
-        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 404, description = "No such account, or not the caller's: the same answer (SPEC §10)", body = ErrorBody),
         (status = 503, description = "Too many event streams open", body = ErrorBody),
     )
 )]

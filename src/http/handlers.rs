@@ -247,11 +247,11 @@ pub async fn create_account(
         (status = 200, description = "The account with its new status", body = AccountResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
         (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
-        (status = 400, description = "Invalid input (closing an account that holds money or has a pending hold, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 400, description = "Invalid input (an unknown status, a settlement account); `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Bankers only", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "account_closed: closing is final; idempotency_mismatch", body = ErrorBody),
+        (status = 422, description = "failed_precondition (closing an account that holds money or has a pending hold; `details` names `status`); account_closed: closing is final; idempotency_mismatch", body = ErrorBody),
     )
 )]
 pub async fn set_account_status(
@@ -285,11 +285,11 @@ pub async fn set_account_status(
         (status = 200, description = "The account with its new limit", body = AccountResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
         (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
-        (status = 400, description = "Invalid input (a limit below what the account owes and has on hold, a settlement account); `details` names each bad field", body = ErrorBody),
+        (status = 400, description = "Invalid input (a negative limit, a settlement account); `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "Bankers only", body = ErrorBody),
         (status = 404, description = "No such resource", body = ErrorBody),
-        (status = 422, description = "account_closed", body = ErrorBody),
+        (status = 422, description = "failed_precondition (a limit below what the account owes and has on hold; `details` names `limit`); account_closed", body = ErrorBody),
     )
 )]
 pub async fn set_overdraft_limit(
@@ -723,8 +723,9 @@ pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
-/// The database answers and takes writes; 503 `unavailable` when it does not, or while the last
-/// health check found it so (requests are refused then, so the replica is not ready).
+/// The database answers and takes writes; 503 `unavailable` when it does not, while the last
+/// health check found it so (requests are refused then, so the replica is not ready), and from
+/// the moment the server is told to stop (it drains; balancers should send it nothing new).
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -30,8 +30,7 @@ fn hold_in_path(raw: &str) -> ApiResult<HoldId> {
         (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
-        (status = 403, description = "The from-account is not the caller's", body = ErrorBody),
-        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 404, description = "No such account, or (for a customer) not theirs: the same answer", body = ErrorBody),
         (status = 422, description = "insufficient_funds (of the available balance), currency_mismatch, account_frozen, account_closed, idempotency_mismatch", body = ErrorBody),
     )
 )]

@@ -217,8 +217,16 @@ impl TransportErrors for utoipa::openapi::OpenApi {
                     add("413", "invalid_argument: the body is over HTTP_BODY_LIMIT");
                     add("415", "invalid_argument: the body is not application/json");
                 }
+                let authenticated = !operation.security.as_ref().is_none_or(Vec::is_empty);
                 if login {
                     add("429", "rate_limited: too many attempts; see Retry-After");
+                } else if authenticated {
+                    add(
+                        "429",
+                        "rate_limited: past the caller's fair share of concurrent requests or \
+                         requests a second (USER_MAX_CONCURRENT_REQUESTS, \
+                         USER_REQUESTS_PER_SECOND); see Retry-After",
+                    );
                 }
                 add("431", "invalid_argument: the headers are too large");
                 add("500", "internal");

@@ -72,7 +72,7 @@ pub async fn log_request(
         .get::<RouteTag>()
         .map_or("unmatched", |tag| tag.0.as_str())
         .to_owned();
-    metrics.http_request(method.as_str(), &route, status.as_u16(), took);
+    metrics.http_request(&method, &route, status.as_u16(), took);
     let duration_ms = took.as_secs_f64() * 1000.0;
     let request_id = id.as_str();
     // The raw path is logged (it helps to read a 404), the template is what metrics group by.

@@ -137,14 +137,17 @@ impl BankService {
         principal: &Principal,
         currency: Currency,
     ) -> Result<Account, ServiceError> {
-        Ok(self
+        let account = self
             .store
             .accounts
             .create_account(&principal.username, currency)
-            .await?)
+            .await?;
+        self.ownership.remember(&principal.username, account.id);
+        Ok(account)
     }
 
-    /// The owner or a banker.
+    /// The owner or a banker. Anyone else gets `not_found`, as for an account that does not
+    /// exist: a stranger learns nothing of other customers' accounts (SPEC §10).
     pub async fn get_account(
         &self,
         principal: &Principal,
@@ -152,9 +155,7 @@ impl BankService {
     ) -> Result<Account, ServiceError> {
         let account = self.store.accounts.get_account(id).await?;
         if !principal.may_act_for(&account.owner) {
-            return Err(ServiceError::PermissionDenied(format!(
-                "account {id} does not belong to you"
-            )));
+            return Err(super::ownership::not_found(id));
         }
         Ok(account)
     }

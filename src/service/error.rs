@@ -22,6 +22,7 @@ pub enum ErrorCode {
     AccountClosed,
     HoldNotPending,
     AlreadyReversed,
+    FailedPrecondition,
     RateLimited,
     Unavailable,
     Internal,
@@ -43,6 +44,7 @@ impl ErrorCode {
             ErrorCode::AccountClosed => "account_closed",
             ErrorCode::HoldNotPending => "hold_not_pending",
             ErrorCode::AlreadyReversed => "already_reversed",
+            ErrorCode::FailedPrecondition => "failed_precondition",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -81,6 +83,10 @@ pub enum ServiceError {
     AlreadyReversed(String),
     #[error("{0}")]
     IdempotencyMismatch(&'static str),
+    /// A well-formed request the resource's current state refuses (closing an account that is
+    /// not empty, a limit below the debt), one entry per field it concerns.
+    #[error("failed precondition: {0:?}")]
+    FailedPrecondition(Vec<ValidationError>),
     /// Too many attempts; the client may try again after `retry_after`.
     #[error("rate limited for {retry_after:?}")]
     RateLimited { retry_after: std::time::Duration },
@@ -106,6 +112,7 @@ impl ServiceError {
             ServiceError::HoldNotPending(_) => ErrorCode::HoldNotPending,
             ServiceError::AlreadyReversed(_) => ErrorCode::AlreadyReversed,
             ServiceError::IdempotencyMismatch(_) => ErrorCode::IdempotencyMismatch,
+            ServiceError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
@@ -115,7 +122,8 @@ impl ServiceError {
     /// The text a client may see.
     pub fn message(&self) -> String {
         match self {
-            ServiceError::InvalidArgument(violations) => match violations.as_slice() {
+            ServiceError::InvalidArgument(violations)
+            | ServiceError::FailedPrecondition(violations) => match violations.as_slice() {
                 [one] => format!("{}: {}", one.field, one.description),
                 _ => "some fields are invalid; see details".to_owned(),
             },
@@ -156,16 +164,23 @@ impl ServiceError {
         }
     }
 
-    /// The refused fields of an `invalid_argument`; empty for every other code.
+    /// The refused fields of an `invalid_argument` or a `failed_precondition`; empty for every
+    /// other code.
     pub fn details(&self) -> &[ValidationError] {
         match self {
-            ServiceError::InvalidArgument(violations) => violations,
+            ServiceError::InvalidArgument(violations)
+            | ServiceError::FailedPrecondition(violations) => violations,
             _ => &[],
         }
     }
 
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
         ServiceError::InvalidArgument(vec![ValidationError::new(field, description)])
+    }
+
+    /// `failed_precondition` on one field.
+    pub fn refused_by_state(field: &'static str, description: impl Into<String>) -> Self {
+        ServiceError::FailedPrecondition(vec![ValidationError::new(field, description)])
     }
 
     pub(crate) fn internal(cause: impl Into<Cause>) -> Self {
@@ -198,6 +213,9 @@ impl From<StoreError> for ServiceError {
                     "a request with this idempotency key is in progress".to_owned(),
                 ),
             },
+            // Under the lock, after the early check (`ownership.rs`) let a customer through only
+            // for their own accounts: what is left is a banker sending from a customer's account,
+            // or a payer resolving its own hold, who may be told why.
             StoreError::NotOwner(id) => {
                 ServiceError::PermissionDenied(format!("account {id} does not belong to you"))
             }
@@ -218,11 +236,11 @@ impl From<StoreError> for ServiceError {
             StoreError::AccountClosed(id) => ServiceError::AccountClosed(format!(
                 "account {id} is closed: nothing moves in or out of it"
             )),
-            StoreError::AccountNotEmpty(id) => ServiceError::invalid(
+            StoreError::AccountNotEmpty(id) => ServiceError::refused_by_state(
                 "status",
                 format!("account {id} can be closed only at a zero balance"),
             ),
-            StoreError::PendingHolds(id) => ServiceError::invalid(
+            StoreError::PendingHolds(id) => ServiceError::refused_by_state(
                 "status",
                 format!("account {id} can be closed only with no pending hold"),
             ),
@@ -247,7 +265,7 @@ impl From<StoreError> for ServiceError {
                     original.minor_units()
                 ),
             ),
-            StoreError::LimitBelowDebt(id) => ServiceError::invalid(
+            StoreError::LimitBelowDebt(id) => ServiceError::refused_by_state(
                 "limit",
                 format!("must cover what account {id} owes and has on hold now"),
             ),

@@ -31,6 +31,8 @@ pub const DELIVERY_LOG_LIMIT: i64 = 100;
 #[derive(Clone)]
 pub struct EventPorts {
     pub hub: EventHub,
+    /// `MAX_STREAMS_PER_USER`: each user's live streams, beside the replica's `MAX_STREAMS`.
+    pub streams_per_user: super::fair_share::PerUserPlaces,
     pub secrets: Secrets,
     /// `WEBHOOK_ALLOW_PRIVATE`.
     pub allow_private: bool,
@@ -45,10 +47,20 @@ pub struct WebhookRequest {
 }
 
 /// An endpoint and its signing secret, shown this once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookWithSecret {
     pub endpoint: WebhookEndpoint,
     pub secret: String,
+}
+
+/// Never the secret: a `{:?}` in a log line or a panic message must not leak it.
+impl std::fmt::Debug for WebhookWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookWithSecret")
+            .field("endpoint", &self.endpoint)
+            .field("secret", &"whsec_[redacted]")
+            .finish()
+    }
 }
 
 /// Checks the shape of a webhook request (the URL's address is checked by the service, which
@@ -212,16 +224,29 @@ impl BankService {
             ));
         }
         self.get_account(principal, account).await?;
-        let hub = &self.events()?.hub;
-        let place = hub
+        let events = self.events()?;
+        // The user's own bound first: one user's idle streams cannot take the replica's.
+        let mine = events
+            .streams_per_user
+            .take(&principal.username)
+            .ok_or_else(|| ServiceError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            })?;
+        let replica = events
+            .hub
             .stream_place()
             .ok_or_else(|| ServiceError::Unavailable("too many event streams open".into()))?;
+        // The stream ends when the token that opened it does (`token_expired`).
+        let left = (principal.expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
         Ok(WatchStream::start(
-            hub,
+            &events.hub,
             account,
             after,
-            place,
+            Box::new((mine, replica)),
             Arc::clone(&self.metrics),
+            Some(tokio::time::Instant::now() + left),
         ))
     }
 }

@@ -76,6 +76,9 @@ impl BankService {
     ) -> MoneyAnswer<PlacedHold> {
         hold.expires_in.get_or_insert(self.hold_ttl);
         let from = hold.from;
+        if let Err(refused) = self.require_payer(principal, from).await {
+            return self.count("hold", MoneyAnswer::fresh(Err(refused)));
+        }
         let op = HoldOp::Place {
             hold,
             owner: (!principal.is_banker()).then(|| principal.username.clone()),

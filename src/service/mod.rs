@@ -10,7 +10,9 @@ mod client_address;
 pub mod edge;
 mod error;
 mod events;
+mod fair_share;
 mod holds;
+mod ownership;
 mod port;
 mod rate_limit;
 mod transfers;
@@ -30,7 +32,9 @@ pub use events::{
     DELIVERY_LOG_LIMIT, EVENT_TYPES, EventPorts, WebhookRequest, WebhookWithSecret, parse_id,
     parse_webhook,
 };
+pub use fair_share::{FairShares, PerUserPlaces, UserLimits};
 pub use holds::{HoldRequest, parse_hold, parse_hold_status};
+use ownership::Ownership;
 pub use port::StorePorts;
 pub use rate_limit::{LoginLimiter, LoginLimits};
 pub use transfers::{
@@ -78,6 +82,10 @@ pub struct BankService {
     login_limiter: Arc<LoginLimiter>,
     /// The database check, the request slots and the deadline both adapters apply.
     admission: Admission,
+    /// Each user's share of concurrent requests and request rate (`fair_share.rs`).
+    fair_shares: FairShares,
+    /// The accounts each caller owns, as far as seen (`ownership.rs`).
+    ownership: Ownership,
     /// Rung after a commit that queued an email, so this replica's outbox worker sends it at
     /// once instead of at its next poll (other replicas still find it by polling).
     mail_queued: Arc<tokio::sync::Notify>,
@@ -104,6 +112,8 @@ impl BankService {
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),
+            fair_shares: FairShares::new(UserLimits::default()),
+            ownership: Ownership::default(),
             mail_queued: Arc::default(),
             passwords: Passwords::default(),
             trusted_proxies: Arc::default(),
@@ -150,6 +160,12 @@ impl BankService {
         self
     }
 
+    /// `USER_MAX_CONCURRENT_REQUESTS` and `USER_REQUESTS_PER_SECOND`. Call while building.
+    pub fn with_user_limits(mut self, limits: UserLimits) -> Self {
+        self.fair_shares = FairShares::new(limits);
+        self
+    }
+
     pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {
         self.login_limiter = Arc::new(LoginLimiter::new(limits));
         self
@@ -172,16 +188,21 @@ impl BankService {
     }
 
     /// Turns a bearer access token into the caller, or `unauthenticated`. The one verifier both
-    /// transports call before handing a `Principal` to any other method.
+    /// transports call before handing a `Principal` to any other method. The caller comes with
+    /// a place in their fair share, held until the `Principal` is dropped (at the end of the
+    /// request), or the request is refused here with `rate_limited`.
     pub fn authenticate(&self, access_token: &str) -> Result<Principal, ServiceError> {
-        self.tokens
+        let mut principal = self
+            .tokens
             .verify(
                 access_token,
                 crate::auth::TokenType::Access,
                 chrono::Utc::now(),
             )
             .map(Principal::from)
-            .map_err(|_| ServiceError::Unauthenticated("the access token is invalid or expired"))
+            .map_err(|_| ServiceError::Unauthenticated("the access token is invalid or expired"))?;
+        principal.share = Some(Arc::new(self.fair_shares.admit(&principal.username)?));
+        Ok(principal)
     }
 }
 

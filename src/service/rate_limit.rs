@@ -1,16 +1,23 @@
-//! Login throttling: a token bucket per client address and one per username.
+//! Login throttling, lock-out proof (SPEC §10).
 //!
 //! Logging in is the one operation a stranger can repeat at will that costs the server real work
-//! (an argon2 hash) and can guess a password. Two limits, both checked **before** the password
+//! (an argon2 hash) and can guess a password. Three limits, all checked **before** the password
 //! is hashed, so a flood costs a map look-up rather than a hash:
 //!
 //! - per client address, every attempt takes a token: one machine cannot hammer the endpoint;
-//! - per username, only *failed* attempts take a token: guessing one user's password is slow
-//!   from any number of addresses, while the user, who knows the password, is not locked out by
-//!   their own successful logins.
+//! - per username *and* client address, only *failed* attempts take a token: one address that
+//!   keeps guessing one user's password is refused (429) — and only that address: the owner,
+//!   from their own address, is not locked out by a stranger's failures;
+//! - per username, from anywhere, failed attempts take a token too, and a username whose bucket
+//!   is empty is *slowed*, never closed: each attempt on it waits `UNDER_ATTACK_DELAY` first.
+//!   Guessing from many addresses gets slower; the owner's correct password still works.
 //!
-//! Both apply to usernames that do not exist exactly as to those that do, so a refusal reveals
-//! nothing about which usernames exist. A refused attempt says when to come back (`Retry-After`).
+//! Re-authentication of a logged-in caller (a password or email change) counts its failures per
+//! username and session instead of per address: a stolen token's guesses lock that session out
+//! of re-authenticating, not the owner out of logging in.
+//!
+//! All of it applies to usernames that do not exist exactly as to those that do, so no answer
+//! reveals which usernames exist. A refused attempt says when to come back (`Retry-After`).
 //!
 //! The buckets live in this process. Behind several replicas each one limits on its own, so the
 //! effective limit is the configured one times the replicas; that is the trade for needing no
@@ -25,9 +32,15 @@ use std::time::{Duration, Instant};
 pub struct LoginLimits {
     /// `LOGIN_ATTEMPTS_PER_IP`: every login attempt from one address.
     pub per_ip: u32,
-    /// `LOGIN_FAILURES_PER_USERNAME`: failed attempts for one username, from anywhere.
+    /// `LOGIN_FAILURES_PER_USERNAME`: failed attempts for one username from one address (past
+    /// it, that address is refused for that username), and from anywhere (past it, every
+    /// attempt on that username is slowed by `UNDER_ATTACK_DELAY`).
     pub per_username: u32,
 }
+
+/// How long each attempt on a username under attack waits before it is checked: bounded, so the
+/// owner still gets in, and long enough that guessing from many addresses stays slow.
+pub const UNDER_ATTACK_DELAY: Duration = Duration::from_secs(1);
 
 impl Default for LoginLimits {
     fn default() -> Self {
@@ -117,6 +130,9 @@ impl Buckets {
 #[derive(Debug)]
 pub struct LoginLimiter {
     per_ip: Option<Buckets>,
+    /// Failures by `username|address` (or `username|session:id` for re-authentication).
+    per_pair: Option<Buckets>,
+    /// Failures by username from anywhere: an empty bucket slows, never refuses.
     per_username: Option<Buckets>,
 }
 
@@ -124,38 +140,75 @@ impl LoginLimiter {
     pub fn new(limits: LoginLimits) -> Self {
         Self {
             per_ip: Buckets::per_minute(limits.per_ip),
+            per_pair: Buckets::per_minute(limits.per_username),
             per_username: Buckets::per_minute(limits.per_username),
         }
     }
 
-    /// Before an attempt: takes the address's token and checks the username still has one.
-    /// `Err` is how long to wait.
-    pub fn admit(&self, client_ip: &str, username: &str) -> Result<(), Duration> {
-        self.admit_username(username)?;
-        match &self.per_ip {
-            Some(buckets) => buckets.take(client_ip, Instant::now()),
+    /// Before a login attempt from `client_ip`: `Ok` with how long to wait first (zero, or
+    /// `UNDER_ATTACK_DELAY` for a username under attack), or `Err` with how long until this
+    /// address may try again.
+    pub fn admit(&self, client_ip: &str, username: &str) -> Result<Duration, Duration> {
+        self.admit_pair(username, client_ip)?;
+        if let Some(buckets) = &self.per_ip {
+            buckets.take(client_ip, Instant::now())?;
+        }
+        Ok(self.slowdown(username))
+    }
+
+    /// Before re-authenticating a logged-in caller (changing its password or email), in their
+    /// session `session`: a request with a token is not a stranger's login, so no address pays.
+    pub fn admit_reauth(&self, username: &str, session: &str) -> Result<Duration, Duration> {
+        self.admit_pair(username, &format!("session:{session}"))?;
+        Ok(self.slowdown(username))
+    }
+
+    /// After a failed attempt from `from` (the client address, or `session:id`).
+    pub fn failed(&self, username: &str, from: &str) {
+        let now = Instant::now();
+        let username = username.to_ascii_lowercase();
+        // Already empty is fine: the next attempt will be refused or slowed either way.
+        if let Some(buckets) = &self.per_pair {
+            let _ = buckets.take(&pair(&username, from), now);
+        }
+        if let Some(buckets) = &self.per_username {
+            let _ = buckets.take(&username, now);
+        }
+    }
+
+    /// `failed` for a re-authentication in session `session`.
+    pub fn failed_reauth(&self, username: &str, session: &str) {
+        self.failed(username, &format!("session:{session}"));
+    }
+
+    fn admit_pair(&self, username: &str, from: &str) -> Result<(), Duration> {
+        let key = pair(&username.to_ascii_lowercase(), from);
+        match self
+            .per_pair
+            .as_ref()
+            .and_then(|b| b.wait(&key, Instant::now()))
+        {
+            Some(wait) => Err(wait),
             None => Ok(()),
         }
     }
 
-    /// Checks that the username still has a failure token (takes none). Alone, before
-    /// re-authenticating a logged-in caller (changing its password or email): a request with a
-    /// token is not a stranger's login, so its address pays nothing.
-    pub fn admit_username(&self, username: &str) -> Result<(), Duration> {
-        let wait = self
+    fn slowdown(&self, username: &str) -> Duration {
+        let under_attack = self
             .per_username
             .as_ref()
-            .and_then(|b| b.wait(&username.to_ascii_lowercase(), Instant::now()));
-        wait.map_or(Ok(()), Err)
-    }
-
-    /// After a failed attempt: the username pays for it.
-    pub fn failed(&self, username: &str) {
-        if let Some(buckets) = &self.per_username {
-            // Already empty is fine: the next attempt will be refused either way.
-            let _ = buckets.take(&username.to_ascii_lowercase(), Instant::now());
+            .and_then(|b| b.wait(&username.to_ascii_lowercase(), Instant::now()))
+            .is_some();
+        if under_attack {
+            UNDER_ATTACK_DELAY
+        } else {
+            Duration::ZERO
         }
     }
+}
+
+fn pair(username: &str, from: &str) -> String {
+    format!("{username}|{from}")
 }
 
 #[cfg(test)]
@@ -181,18 +234,28 @@ mod tests {
     }
 
     #[test]
-    fn only_failures_count_against_a_username_whatever_the_address() {
+    fn a_strangers_failures_refuse_their_address_and_only_slow_the_owner() {
         let limiter = LoginLimiter::new(LoginLimits {
             per_ip: 0,
             per_username: 2,
         });
+        // Successes cost nothing.
         for _ in 0..5 {
-            limiter.admit("10.0.0.1", "alice").unwrap();
+            assert_eq!(limiter.admit("10.0.0.1", "alice"), Ok(Duration::ZERO));
         }
-        limiter.failed("alice");
-        limiter.failed("ALICE");
-        assert!(limiter.admit("10.0.0.9", "Alice").is_err());
-        limiter.admit("10.0.0.9", "bob").unwrap();
+        limiter.failed("alice", "10.0.0.66");
+        limiter.failed("ALICE", "10.0.0.66");
+        // The guessing address is refused, whatever the case of the name...
+        assert!(limiter.admit("10.0.0.66", "Alice").is_err());
+        // ...the owner's address is let in, slowed; other users are not touched.
+        assert_eq!(limiter.admit("10.0.0.1", "alice"), Ok(UNDER_ATTACK_DELAY));
+        assert_eq!(limiter.admit("10.0.0.66", "bob"), Ok(Duration::ZERO));
+        // A stolen session's failed re-authentications lock that session, not the owner.
+        limiter.failed_reauth("bob", "s1");
+        limiter.failed_reauth("bob", "s1");
+        assert!(limiter.admit_reauth("bob", "s1").is_err());
+        assert_eq!(limiter.admit_reauth("bob", "s2"), Ok(UNDER_ATTACK_DELAY));
+        assert_eq!(limiter.admit("10.0.0.1", "bob"), Ok(UNDER_ATTACK_DELAY));
     }
 
     #[test]
@@ -227,8 +290,8 @@ mod tests {
             per_username: 0,
         });
         for _ in 0..1_000 {
-            limiter.admit("10.0.0.1", "alice").unwrap();
-            limiter.failed("alice");
+            assert_eq!(limiter.admit("10.0.0.1", "alice"), Ok(Duration::ZERO));
+            limiter.failed("alice", "10.0.0.1");
         }
     }
 }

@@ -32,7 +32,18 @@ fn principal(user: &str, role: Role) -> Principal {
         username: name(user),
         role,
         session_id: Uuid::new_v4(),
+        expires_at: Utc::now() + chrono::Duration::hours(1),
+        share: None,
     }
+}
+
+/// The store answers that account `n` belongs to `owner` (the early payer check asks it).
+fn owns(store: &mut Mocks, n: i64, owner: &'static str) {
+    store
+        .accounts
+        .expect_get_account()
+        .withf(move |asked| *asked == id(n))
+        .returning(move |_| Ok(account(n, owner)));
 }
 
 /// One mock per store concern; one with no expectation set panics when called.
@@ -119,7 +130,8 @@ async fn an_account_is_readable_by_its_owner_and_bankers_only() {
             .await;
         match (allowed, result) {
             (true, Ok(found)) => assert_eq!(found.owner, name("alice")),
-            (false, Err(err)) => assert_eq!(err.code(), ErrorCode::PermissionDenied),
+            // Not "not yours": the same answer as an account that does not exist.
+            (false, Err(err)) => assert_eq!(err.code(), ErrorCode::NotFound),
             (_, other) => panic!("{caller}: unexpected {other:?}"),
         }
     }
@@ -141,7 +153,7 @@ async fn a_statement_follows_the_accounts_rule() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+    assert_eq!(err.code(), ErrorCode::NotFound);
 }
 
 #[tokio::test]
@@ -286,10 +298,54 @@ async fn a_transfer_is_sent_as_the_caller_even_for_a_banker() {
     assert_eq!(err.code(), ErrorCode::PermissionDenied);
 }
 
+/// SPEC §10's attack: a customer names another customer's account as the payer. Refused as
+/// `not_found` from one lookup by id, before the store moves or locks anything (no transfer
+/// expectation: a call would panic), keyed or not; the owner's own account is looked up once
+/// and then known.
+#[tokio::test]
+async fn a_stranger_naming_anothers_account_as_payer_is_refused_before_the_store_moves_anything() {
+    let mut store = Mocks::default();
+    owns(&mut store, 1, "alice");
+    let svc = service(store);
+    for key in [None, Some(key("k1")), Some(key("k2"))] {
+        let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+        let err = svc
+            .create_transfer(&principal("mallory", Role::Depositor), cmd, key)
+            .await
+            .outcome
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
+        assert_eq!(err.message(), "account 1 not found");
+    }
+
+    let mut store = Mocks::default();
+    store
+        .accounts
+        .expect_get_account()
+        .times(1)
+        .returning(|_| Ok(account(1, "alice")));
+    store
+        .transfers
+        .expect_transfer()
+        .times(2)
+        .returning(|_, _| Err(StoreError::InsufficientFunds(id(1))));
+    let svc = service(store);
+    for _ in 0..2 {
+        let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+        let err = svc
+            .create_transfer(&principal("alice", Role::Depositor), cmd, None)
+            .await
+            .outcome
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InsufficientFunds);
+    }
+}
+
 #[tokio::test]
 async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field() {
     for (settlement, field) in [(1, "from_account_id"), (2, "to_account_id")] {
         let mut store = Mocks::default();
+        owns(&mut store, 1, "alice");
         store
             .transfers
             .expect_transfer()
@@ -773,6 +829,7 @@ async fn keyed_transfers_name_in_flight_and_mismatched_keys_in_the_error_table()
     ];
     for (outcome, code) in cases {
         let mut store = Mocks::default();
+        owns(&mut store, 8, "alice");
         store
             .keyed
             .expect_move_money_once()
@@ -798,6 +855,7 @@ async fn keyed_transfers_name_in_flight_and_mismatched_keys_in_the_error_table()
 #[tokio::test]
 async fn a_replayed_refusal_reads_exactly_like_the_first_one() {
     let mut store = Mocks::default();
+    owns(&mut store, 8, "alice");
     store.keyed.expect_move_money_once().returning(|_, _, _| {
         Ok(KeyedOutcome::Replayed(Err(StoreError::NotCustomerAccount(
             id(9),

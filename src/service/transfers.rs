@@ -130,7 +130,9 @@ impl<T> MoneyAnswer<T> {
 impl BankService {
     /// Only the owner of the from-account may send from it — bankers included: a banker moves
     /// customer money by deposit and withdrawal, never by transferring out of someone's account.
-    /// Ownership, funds and currencies are checked by the store under the row locks.
+    /// A customer naming someone else's account is refused first, before anything is taken
+    /// (`ownership.rs`); ownership, funds and currencies are checked by the store under the row
+    /// locks.
     pub async fn create_transfer(
         &self,
         principal: &Principal,
@@ -138,6 +140,9 @@ impl BankService {
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer {
         let from = transfer.from();
+        if let Err(refused) = self.require_payer(principal, from).await {
+            return self.count("transfer", MoneyAnswer::fresh(Err(refused)));
+        }
         let refusal = move |err: StoreError| match err {
             // Name the field the client used for the settlement account it gave.
             StoreError::NotCustomerAccount(id) => ServiceError::invalid(

@@ -186,10 +186,15 @@ impl BankService {
         password: Password,
         client: ClientInfo,
     ) -> Result<LoginResult, ServiceError> {
-        // Before any work: a refused attempt costs neither a query nor a hash.
-        self.login_limiter
+        // Before any work: a refused attempt costs neither a query nor a hash; an attempt on a
+        // username under attack waits first (bounded), before it takes a hashing place.
+        let wait = self
+            .login_limiter
             .admit(&client.client_ip, username.as_str())
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         // A hashing place before the look-up: under a flood the refusal costs no query.
         let place = self.passwords.place().map_err(password_error)?;
         let user = match self.store.users.get_user(&username).await {
@@ -200,7 +205,8 @@ impl BankService {
         let hash = user.as_ref().map(|u| u.hashed_password.clone());
         let matches = place.verify(password, hash).await.map_err(password_error)?;
         let Some(user) = user.filter(|_| matches) else {
-            self.login_limiter.failed(username.as_str());
+            self.login_limiter
+                .failed(username.as_str(), &client.client_ip);
             return Err(ServiceError::Unauthenticated(BAD_CREDENTIALS));
         };
 
@@ -377,9 +383,14 @@ impl BankService {
         current: Password,
     ) -> Result<(), ServiceError> {
         let name = principal.username.as_str();
-        self.login_limiter
-            .admit_username(name)
+        let session = principal.session_id.to_string();
+        let wait = self
+            .login_limiter
+            .admit_reauth(name, &session)
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let place = self.passwords.place().map_err(password_error)?;
         let caller = self.store.users.get_user(&principal.username).await?;
         let matches = place
@@ -389,7 +400,7 @@ impl BankService {
         if matches {
             Ok(())
         } else {
-            self.login_limiter.failed(name);
+            self.login_limiter.failed_reauth(name, &session);
             Err(ServiceError::Unauthenticated(
                 "current_password is not your password",
             ))

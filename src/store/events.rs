@@ -440,9 +440,14 @@ impl WebhookStore for Store {
 
     async fn redeliver(&self, endpoint: i64, event: i64) -> Result<i64, StoreError> {
         let row = sqlx::query(
+            // Only what the endpoint was sent, or would have been: an event of a type it
+            // subscribes to, from after it was created. Anything else would let a banker copy
+            // the whole event history out through an endpoint of their choosing.
             "INSERT INTO webhook_deliveries (endpoint_id, event_id) \
              SELECT w.id, e.id FROM webhook_endpoints w, events e \
              WHERE w.id = $1 AND w.deleted_at IS NULL AND e.id = $2 \
+               AND e.id > w.after_event_id \
+               AND (cardinality(w.event_types) = 0 OR e.type = ANY (w.event_types)) \
              RETURNING id",
         )
         .bind(endpoint)

@@ -195,6 +195,51 @@ async fn login_as_forwarded(app: &TestApp, client: &str) -> StatusCode {
     .status
 }
 
+/// The attack of SPEC §10: a stranger fails logins for someone else's username to lock them
+/// out. Their own address is refused; the owner, from theirs, logs in (slowed, not closed) on
+/// both APIs.
+#[tokio::test]
+async fn a_strangers_failed_logins_never_lock_the_owner_out_on_both_apis() {
+    let app = TestApp::spawn_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.0/8"),
+        ("LOGIN_FAILURES_PER_USERNAME", "3"),
+    ])
+    .await;
+    app.signup("alice").await;
+    let app = &app;
+    let attempt = |client: &'static str, password: &'static str| async move {
+        app.call_with(
+            reqwest::Method::POST,
+            "/v1/users/login",
+            None,
+            &[("x-forwarded-for", client)],
+            Some(json!({ "username": "alice", "password": password })),
+        )
+        .await
+    };
+    for _ in 0..3 {
+        attempt("203.0.113.66", "a wrong guess")
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    attempt("203.0.113.66", "a wrong guess")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Before: 10 failures a minute from anywhere closed the username for everyone, bankers too.
+    attempt("198.51.100.7", "password123")
+        .await
+        .assert(StatusCode::OK);
+    let mut grpc = client(app).await;
+    let mut request = tonic::Request::new(pb::LoginUserRequest {
+        username: "alice".into(),
+        password: "password123".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", "198.51.100.8".parse().unwrap());
+    grpc.login_user(request).await.unwrap();
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_login_bucket_on_both_apis() {
     // The test connects from 127.0.0.1, standing in for the ingress.

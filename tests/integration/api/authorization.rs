@@ -49,7 +49,8 @@ pub async fn world() -> World {
     }
 }
 
-/// (method, path, body, expected for alice, for bob, for the banker)
+/// (method, path, body, expected for alice, for bob, for the banker). Someone else's account is
+/// `not_found` to a customer, as one that does not exist (SPEC §10).
 fn routes(w: &World) -> Vec<(Method, String, Option<Value>, [StatusCode; 3])> {
     use StatusCode as S;
     let a = w.account;
@@ -58,13 +59,13 @@ fn routes(w: &World) -> Vec<(Method, String, Option<Value>, [StatusCode; 3])> {
             Method::GET,
             format!("/v1/accounts/{a}"),
             None,
-            [S::OK, S::FORBIDDEN, S::OK],
+            [S::OK, S::NOT_FOUND, S::OK],
         ),
         (
             Method::GET,
             format!("/v1/accounts/{a}/entries"),
             None,
-            [S::OK, S::FORBIDDEN, S::OK],
+            [S::OK, S::NOT_FOUND, S::OK],
         ),
         (
             Method::GET,
@@ -82,7 +83,7 @@ fn routes(w: &World) -> Vec<(Method, String, Option<Value>, [StatusCode; 3])> {
             Method::GET,
             format!("/v1/accounts/{a}/holds"),
             None,
-            [S::OK, S::FORBIDDEN, S::OK],
+            [S::OK, S::NOT_FOUND, S::OK],
         ),
         (
             Method::GET,
@@ -144,6 +145,9 @@ async fn owners_strangers_and_bankers_get_exactly_their_rights() {
             if status == StatusCode::FORBIDDEN {
                 assert_eq!(reply.code(), "permission_denied");
             }
+            if status == StatusCode::NOT_FOUND {
+                assert_eq!(reply.code(), "not_found");
+            }
         }
     }
 }
@@ -203,7 +207,7 @@ async fn a_role_change_reaches_the_user_at_their_next_token() {
     w.app
         .get(&path, &w.bob)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     let bob = crate::harness::token(&w.app.login("bob").await);
     w.app.get(&path, &bob).await.assert(StatusCode::OK);
     w.app

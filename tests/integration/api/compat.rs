@@ -129,7 +129,7 @@ async fn a_simple_bank_client_session_works_unchanged() {
     assert_eq!(got["owner"], "alice");
     app.get(&format!("/accounts/{b}"), &alice_token)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 
     // Offset pages of a bare array.
     let page = |id: i64, size: i64| {

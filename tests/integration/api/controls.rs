@@ -158,7 +158,7 @@ async fn only_an_empty_account_closes_and_closing_is_final() {
     app.deposit(&banker, a, 100, "USD").await;
 
     let refused = set_status(&app, &banker, a, "closed").await;
-    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_eq!(
         refused.body["error"]["details"][0]["field"], "status",
         "{}",
@@ -228,7 +228,7 @@ async fn an_overdraft_limit_lets_the_balance_go_that_far_below_zero_and_no_furth
 
     // Not below what the account owes now.
     let refused = set_limit(&app, &banker, a, 99).await;
-    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_eq!(refused.body["error"]["details"][0]["field"], "limit");
     set_limit(&app, &banker, a, -1)
         .await
@@ -236,7 +236,7 @@ async fn an_overdraft_limit_lets_the_balance_go_that_far_below_zero_and_no_furth
     // An account in debt cannot close.
     set_status(&app, &banker, a, "closed")
         .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_ledger_consistent(app.db.pool()).await;
 }
 
@@ -393,12 +393,12 @@ async fn account_controls_under_a_key_happen_once_and_answer_the_same_way_again(
     // A refusal is replayed too, even once its cause is gone.
     put(status.clone(), "close-1", json!({ "status": "closed" }))
         .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     money(&app, &banker, "withdrawals", a, 100)
         .await
         .assert(StatusCode::CREATED);
     let refused = put(status.clone(), "close-1", json!({ "status": "closed" })).await;
-    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_eq!(refused.header("idempotent-replayed"), "true");
 
     let limit = format!("/v1/accounts/{a}/overdraft_limit");

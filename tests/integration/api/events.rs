@@ -436,7 +436,7 @@ async fn watching_is_for_the_owner_and_bankers_and_streams_are_bounded() {
     let a = app.open_account(&alice, "USD").await;
     app.get(&format!("/v1/accounts/{a}/events"), &bob)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     app.get("/v1/accounts/999999/events", &alice)
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
@@ -476,6 +476,42 @@ async fn watching_is_for_the_owner_and_bankers_and_streams_are_bounded() {
     assert!(reopened);
 }
 
+/// SPEC §10's attack on streams: one user opening idle streams until the replica has none left.
+/// Each user has their own bound (before: one cap of 256 per replica for everyone, so 256 idle
+/// `curl -N` of one user refused every other watcher).
+#[tokio::test]
+async fn one_users_idle_streams_never_take_another_users_place() {
+    let app = TestApp::spawn_with(&[("MAX_STREAMS", "3"), ("MAX_STREAMS_PER_USER", "2")]).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let a = app.open_account(&alice, "USD").await;
+    let b = app.open_account(&bob, "USD").await;
+    let path = format!("/v1/accounts/{a}/events");
+    let _first = SseReader::open(&app, &alice, &path, None).await;
+    let _second = SseReader::open(&app, &alice, &path, None).await;
+    let refused = app.get(&path, &alice).await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(!refused.header("retry-after").is_empty());
+    let _bobs = SseReader::open(&app, &bob, &format!("/v1/accounts/{b}/events"), None).await;
+}
+
+/// A stream lives no longer than the token that opened it: it ends with `token_expired` and
+/// where to resume, and the client comes back with a fresh token.
+#[tokio::test]
+async fn a_stream_ends_when_the_token_that_opened_it_expires() {
+    let app = TestApp::spawn_with(&[("ACCESS_TOKEN_DURATION", "2s")]).await;
+    let alice = app.user("alice").await;
+    let a = app.open_account(&alice, "USD").await;
+    let mut stream = SseReader::open(&app, &alice, &format!("/v1/accounts/{a}/events"), None).await;
+    let mut last = None;
+    while let Some(message) = stream.next(Duration::from_secs(20)).await {
+        last = Some(message);
+    }
+    let end = last.expect("the stream said why it ended");
+    assert_eq!(end.event, "end");
+    assert_eq!(end.data["reason"], "token_expired", "{:?}", end.data);
+}
+
 /// A client that stops reading is not buffered for without bound: once its buffer has been
 /// full for the grace period the stream ends, saying where to resume.
 #[tokio::test]
@@ -495,6 +531,7 @@ async fn a_slow_consumer_is_ended_with_where_to_resume() {
         EventSettings {
             poll: Duration::from_millis(10),
             max_streams: 4,
+            max_streams_per_user: 4,
             stream_buffer: 2,
         },
     );
@@ -508,9 +545,10 @@ async fn a_slow_consumer_is_ended_with_where_to_resume() {
         &hub,
         account,
         Some(0),
-        hub.stream_place().unwrap(),
+        Box::new(hub.stream_place().unwrap()),
         Arc::default(),
         Duration::from_millis(200),
+        None,
     );
     // Not reading while the producer fills the buffer and waits out the grace.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -735,6 +773,76 @@ async fn webhooks_are_signed_retried_logged_and_redelivered() {
     )
     .await
     .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+/// The attack: a banker names any event id, to copy the event history out through an
+/// endpoint of their choosing. Only events the endpoint was (or would have been) sent qualify.
+#[tokio::test]
+async fn redelivery_sends_only_subscribed_events_from_after_the_endpoint_was_created() {
+    let app = TestApp::spawn_with(&[("EVENTS_POLL_INTERVAL", "20ms")]).await;
+    let banker = app.banker("clerk").await;
+    let alice = app.user("alice").await;
+    let a = app.open_account(&alice, "USD").await;
+    app.deposit(&banker, a, 100, "USD").await;
+    let (receiver, url) = Receiver::start(vec![]).await;
+    let created = app
+        .post(
+            "/v1/webhooks",
+            Some(&banker),
+            json!({ "url": url, "event_types": ["deposit.created"] }),
+        )
+        .await
+        .assert(StatusCode::CREATED);
+    let id = created["webhook"]["id"].as_i64().unwrap();
+    let bob = app.user("bob").await;
+    let b = app.open_account(&bob, "USD").await;
+    app.deposit(&banker, a, 7, "USD").await;
+    app.post(
+        "/v1/transfers",
+        Some(&alice),
+        json!({ "from_account_id": a, "to_account_id": b, "amount": 1, "currency": "USD" }),
+    )
+    .await
+    .assert(StatusCode::CREATED);
+    receiver.wait_for(1).await;
+    let events: Vec<(i64, String)> = sqlx::query_as("SELECT id, type FROM events ORDER BY id")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    let deposits: Vec<i64> = events
+        .iter()
+        .filter(|(_, kind)| kind == "deposit.created")
+        .map(|(id, _)| *id)
+        .collect();
+    let (before, after) = (deposits[0], *deposits.last().unwrap());
+    let other_type = events
+        .iter()
+        .find(|(id, kind)| *id > before && kind != "deposit.created")
+        .expect("an event of another type after the endpoint")
+        .0;
+    for refused in [before, other_type] {
+        app.post(
+            &format!("/v1/webhooks/{id}/redeliver"),
+            Some(&banker),
+            json!({ "event_id": refused }),
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    app.post(
+        &format!("/v1/webhooks/{id}/redeliver"),
+        Some(&banker),
+        json!({ "event_id": after }),
+    )
+    .await
+    .assert(StatusCode::ACCEPTED);
+    let seen = receiver.wait_for(2).await;
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|(headers, _)| headers["webhook-id"].to_str().unwrap() == after.to_string()),
+        "only the subscribed event, twice"
+    );
 }
 
 #[tokio::test]

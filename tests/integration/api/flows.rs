@@ -130,7 +130,7 @@ async fn refused_transfers_say_why_and_move_nothing() {
     // Bob cannot send from Alice's account.
     app.post("/v1/transfers", Some(&bob), transfer(b, 10, "USD"))
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 
     let balance = app
         .get(&format!("/v1/accounts/{a}"), &alice)

@@ -191,7 +191,7 @@ async fn the_payer_authorises_the_payee_resolves_and_strangers_see_nothing() {
     // Only the payer's owner (or a banker) places a hold from an account.
     place(&app, &bob, a, b, 100)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     let hold = id(&place(&app, &alice, a, b, 100)
         .await
         .assert(StatusCode::CREATED));
@@ -215,7 +215,7 @@ async fn the_payer_authorises_the_payee_resolves_and_strangers_see_nothing() {
         .assert_error(StatusCode::FORBIDDEN, "permission_denied");
     app.get(&format!("/v1/accounts/{a}/holds"), &carol)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "permission_denied");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     for reader in [&alice, &bob, &banker] {
         app.get(&format!("/v1/holds/{hold}"), reader)
             .await
@@ -498,7 +498,7 @@ async fn frozen_payers_cannot_hold_or_be_captured_and_pending_holds_block_closin
             Some(json!({ "limit": 99 })),
         )
         .await;
-    lower.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    lower.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_eq!(lower.body["error"]["details"][0]["field"], "limit");
 
     // Empty the account by capturing, but with another hold pending it cannot close.
@@ -510,7 +510,7 @@ async fn frozen_payers_cannot_hold_or_be_captured_and_pending_holds_block_closin
         .assert(StatusCode::CREATED));
     assert_eq!(account(&app, &alice, a).await["balance"], 0);
     let refused = status("closed", a).await;
-    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
     assert_eq!(refused.body["error"]["details"][0]["field"], "status");
     void(&app, &bob, third).await.assert(StatusCode::OK);
     // A hold into the account, placed before it closes, can then only be released.
@@ -973,7 +973,7 @@ async fn an_account_closes_between_payments_never_under_one() {
             if close.status == StatusCode::OK {
                 break;
             }
-            close.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
+            close.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "failed_precondition");
         }
         closed.store(true, std::sync::atomic::Ordering::Relaxed);
         while let Some(refused) = tasks.join_next().await {

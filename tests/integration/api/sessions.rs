@@ -183,8 +183,9 @@ async fn a_stolen_access_token_cannot_change_the_password_or_email_on_either_api
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    // Each wrong one counted as a failed login of alice: the third fills the bucket, and then
-    // even a real login is throttled.
+    // Each wrong one counted against this session: the third fills its bucket, and then even
+    // the right password is refused to the stolen token. The owner is not locked out: a real
+    // login (slowed: the username is under attack) still works.
     change(json!({ "email": "thief@example.com", "current_password": "third guess" }))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
@@ -194,7 +195,7 @@ async fn a_stolen_access_token_cannot_change_the_password_or_email_on_either_api
         json!({ "username": "alice", "password": "password123" }),
     )
     .await
-    .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    .assert(StatusCode::OK);
     let status = grpc
         .update_user(attempt(Some("password123")))
         .await

@@ -72,6 +72,44 @@ async fn metrics_count_requests_by_route_rpcs_and_money_by_outcome() {
     assert!(!text.contains("12345"), "raw paths never become labels");
 }
 
+/// The attack: an anonymous client invents a method and a path per request (8 KB methods once
+/// grew `/metrics` to 461 MB). Every label comes from a fixed set, so nothing grows.
+#[tokio::test]
+async fn invented_methods_and_paths_add_no_metrics_series() {
+    async fn invent(app: &TestApp, n: usize) {
+        let method = Method::from_bytes(format!("{}{n}", "A".repeat(1024)).as_bytes()).unwrap();
+        app.client
+            .request(method, format!("{}/", app.address))
+            .send()
+            .await
+            .expect("answered");
+        app.call(Method::GET, &format!("/made/up/{n}"), None, None)
+            .await;
+    }
+    let app = TestApp::spawn().await;
+    invent(&app, 0).await;
+    let (status, before) = app.call_raw(Method::GET, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for n in 1..1000 {
+        invent(&app, n).await;
+    }
+    let (_, after) = app.call_raw(Method::GET, "/metrics").await;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    // Only the counts grew (by a few digits each), and the two requests to /metrics themselves.
+    assert!(
+        series(&after) <= series(&before) + 20,
+        "{} series before, {} after",
+        series(&before),
+        series(&after)
+    );
+    assert!(after.len() < 64 * 1024, "/metrics is {} bytes", after.len());
+    assert!(
+        after
+            .contains(r#"http_requests_total{method="other",route="unmatched",status="404"} 1000"#)
+    );
+    assert!(!after.contains("AAAA") && !after.contains("/made/up"));
+}
+
 #[tokio::test]
 async fn browsers_on_allowed_origins_get_cors_headers_and_others_do_not() {
     let app = TestApp::spawn_with(&[("ALLOWED_ORIGINS", "https://app.example")]).await;

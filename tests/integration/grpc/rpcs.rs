@@ -319,15 +319,20 @@ async fn errors_carry_the_table_code_and_field_violations() {
         .get_account(authed(&bob, pb::GetAccountRequest { id: a.id }))
         .await
         .unwrap_err();
+    // Someone else's account reads exactly like one that does not exist (SPEC §10).
     assert_eq!(
         (denied.code(), table_code(&denied).as_str()),
-        (Code::PermissionDenied, "permission_denied")
+        (Code::NotFound, "not_found")
     );
     let missing = c
         .get_account(authed(&bob, pb::GetAccountRequest { id: 999_999 }))
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(
+        denied.message().replace(&a.id.to_string(), "N"),
+        missing.message().replace("999999", "N")
+    );
     let zero = c
         .get_account(authed(&bob, pb::GetAccountRequest { id: 0 }))
         .await
@@ -665,7 +670,7 @@ async fn bankers_freeze_accounts_and_set_overdraft_limits_over_grpc() {
             ))
             .await;
         if limit == 50 {
-            assert_eq!(limit_err.unwrap_err().code(), Code::InvalidArgument);
+            assert_eq!(limit_err.unwrap_err().code(), Code::FailedPrecondition);
             assert!(status_err.is_ok(), "unfrozen");
         } else {
             assert!(limit_err.is_ok());
