@@ -96,9 +96,10 @@ class Bank:
                 return self.message(name).FromString(detail.value).metadata["code"]
         return None
 
-    def stream(self, name, request, token, count):
-        """The first `count` messages of the server-streaming RPC `name`, as dicts; the call is
-        cancelled then (the stream itself never ends on its own)."""
+    def stream(self, name, request, token, count, until=None):
+        """The first `count` messages of the server-streaming RPC `name` (or those up to the
+        first whose `type` is `until`), as dicts; the call is cancelled then (the stream itself
+        never ends on its own)."""
         method = self.methods[name]
         request_type = message_factory.GetMessageClass(method.input_type)
         reply_type = message_factory.GetMessageClass(method.output_type)
@@ -116,7 +117,7 @@ class Bank:
         got = []
         for reply in replies:
             got.append(json_format.MessageToDict(reply, preserving_proto_field_name=True))
-            if len(got) == count:
+            if len(got) == count or (until is not None and got[-1].get("type") == until):
                 break
         replies.cancel()
         print(f"  {name:<17} OK ({len(got)} messages)")
@@ -399,7 +400,13 @@ def scenario(bank, server, binary, db_source):
           f"ListWebhooks: {listed}")
     rotated = bank.call("RotateWebhookSecret", {"id": hook_id}, c_token)
     check(rotated["secret"] != hook["secret"], "RotateWebhookSecret: a new secret")
-    queued = bank.call("RedeliverWebhook", {"id": hook_id, "event_id": int(events[1]["id"])},
+    # Only an event the endpoint subscribes to, from after it was created, may be sent again.
+    bank.call("RedeliverWebhook", {"id": hook_id, "event_id": int(events[1]["id"])}, c_token,
+              expect=grpc.StatusCode.NOT_FOUND, error="not_found")
+    bank.call("Deposit", {"account_id": a_id, "amount": 1, "currency": "USD"}, c_token)
+    fresh = bank.stream("WatchAccount", {"account_id": a_id, "after_event_id": int(events[-1]["id"])},
+                        a_token, count=10 ** 6, until="deposit.created")
+    queued = bank.call("RedeliverWebhook", {"id": hook_id, "event_id": int(fresh[-1]["id"])},
                        c_token)
     check(int(queued["delivery_id"]) > 0, f"RedeliverWebhook: {queued}")
     bank.call("ListWebhookDeliveries", {"id": hook_id}, c_token)
