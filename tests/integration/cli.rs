@@ -90,32 +90,52 @@ fn a_bad_setting_stops_the_start_and_is_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn serve_writes_its_ready_file_once_listening_and_removes_it_when_stopped() {
-    let db = TestDb::new().await;
-    let dir = scratch();
-    let ready = dir.join("ready.json");
-    let mut server = simplebank()
-        .current_dir(&dir)
+/// `simplebank serve` on free ports over `db`, writing its ready file to `ready`.
+fn serve(
+    db: &TestDb,
+    dir: &std::path::Path,
+    ready: &std::path::Path,
+    settings: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = simplebank();
+    command
+        .current_dir(dir)
         .env("DB_SOURCE", &db.url)
         .env("HTTP_SERVER_ADDRESS", "127.0.0.1:0")
         .env("GRPC_SERVER_ADDRESS", "127.0.0.1:0")
         .env("MAIL_SENDER", "log")
         .args(["serve", "--no-migrate", "--ready-file"])
-        .arg(&ready)
+        .arg(ready)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Waits on the file itself (the state the scripts wait on), bounded.
+        .stderr(std::process::Stdio::null());
+    for (key, value) in settings {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+/// The ready file's contents, waited for on the file itself (the state the scripts wait on),
+/// for a minute at most.
+async fn ready_file(
+    server: &mut std::process::Child,
+    ready: &std::path::Path,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !ready.exists() {
         assert!(server.try_wait().unwrap().is_none(), "the server exited");
         assert!(std::time::Instant::now() < deadline, "no ready file");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn serve_writes_its_ready_file_once_listening_and_removes_it_when_stopped() {
+    let db = TestDb::new().await;
+    let dir = scratch();
+    let ready = dir.join("ready.json");
+    let mut server = serve(&db, &dir, &ready, &[]);
+    let file = ready_file(&mut server, &ready).await;
     assert_eq!(file["pid"], server.id(), "{file}");
     // The addresses are the bound ones, not port 0: the HTTP one answers /readyz.
     let http = file["http"].as_str().unwrap();
@@ -157,30 +177,10 @@ impl Served {
     async fn start(db: &TestDb, settings: &[(&str, &str)]) -> Self {
         let dir = scratch();
         let ready = dir.join("ready.json");
-        let mut command = simplebank();
-        command
-            .current_dir(&dir)
-            .env("DB_SOURCE", &db.url)
-            .env("HTTP_SERVER_ADDRESS", "127.0.0.1:0")
-            .env("GRPC_SERVER_ADDRESS", "127.0.0.1:0")
-            .env("MAIL_SENDER", "log")
-            .env("PASSWORD_HASH_CONCURRENCY", "1")
-            .args(["serve", "--no-migrate", "--ready-file"])
-            .arg(&ready)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (key, value) in settings {
-            command.env(key, value);
-        }
-        let mut server = command.spawn().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !ready.exists() {
-            assert!(server.try_wait().unwrap().is_none(), "the server exited");
-            assert!(std::time::Instant::now() < deadline, "no ready file");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let file: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+        let mut all = vec![("PASSWORD_HASH_CONCURRENCY", "1")];
+        all.extend_from_slice(settings);
+        let mut server = serve(db, &dir, &ready, &all);
+        let file = ready_file(&mut server, &ready).await;
         let http = format!("http://{}", file["http"].as_str().unwrap());
         let client = reqwest::Client::new();
         let user = serde_json::json!({"username": "drain_user", "full_name": "Drain User",
