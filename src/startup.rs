@@ -151,6 +151,7 @@ impl Application {
         .with_login_limits(settings.login_limits)
         .with_request_limits(settings.request_limits)
         .with_user_limits(settings.user_limits)
+        .with_anonymous_limit(settings.anonymous_per_second)
         .with_password_limits(settings.password_limits)
         .with_trusted_proxies(settings.trusted_proxies.clone())
         .with_metrics(Arc::clone(&metrics))

@@ -26,8 +26,8 @@ use crate::events::EventSettings;
 use crate::events::webhooks::WebhookSettings;
 use crate::mail::{OutboxSettings, SmtpSettings, SmtpTls};
 use crate::service::{
-    DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits, TokenLifetimes, TrustedProxies,
-    UserLimits,
+    ANONYMOUS_REQUESTS_PER_SECOND, DEFAULT_VERIFICATION_TTL, LoginLimits, RequestLimits,
+    TokenLifetimes, TrustedProxies, UserLimits,
 };
 use crate::startup::ShutdownSettings;
 use crate::store::GroupCommitSettings;
@@ -194,6 +194,9 @@ pub struct Settings {
     /// `USER_MAX_CONCURRENT_REQUESTS` (default 32) and `USER_REQUESTS_PER_SECOND` (default 200):
     /// each authenticated user's share of the server, both APIs together.
     pub user_limits: UserLimits,
+    /// `ANONYMOUS_REQUESTS_PER_SECOND` (default 20): sign-ups and email verifications per
+    /// client address, as many at once.
+    pub anonymous_per_second: u32,
     /// `PASSWORD_HASH_CONCURRENCY` (default: the number of cores) and `PASSWORD_HASH_QUEUE`
     /// (default: four per thread): password hashes at once, and how many may wait.
     pub password_limits: HashLimits,
@@ -435,6 +438,9 @@ impl TryFrom<RawSettings> for Settings {
                         .map_or(defaults.per_second, Bounded::get),
                 }
             },
+            anonymous_per_second: raw
+                .anonymous_requests_per_second
+                .map_or(ANONYMOUS_REQUESTS_PER_SECOND, Bounded::get),
             webhooks,
             events,
             password_limits: HashLimits {
@@ -709,7 +715,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 46, "{names:?}");
+        assert_eq!(names.len(), 47, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }

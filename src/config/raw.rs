@@ -60,6 +60,7 @@ pub struct RawSettings {
     pub max_concurrent_requests: Option<Bounded<1, 1_000_000>>,
     pub user_max_concurrent_requests: Option<Bounded<1, 1_000_000>>,
     pub user_requests_per_second: Option<Bounded<1, 1_000_000>>,
+    pub anonymous_requests_per_second: Option<Bounded<1, 1_000_000>>,
     pub request_timeout: Option<GoDuration>,
     pub login_attempts_per_ip: Option<Bounded<0, 1_000_000>>,
     pub login_failures_per_username: Option<Bounded<0, 1_000_000>>,

@@ -117,10 +117,11 @@ impl SimpleBank for GrpcApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> RpcResult<pb::CreateUserResponse> {
+        let client = client(&request);
         let r = request.into_inner();
         let new = NewUserRequest::parse(&r.username, &r.full_name, &r.email, &r.password)
             .map_err(invalid)?;
-        let user = self.service.create_user(new).await?;
+        let user = self.service.create_user(new, &client).await?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user.into()),
         }))
@@ -194,9 +195,10 @@ impl SimpleBank for GrpcApi {
         &self,
         request: Request<pb::VerifyEmailRequest>,
     ) -> RpcResult<pb::VerifyEmailResponse> {
+        let client = client(&request);
         let r = request.into_inner();
         let (email_id, code) = parse_verification(r.email_id, &r.secret_code).map_err(invalid)?;
-        self.service.verify_email(email_id, code).await?;
+        self.service.verify_email(email_id, code, &client).await?;
         Ok(Response::new(pb::VerifyEmailResponse { is_verified: true }))
     }
 

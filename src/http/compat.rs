@@ -225,10 +225,10 @@ pub struct SbUpdateUser {
 
 // ---- handlers ---------------------------------------------------------------------------------
 
-async fn sign_up(app: &AppState, body: SbCreateUser) -> ApiResult<SbUser> {
+async fn sign_up(app: &AppState, client: Client, body: SbCreateUser) -> ApiResult<SbUser> {
     let request =
         NewUserRequest::parse(&body.username, &body.full_name, &body.email, &body.password)?;
-    Ok(app.service.create_user(request).await?.into())
+    Ok(app.service.create_user(request, &client.0).await?.into())
 }
 
 async fn log_in(app: &AppState, client: Client, body: SbLogin) -> ApiResult<SbLoginResponse> {
@@ -261,13 +261,15 @@ async fn log_in(app: &AppState, client: Client, body: SbLogin) -> ApiResult<SbLo
         (status = 200, description = "The new user (simple_bank's shape)", body = SbUser),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 409, description = "Username or email taken (simple_bank: 403)", body = ErrorBody),
+        (status = 429, description = "rate_limited: past this client address's share of sign-ups (ANONYMOUS_REQUESTS_PER_SECOND); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn create_user(
     State(app): State<AppState>,
+    client: Client,
     ApiJson(body): ApiJson<SbCreateUser>,
 ) -> ApiResult<Json<SbUser>> {
-    Ok(Json(sign_up(&app, body).await?))
+    Ok(Json(sign_up(&app, client, body).await?))
 }
 
 /// gin `POST /users/login`.
@@ -451,14 +453,16 @@ pub async fn create_transfer(
         (status = 200, description = "The new user", body = SbUserResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 409, description = "Username or email taken", body = ErrorBody),
+        (status = 429, description = "rate_limited: past this client address's share of sign-ups (ANONYMOUS_REQUESTS_PER_SECOND); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn gateway_create_user(
     State(app): State<AppState>,
+    client: Client,
     ApiJson(body): ApiJson<SbCreateUser>,
 ) -> ApiResult<Json<SbUserResponse>> {
     Ok(Json(SbUserResponse {
-        user: sign_up(&app, body).await?,
+        user: sign_up(&app, client, body).await?,
     }))
 }
 

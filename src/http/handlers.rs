@@ -35,14 +35,16 @@ fn account_in_path(raw: &str) -> ApiResult<AccountId> {
         (status = 201, description = "The new user", body = UserResponse),
         (status = 400, description = "Invalid input; `details` names each bad field", body = ErrorBody),
         (status = 409, description = "Username or email taken", body = ErrorBody),
+        (status = 429, description = "rate_limited: past this client address's share of sign-ups (ANONYMOUS_REQUESTS_PER_SECOND); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn create_user(
     State(app): State<AppState>,
+    Client(client): Client,
     ApiJson(body): ApiJson<CreateUserBody>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
     let request = NewUserRequest::try_from(body)?;
-    let user = app.service.create_user(request).await?;
+    let user = app.service.create_user(request, &client).await?;
     Ok((
         StatusCode::CREATED,
         Json(UserResponse { user: user.into() }),
@@ -170,14 +172,16 @@ pub async fn update_user(
         (status = 200, description = "The address is verified", body = VerifyEmailResult),
         (status = 400, description = "Malformed, wrong, used or expired code; `details` says which", body = ErrorBody),
         (status = 404, description = "No verification has this email_id", body = ErrorBody),
+        (status = 429, description = "rate_limited: past this client address's share (ANONYMOUS_REQUESTS_PER_SECOND); see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn verify_email(
     State(app): State<AppState>,
+    Client(client): Client,
     ApiQuery(query): ApiQuery<VerifyEmailQuery>,
 ) -> ApiResult<Json<VerifyEmailResult>> {
     let (email_id, code) = parse_verification(query.email_id, &query.secret_code)?;
-    app.service.verify_email(email_id, code).await?;
+    app.service.verify_email(email_id, code, &client).await?;
     Ok(Json(VerifyEmailResult { is_verified: true }))
 }
 

@@ -9,8 +9,12 @@
 //! returns. A stream (SSE, `WatchAccount`) counts when it opens, not while it runs: streams have
 //! their own bounds.
 //!
-//! The map forgets a user once they have nothing in progress and a full bucket, so it holds the
-//! users active in about the last second, not everyone who ever called.
+//! The anonymous routes that cost the server work (sign-up hashes a password, email verification
+//! reads the database) get the same kind of share per client address
+//! (`ANONYMOUS_REQUESTS_PER_SECOND`): the key is the caller, whoever that is.
+//!
+//! The map forgets a key once it has nothing in progress and a full bucket, so it holds the
+//! callers active in about the last second, not everyone who ever called.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,19 @@ impl Default for UserLimits {
     }
 }
 
+/// Sign-ups and email verifications a second from one client address, by default.
+pub const ANONYMOUS_REQUESTS_PER_SECOND: u32 = 20;
+
+impl UserLimits {
+    /// The anonymous routes' share of one address: `per_second` a second, as many at once.
+    pub fn anonymous(per_second: u32) -> Self {
+        Self {
+            concurrent: per_second as usize,
+            per_second,
+        }
+    }
+}
+
 /// Past this many users in the map, idle ones are forgotten before a new one is added.
 const TRACKED: usize = 10_000;
 
@@ -53,7 +70,7 @@ struct Share {
 #[derive(Debug, Clone)]
 pub struct FairShares {
     limits: UserLimits,
-    users: Arc<Mutex<HashMap<Username, Share>>>,
+    users: Arc<Mutex<HashMap<String, Share>>>,
 }
 
 /// One request's place in its user's share, given back when dropped.
@@ -76,17 +93,22 @@ impl FairShares {
 
     /// A place for one more request of `user`, or `rate_limited` with when to try again.
     pub fn admit(&self, user: &Username) -> Result<ShareSlot, ServiceError> {
+        self.admit_key(user.as_str())
+    }
+
+    /// `admit` for any caller key (a client address, for the anonymous routes).
+    pub fn admit_key(&self, key: &str) -> Result<ShareSlot, ServiceError> {
         let now = Instant::now();
         let rate = f64::from(self.limits.per_second);
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.len() >= TRACKED && !users.contains_key(user) {
+        if users.len() >= TRACKED && !users.contains_key(key) {
             let concurrent = self.limits.concurrent;
             users.retain(|_, share| {
                 Self::refill(share, now, rate);
                 share.slots.available_permits() < concurrent || share.tokens < rate
             });
         }
-        let share = users.entry(user.clone()).or_insert_with(|| Share {
+        let share = users.entry(key.to_owned()).or_insert_with(|| Share {
             slots: Arc::new(Semaphore::new(self.limits.concurrent)),
             tokens: rate,
             refilled: now,

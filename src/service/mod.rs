@@ -32,7 +32,7 @@ pub use events::{
     DELIVERY_LOG_LIMIT, EVENT_TYPES, EventPorts, WebhookRequest, WebhookWithSecret, parse_id,
     parse_webhook,
 };
-pub use fair_share::{FairShares, PerUserPlaces, UserLimits};
+pub use fair_share::{ANONYMOUS_REQUESTS_PER_SECOND, FairShares, PerUserPlaces, UserLimits};
 pub use holds::{HoldRequest, parse_hold, parse_hold_status};
 use ownership::Ownership;
 pub use port::StorePorts;
@@ -84,6 +84,9 @@ pub struct BankService {
     admission: Admission,
     /// Each user's share of concurrent requests and request rate (`fair_share.rs`).
     fair_shares: FairShares,
+    /// Each client address's share of the anonymous routes that cost work (sign-up, email
+    /// verification); login has its own limits (`rate_limit.rs`).
+    anonymous: FairShares,
     /// The accounts each caller owns, as far as seen (`ownership.rs`).
     ownership: Ownership,
     /// Rung after a commit that queued an email, so this replica's outbox worker sends it at
@@ -113,6 +116,7 @@ impl BankService {
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),
             fair_shares: FairShares::new(UserLimits::default()),
+            anonymous: FairShares::new(UserLimits::anonymous(ANONYMOUS_REQUESTS_PER_SECOND)),
             ownership: Ownership::default(),
             mail_queued: Arc::default(),
             passwords: Passwords::default(),
@@ -163,6 +167,12 @@ impl BankService {
     /// `USER_MAX_CONCURRENT_REQUESTS` and `USER_REQUESTS_PER_SECOND`. Call while building.
     pub fn with_user_limits(mut self, limits: UserLimits) -> Self {
         self.fair_shares = FairShares::new(limits);
+        self
+    }
+
+    /// `ANONYMOUS_REQUESTS_PER_SECOND`: sign-ups and email verifications per client address.
+    pub fn with_anonymous_limit(mut self, per_second: u32) -> Self {
+        self.anonymous = FairShares::new(UserLimits::anonymous(per_second));
         self
     }
 

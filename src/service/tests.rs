@@ -37,6 +37,14 @@ fn principal(user: &str, role: Role) -> Principal {
     }
 }
 
+/// An anonymous caller's client information.
+fn anyone() -> ClientInfo {
+    ClientInfo {
+        user_agent: "curl/8".into(),
+        client_ip: "127.0.0.1".into(),
+    }
+}
+
 /// The store answers that account `n` belongs to `owner` (the early payer check asks it).
 fn owns(store: &mut Mocks, n: i64, owner: &'static str) {
     store
@@ -908,7 +916,7 @@ async fn every_failed_verification_is_the_clients_problem_never_internal() {
             .withf(|id, _| *id == 7)
             .returning(move |_, _| Ok(outcome));
         let err = service(store)
-            .verify_email(7, VerificationCode::generate())
+            .verify_email(7, VerificationCode::generate(), &anyone())
             .await
             .unwrap_err();
         assert_eq!(err.code(), code, "{outcome:?}");
@@ -920,7 +928,7 @@ async fn every_failed_verification_is_the_clients_problem_never_internal() {
         .returning(|_, _| Ok(VerifyOutcome::Verified));
     assert!(
         service(store)
-            .verify_email(7, VerificationCode::generate())
+            .verify_email(7, VerificationCode::generate(), &anyone())
             .await
             .is_ok()
     );
@@ -940,7 +948,7 @@ async fn sign_up_starts_a_verification_with_a_fresh_code_and_the_configured_life
     let svc = service(store).with_verification_ttl(std::time::Duration::from_secs(3600));
     let request =
         NewUserRequest::parse("alice", "Alice", "alice@example.com", "password123").unwrap();
-    svc.create_user(request).await.unwrap();
+    svc.create_user(request, &anyone()).await.unwrap();
 }
 
 #[tokio::test]

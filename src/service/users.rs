@@ -154,7 +154,13 @@ fn same_hash(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl BankService {
-    pub async fn create_user(&self, request: NewUserRequest) -> Result<User, ServiceError> {
+    /// Anyone, within their address's share of the anonymous routes.
+    pub async fn create_user(
+        &self,
+        request: NewUserRequest,
+        client: &ClientInfo,
+    ) -> Result<User, ServiceError> {
+        let _place = self.anonymous.admit_key(&client.client_ip)?;
         let hashed_password = self
             .passwords
             .hash(request.password)
@@ -414,7 +420,9 @@ impl BankService {
         &self,
         email_id: i64,
         code: VerificationCode,
+        client: &ClientInfo,
     ) -> Result<(), ServiceError> {
+        let _place = self.anonymous.admit_key(&client.client_ip)?;
         match self.store.users.verify_email(email_id, &code).await? {
             VerifyOutcome::Verified => Ok(()),
             VerifyOutcome::NotFound => Err(ServiceError::NotFound(format!(

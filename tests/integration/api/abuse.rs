@@ -240,6 +240,45 @@ async fn a_strangers_failed_logins_never_lock_the_owner_out_on_both_apis() {
     grpc.login_user(request).await.unwrap();
 }
 
+/// The anonymous routes that cost work are bounded per client address: one address hammering
+/// email verification (or sign-up) is refused at once, another is not.
+#[tokio::test]
+async fn one_address_hammering_the_anonymous_routes_is_refused_and_another_is_not() {
+    let app = TestApp::spawn_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.0/8"),
+        ("ANONYMOUS_REQUESTS_PER_SECOND", "2"),
+    ])
+    .await;
+    let app = &app;
+    let verify = |client: &'static str| async move {
+        app.call_with(
+            reqwest::Method::GET,
+            &format!("/v1/verify_email?email_id=1&secret_code={}", "0".repeat(64)),
+            None,
+            &[("x-forwarded-for", client)],
+            None,
+        )
+        .await
+    };
+    let mut refused = 0;
+    for _ in 0..20 {
+        let reply = verify("203.0.113.9").await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            assert!(!reply.header("retry-after").is_empty());
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "20 at once from one address, 2 a second allowed"
+    );
+    assert_ne!(
+        verify("198.51.100.4").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_login_bucket_on_both_apis() {
     // The test connects from 127.0.0.1, standing in for the ingress.
