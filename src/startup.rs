@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt as _;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,6 +99,8 @@ pub struct Application {
     /// `serve --ready-file`: where to say, in JSON, that the server is ready and where it is.
     ready_file: Option<PathBuf>,
     shutdown: ShutdownSettings,
+    /// `HTTP_HEADER_READ_TIMEOUT`: also the idle timeout of kept-alive HTTP/1.1 connections.
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -196,6 +197,7 @@ impl Application {
             metrics,
             ready_file: None,
             shutdown: settings.shutdown,
+            header_read_timeout: settings.header_read_timeout,
         })
     }
 
@@ -285,16 +287,12 @@ impl Application {
         // write that follows another unacknowledged one waits for the peer's delayed ACK (up to
         // 40 ms). HTTP/2 writes a response as several small frames, so gRPC answers sat behind
         // that timer: `make bench` showed it as a 42 ms p99 at 16 clients.
-        let http = axum::serve(
-            self.http_listener.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
-                }
-            }),
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+        let http = http::serve::serve(
+            self.http_listener,
+            self.router,
+            until_stopped(stopped.clone()),
+            self.header_read_timeout,
+        );
         let grpc = tonic::transport::Server::builder()
             // A connection is bounded in what it holds: at most GRPC_STREAMS_PER_CONNECTION
             // calls at once (a client that opens more waits for HTTP/2 flow control, it does not

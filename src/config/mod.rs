@@ -170,6 +170,9 @@ pub struct Settings {
     pub token_lifetimes: TokenLifetimes,
     /// `HTTP_BODY_LIMIT` in bytes, default 64 KiB.
     pub body_limit: usize,
+    /// `HTTP_HEADER_READ_TIMEOUT`, default 30s: how long a client has to send a request's
+    /// head, and how long a kept-alive HTTP/1.1 connection may sit idle.
+    pub header_read_timeout: Duration,
     /// `IDEMPOTENCY_KEY_RETENTION`, default 24 h: how long a retry with the same key is answered
     /// from the first request; older records are purged.
     pub idempotency_retention: Duration,
@@ -400,6 +403,10 @@ impl TryFrom<RawSettings> for Settings {
                 refresh: duration(raw.refresh_token_duration, lifetimes.refresh),
             },
             body_limit: raw.http_body_limit.map_or(64 * 1024, Bounded::get),
+            header_read_timeout: duration(
+                raw.http_header_read_timeout,
+                crate::http::serve::HEADER_READ_TIMEOUT,
+            ),
             hold_ttl: raw.hold_ttl.map_or(HOLD_TTL_DEFAULT, |HoldTtl(ttl)| ttl),
             idempotency_retention: duration(
                 raw.idempotency_key_retention,
@@ -715,7 +722,7 @@ mod tests {
     #[test]
     fn the_names_are_the_structs_fields() {
         let names = RawSettings::names();
-        assert_eq!(names.len(), 47, "{names:?}");
+        assert_eq!(names.len(), 48, "{names:?}");
         assert!(names.contains(&"db_source") && names.contains(&"trusted_proxies"));
         assert!(RawSettings::variables().any(|v| v == "TOKEN_SYMMETRIC_KEY"));
     }

@@ -43,6 +43,7 @@ pub struct RawSettings {
     pub access_token_duration: Option<GoDuration>,
     pub refresh_token_duration: Option<GoDuration>,
     pub http_body_limit: Option<Bounded<1024, { 16 * 1024 * 1024 }>>,
+    pub http_header_read_timeout: Option<GoDuration>,
     pub idempotency_key_retention: Option<GoDuration>,
     pub mail_sender: Option<MailSenderKind>,
     pub mail_dir: Option<PathBuf>,

@@ -10,6 +10,7 @@ mod guard;
 mod handlers;
 mod holds;
 mod request_log;
+pub mod serve;
 
 pub use guard::MAX_HEADER_BYTES;
 

@@ -438,3 +438,41 @@ async fn refusals_of_the_guard_carry_cors_headers_for_allowed_origins() {
         "http://app.example"
     );
 }
+
+/// Slowloris: a client that opens a connection and sends a request head a byte at a time, or
+/// never, or keeps a connection idle after its answer, is disconnected after
+/// `HTTP_HEADER_READ_TIMEOUT` instead of holding a socket forever (before: no timeout at all).
+#[tokio::test]
+async fn connections_that_send_nothing_or_sit_idle_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(&[("HTTP_HEADER_READ_TIMEOUT", "1s")]).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    /// Reads until the server closes; what it sent. Bounded by a minute, a liveness bound.
+    async fn until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(60), tcp.read(&mut buffer))
+                .await
+                .expect("the server closed the connection")
+            {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&seen).into_owned(),
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+    // Half a request head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut slow).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A whole request, its answer, then an idle keep-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+}
