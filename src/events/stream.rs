@@ -40,6 +40,9 @@ pub enum EndReason {
     /// The access token that opened the stream expired: a stream lives no longer than the
     /// right to open it. The client resumes with a fresh token.
     TokenExpired,
+    /// The session that opened the stream was revoked (logout, a password change), or the
+    /// caller lost the right to watch the account (a banker no longer one).
+    Revoked,
     /// The database could not be read.
     Unavailable,
     /// The server is shutting down.
@@ -51,6 +54,7 @@ impl EndReason {
         match self {
             EndReason::SlowConsumer => "slow_consumer",
             EndReason::TokenExpired => "token_expired",
+            EndReason::Revoked => "revoked",
             EndReason::Unavailable => "unavailable",
             EndReason::ShuttingDown => "shutting_down",
         }
@@ -60,6 +64,18 @@ impl EndReason {
 /// What a stream holds while it is open (its places among the replica's and its user's
 /// streams), given back when it ends.
 pub type Held = Box<dyn std::any::Any + Send + Sync>;
+
+/// Asked every `REVALIDATE` while a stream is open: whether whoever opened it may still watch
+/// (their session not revoked, their role what it was). `false` ends the stream (`Revoked`); an
+/// error answering it (the database away) lets the stream go on until the next ask.
+pub type StillAllowed = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How often an open stream asks `StillAllowed`: how long a revoked session may keep watching.
+pub const REVALIDATE: Duration = Duration::from_secs(10);
 
 /// Events, then at most one `Err(StreamEnd)` when the server ended the stream.
 pub struct WatchStream {
@@ -80,6 +96,7 @@ impl WatchStream {
         place: Held,
         metrics: Arc<Metrics>,
         ends_at: Option<Instant>,
+        still_allowed: Option<StillAllowed>,
     ) -> Self {
         Self::start_with_grace(
             hub,
@@ -89,6 +106,7 @@ impl WatchStream {
             metrics,
             SLOW_CONSUMER_GRACE,
             ends_at,
+            still_allowed,
         )
     }
 
@@ -101,6 +119,7 @@ impl WatchStream {
         metrics: Arc<Metrics>,
         grace: Duration,
         ends_at: Option<Instant>,
+        still_allowed: Option<StillAllowed>,
     ) -> Self {
         let (tx, events) = mpsc::channel(hub.settings().stream_buffer.max(1));
         let end = Arc::new(Mutex::new(None));
@@ -112,6 +131,7 @@ impl WatchStream {
             tx,
             grace,
             ends_at,
+            still_allowed,
         };
         let slot = Arc::clone(&end);
         metrics.event_stream(1);
@@ -160,6 +180,7 @@ struct Producer {
     tx: mpsc::Sender<Event>,
     grace: Duration,
     ends_at: Option<Instant>,
+    still_allowed: Option<StillAllowed>,
 }
 
 /// Why the producer stopped: the client left (nothing to say), or the stream ends with a reason.
@@ -180,10 +201,23 @@ impl Producer {
                 None => std::future::pending().await,
             }
         };
+        let still_allowed = self.still_allowed.take();
+        let revoked = async move {
+            let Some(ask) = still_allowed else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(REVALIDATE).await;
+                if ask().await == Some(false) {
+                    return;
+                }
+            }
+        };
         let outcome = tokio::select! {
             outcome = self.follow(&mut live) => outcome,
             _ = closing.wait_for(|closing| *closing) => Stop::End(EndReason::ShuttingDown),
             () = expiry => Stop::End(EndReason::TokenExpired),
+            () = revoked => Stop::End(EndReason::Revoked),
         };
         match outcome {
             Stop::Gone => None,

@@ -202,6 +202,7 @@ pub fn stream_end(end: crate::events::StreamEnd) -> tonic::Status {
         match end.reason {
             EndReason::SlowConsumer => "the client did not keep up with the stream",
             EndReason::TokenExpired => "the access token that opened the stream expired",
+            EndReason::Revoked => "the session that opened the stream was revoked",
             EndReason::Unavailable => "the database is unavailable",
             EndReason::ShuttingDown => "the server is shutting down",
         },
@@ -209,7 +210,7 @@ pub fn stream_end(end: crate::events::StreamEnd) -> tonic::Status {
     );
     let mut status = match end.reason {
         EndReason::SlowConsumer => tonic::Status::resource_exhausted(message),
-        EndReason::TokenExpired => tonic::Status::unauthenticated(message),
+        EndReason::TokenExpired | EndReason::Revoked => tonic::Status::unauthenticated(message),
         EndReason::Unavailable | EndReason::ShuttingDown => tonic::Status::unavailable(message),
     };
     if let Ok(value) = end.resume_after.to_string().parse() {

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::{BankService, ServiceError, require_banker};
 use crate::auth::Principal;
-use crate::domain::AccountId;
+use crate::domain::{AccountId, Username};
 use crate::events::webhooks::{Secrets, check_url};
-use crate::events::{EventHub, WatchStream};
+use crate::events::{EventHub, StillAllowed, WatchStream};
 use crate::store::{DeliveryAttempt, WebhookEndpoint};
 
 /// Every event type (SPEC §7), as endpoints subscribe to them.
@@ -223,7 +223,7 @@ impl BankService {
                 "must be an event id, 0 or more",
             ));
         }
-        self.get_account(principal, account).await?;
+        let watched = self.get_account(principal, account).await?;
         let events = self.events()?;
         // The user's own bound first: one user's idle streams cannot take the replica's.
         let mine = events
@@ -247,6 +247,35 @@ impl BankService {
             Box::new((mine, replica)),
             Arc::clone(&self.metrics),
             Some(tokio::time::Instant::now() + left),
+            Some(self.still_allowed(principal, watched.owner)),
         ))
+    }
+
+    /// Whether the caller may still watch an account of `owner`: their session is neither
+    /// revoked nor expired, and, watching someone else's account, they are still a banker.
+    fn still_allowed(&self, principal: &Principal, owner: Username) -> StillAllowed {
+        let (sessions, users) = (
+            Arc::clone(&self.store.sessions),
+            Arc::clone(&self.store.users),
+        );
+        let (session, username) = (principal.session_id, principal.username.clone());
+        Box::new(move || {
+            let (sessions, users) = (Arc::clone(&sessions), Arc::clone(&users));
+            let (username, owner) = (username.clone(), owner.clone());
+            Box::pin(async move {
+                let live = match sessions.get_session(session).await.ok()? {
+                    Some(found) => !found.is_blocked && found.expires_at > chrono::Utc::now(),
+                    None => false,
+                };
+                if !live {
+                    return Some(false);
+                }
+                if username == owner {
+                    return Some(true);
+                }
+                let user = users.get_user(&username).await.ok()?;
+                Some(user.role == crate::domain::Role::Banker)
+            })
+        })
     }
 }

@@ -512,6 +512,40 @@ async fn a_stream_ends_when_the_token_that_opened_it_expires() {
     assert_eq!(end.data["reason"], "token_expired", "{:?}", end.data);
 }
 
+/// A stream ends when the session that opened it is revoked (here by logging out): before, it
+/// outlived logout, a password change and the loss of the banker role.
+#[tokio::test]
+async fn a_stream_ends_when_its_session_is_revoked() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let a = app.open_account(&alice, "USD").await;
+    let session = app.login("alice").await;
+    let token = session["access_token"].as_str().unwrap();
+    let mut stream = SseReader::open(&app, token, &format!("/v1/accounts/{a}/events"), None).await;
+    app.post(
+        "/v1/users/logout",
+        Some(token),
+        json!({ "refresh_token": session["refresh_token"] }),
+    )
+    .await
+    .assert(StatusCode::NO_CONTENT);
+    let mut last = None;
+    while let Some(message) = stream.next(Duration::from_secs(60)).await {
+        last = Some(message);
+    }
+    let end = last.expect("the stream said why it ended");
+    assert_eq!(
+        (end.event.as_str(), &end.data["reason"]),
+        ("end", &json!("revoked"))
+    );
+    // The other session's stream is not touched: alice's first login still watches.
+    let mut other = SseReader::open(&app, &alice, &format!("/v1/accounts/{a}/events"), None).await;
+    let banker = app.banker("clerk").await;
+    app.deposit(&banker, a, 5, "USD").await;
+    let seen = other.next(Duration::from_secs(30)).await.expect("an event");
+    assert_eq!(seen.event, "deposit.created");
+}
+
 /// A client that stops reading is not buffered for without bound: once its buffer has been
 /// full for the grace period the stream ends, saying where to resume.
 #[tokio::test]
@@ -548,6 +582,7 @@ async fn a_slow_consumer_is_ended_with_where_to_resume() {
         Box::new(hub.stream_place().unwrap()),
         Arc::default(),
         Duration::from_millis(200),
+        None,
         None,
     );
     // Not reading while the producer fills the buffer and waits out the grace.
