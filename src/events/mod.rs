@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, watch};
 
-pub use stream::{EndReason, Held, REVALIDATE, StillAllowed, StreamEnd, WatchStream};
+pub use stream::{EndReason, Held, REVALIDATE, StillAllowed, StreamEnd, Terms, WatchStream};
 
 use crate::store::{Event, EventStore, HorizonProbe};
 

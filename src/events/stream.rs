@@ -77,6 +77,26 @@ pub type StillAllowed = Box<
 /// How often an open stream asks `StillAllowed`: how long a revoked session may keep watching.
 pub const REVALIDATE: Duration = Duration::from_secs(10);
 
+/// How long a stream may live, and how patient it is with its client.
+pub struct Terms {
+    /// How long a full buffer may stay full (`SLOW_CONSUMER_GRACE`; tests shorten it).
+    pub grace: Duration,
+    /// When the token that opened it expires.
+    pub ends_at: Option<Instant>,
+    /// Asked every `REVALIDATE`.
+    pub still_allowed: Option<StillAllowed>,
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Self {
+            grace: SLOW_CONSUMER_GRACE,
+            ends_at: None,
+            still_allowed: None,
+        }
+    }
+}
+
 /// Events, then at most one `Err(StreamEnd)` when the server ended the stream.
 pub struct WatchStream {
     events: mpsc::Receiver<Event>,
@@ -86,41 +106,22 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// Starts the stream of `account`'s events after `after` (`None`: from the horizon, so only
-    /// what commits from now on), until `ends_at` (when the token that opened it expires).
-    /// `place` is what the stream holds among `MAX_STREAMS` and its user's streams, until it
-    /// ends. The caller has checked that the account may be watched.
+    /// what commits from now on), for as long as `terms` allow. `place` is what the stream
+    /// holds among `MAX_STREAMS` and its user's streams, until it ends. The caller has checked
+    /// that the account may be watched.
     pub fn start(
         hub: &EventHub,
         account: AccountId,
         after: Option<i64>,
         place: Held,
         metrics: Arc<Metrics>,
-        ends_at: Option<Instant>,
-        still_allowed: Option<StillAllowed>,
+        terms: Terms,
     ) -> Self {
-        Self::start_with_grace(
-            hub,
-            account,
-            after,
-            place,
-            metrics,
-            SLOW_CONSUMER_GRACE,
+        let Terms {
+            grace,
             ends_at,
             still_allowed,
-        )
-    }
-
-    /// `start`, with the slow-consumer grace given (tests shorten it).
-    pub fn start_with_grace(
-        hub: &EventHub,
-        account: AccountId,
-        after: Option<i64>,
-        place: Held,
-        metrics: Arc<Metrics>,
-        grace: Duration,
-        ends_at: Option<Instant>,
-        still_allowed: Option<StillAllowed>,
-    ) -> Self {
+        } = terms;
         let (tx, events) = mpsc::channel(hub.settings().stream_buffer.max(1));
         let end = Arc::new(Mutex::new(None));
         let producer = Producer {

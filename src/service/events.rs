@@ -6,7 +6,7 @@ use super::{BankService, ServiceError, require_banker};
 use crate::auth::Principal;
 use crate::domain::{AccountId, Username};
 use crate::events::webhooks::{Secrets, check_url};
-use crate::events::{EventHub, StillAllowed, WatchStream};
+use crate::events::{EventHub, StillAllowed, Terms, WatchStream};
 use crate::store::{DeliveryAttempt, WebhookEndpoint};
 
 /// Every event type (SPEC §7), as endpoints subscribe to them.
@@ -246,8 +246,11 @@ impl BankService {
             after,
             Box::new((mine, replica)),
             Arc::clone(&self.metrics),
-            Some(tokio::time::Instant::now() + left),
-            Some(self.still_allowed(principal, watched.owner)),
+            Terms {
+                ends_at: Some(tokio::time::Instant::now() + left),
+                still_allowed: Some(self.still_allowed(principal, watched.owner)),
+                ..Terms::default()
+            },
         ))
     }
 

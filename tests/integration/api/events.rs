@@ -550,7 +550,7 @@ async fn a_stream_ends_when_its_session_is_revoked() {
 /// full for the grace period the stream ends, saying where to resume.
 #[tokio::test]
 async fn a_slow_consumer_is_ended_with_where_to_resume() {
-    use simplebank::events::{EndReason, EventHub, EventSettings, WatchStream};
+    use simplebank::events::{EndReason, EventHub, EventSettings, Terms, WatchStream};
     use tokio_stream::StreamExt;
     let app = TestApp::spawn().await;
     let banker = app.banker("clerk").await;
@@ -575,15 +575,16 @@ async fn a_slow_consumer_is_ended_with_where_to_resume() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let account = simplebank::domain::AccountId::new(a).unwrap();
-    let mut stream = WatchStream::start_with_grace(
+    let mut stream = WatchStream::start(
         &hub,
         account,
         Some(0),
         Box::new(hub.stream_place().unwrap()),
         Arc::default(),
-        Duration::from_millis(200),
-        None,
-        None,
+        Terms {
+            grace: Duration::from_millis(200),
+            ..Terms::default()
+        },
     );
     // Not reading while the producer fills the buffer and waits out the grace.
     tokio::time::sleep(Duration::from_millis(600)).await;
