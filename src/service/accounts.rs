@@ -18,7 +18,11 @@ use crate::store::AccountControl;
 #[derive(Debug)]
 pub struct Statement {
     pub chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>, crate::store::StoreError>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Its places among the replica's exports and its user's.
+    _permit: (
+        tokio::sync::OwnedSemaphorePermit,
+        super::fair_share::UserPlace,
+    ),
 }
 
 impl Statement {
@@ -40,6 +44,8 @@ impl Statement {
 
 /// Statement exports streaming at once, per server.
 pub const MAX_EXPORTS: usize = 4;
+/// Statement exports streaming at once, per user (SPEC §10's default).
+pub const EXPORTS_PER_USER: usize = 1;
 
 /// An account's balance at a moment, in minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,8 +222,9 @@ impl BankService {
     }
 
     /// The whole statement of an account over a range, as CSV chunks, oldest first: the owner
-    /// or a banker. At most `MAX_EXPORTS` run at once (each holds a database connection while
-    /// its client reads); beyond, `unavailable`.
+    /// or a banker. At most `MAX_EXPORTS` run at once per replica (beyond, `unavailable`) and
+    /// `EXPORTS_PER_USER` per user (beyond, `rate_limited`): one user's exports cannot take
+    /// everyone's. An export holds a connection only while it reads a page.
     pub async fn statement_csv(
         &self,
         principal: &Principal,
@@ -231,6 +238,12 @@ impl BankService {
             return Err(ServiceError::invalid("until", "must be after since"));
         }
         let found = self.get_account(principal, account).await?;
+        let mine =
+            self.exports_per_user
+                .take(&principal.username)
+                .ok_or(ServiceError::RateLimited {
+                    retry_after: std::time::Duration::from_secs(1),
+                })?;
         let permit = Arc::clone(&self.exports)
             .try_acquire_owned()
             .map_err(|_| ServiceError::Unavailable("too many statement exports at once".into()))?;
@@ -239,7 +252,7 @@ impl BankService {
                 .store
                 .accounts
                 .statement_csv(account, found.currency, since, until),
-            _permit: permit,
+            _permit: (permit, mine),
         })
     }
 

@@ -75,8 +75,10 @@ pub struct BankService {
     verification_ttl: Duration,
     /// How long a hold lives when its payer does not say (`HOLD_TTL`).
     hold_ttl: Duration,
-    /// Places for CSV statement exports (`accounts::MAX_EXPORTS`).
+    /// Places for CSV statement exports (`accounts::MAX_EXPORTS`), and per user
+    /// (`accounts::EXPORTS_PER_USER`).
     exports: Arc<tokio::sync::Semaphore>,
+    exports_per_user: PerUserPlaces,
     metrics: Arc<Metrics>,
     /// Login attempts per client address and failures per username (`rate_limit.rs`).
     login_limiter: Arc<LoginLimiter>,
@@ -112,6 +114,7 @@ impl BankService {
             verification_ttl: DEFAULT_VERIFICATION_TTL,
             hold_ttl: crate::domain::HOLD_TTL_DEFAULT,
             exports: Arc::new(tokio::sync::Semaphore::new(accounts::MAX_EXPORTS)),
+            exports_per_user: PerUserPlaces::new(accounts::EXPORTS_PER_USER),
             metrics: Arc::default(),
             login_limiter: Arc::new(LoginLimiter::new(LoginLimits::default())),
             admission: Admission::new(RequestLimits::default()),

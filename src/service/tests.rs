@@ -952,7 +952,7 @@ async fn sign_up_starts_a_verification_with_a_fresh_code_and_the_configured_life
 }
 
 #[tokio::test]
-async fn csv_exports_beyond_the_bound_are_refused_until_one_ends() {
+async fn csv_exports_beyond_the_bounds_are_refused_until_one_ends() {
     let mut store = Mocks::default();
     store
         .accounts
@@ -963,24 +963,43 @@ async fn csv_exports_beyond_the_bound_are_refused_until_one_ends() {
         .expect_statement_csv()
         .returning(|_, _, _, _| tokio::sync::mpsc::channel(1).1);
     let svc = service(store);
+    // One per user: alice's second export waits for her first, other users are not touched.
     let alice = principal("alice", Role::Depositor);
-    let mut running = Vec::new();
-    for _ in 0..crate::service::MAX_EXPORTS {
-        running.push(svc.statement_csv(&alice, id(1), None, None).await.unwrap());
+    let first = svc.statement_csv(&alice, id(1), None, None).await.unwrap();
+    let mine = svc
+        .statement_csv(&alice, id(1), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(mine.code(), ErrorCode::RateLimited);
+    drop(first);
+    // MAX_EXPORTS per replica, whoever asks.
+    let mut running = vec![svc.statement_csv(&alice, id(1), None, None).await.unwrap()];
+    for n in 1..crate::service::MAX_EXPORTS {
+        let clerk = principal(&format!("clerk{n}"), Role::Banker);
+        running.push(svc.statement_csv(&clerk, id(1), None, None).await.unwrap());
     }
     let refused = svc
-        .statement_csv(&alice, id(1), None, None)
+        .statement_csv(&principal("clerk9", Role::Banker), id(1), None, None)
         .await
         .unwrap_err();
     assert_eq!(refused.code(), ErrorCode::Unavailable);
     // A finished (dropped) export frees its place.
     running.pop();
-    assert!(svc.statement_csv(&alice, id(1), None, None).await.is_ok());
+    assert!(
+        svc.statement_csv(&principal("clerk9", Role::Banker), id(1), None, None)
+            .await
+            .is_ok()
+    );
     // A backwards range is refused before any place is taken.
     let later = Utc::now();
     let earlier = later - chrono::Duration::seconds(1);
     let backwards = svc
-        .statement_csv(&alice, id(1), Some(later), Some(earlier))
+        .statement_csv(
+            &principal("clerk8", Role::Banker),
+            id(1),
+            Some(later),
+            Some(earlier),
+        )
         .await
         .unwrap_err();
     assert_eq!(backwards.code(), ErrorCode::InvalidArgument);

@@ -1,12 +1,12 @@
-//! An account's statement as CSV (SPEC §6), streamed: rows go from PostgreSQL to the client as
-//! they come, through a bounded channel, so memory stays flat however long the range.
+//! An account's statement as CSV (SPEC §6), streamed page by page: memory stays flat however
+//! long the range, and the export holds a database connection only while it reads a page —
+//! never while it waits for its client (SPEC §10).
 
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Row;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 
 use super::{Store, StoreError};
 use crate::domain::{AccountId, Currency};
@@ -15,19 +15,23 @@ use crate::domain::{AccountId, Currency};
 pub const STATEMENT_HEADER: &str = "entry_id,created_at,transfer_id,amount,amount_decimal,\
      balance_after,balance_after_decimal,currency,reference\n";
 
+/// Entries read per query. Each page is read whole and the connection given back before any of
+/// it is sent: a client that stops reading holds no cursor and no connection.
+const PAGE: i64 = 1000;
 /// Rows are sent in chunks of about this many bytes.
 const CHUNK: usize = 32 * 1024;
-/// Chunks in flight between the database and a slow client: with `CHUNK`, what one export may
+/// Chunks in flight between the reader and a slow client: with `CHUNK`, what one export may
 /// buffer beyond the socket's own buffers.
 const CHUNKS_IN_FLIGHT: usize = 4;
-/// An export that has not finished after this ends (its connection goes back to the pool).
-const EXPORT_DEADLINE: Duration = Duration::from_secs(600);
+/// A client that takes nothing for this long is not waited on any longer: its export ends.
+pub const UNREAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Every entry of `account` with `since <= created_at < until`, oldest first, as CSV
-    /// chunks (the header first). A task reads the rows and sends the chunks; it stops when the
-    /// receiver is dropped (the client went away), at `EXPORT_DEADLINE`, or on a database
-    /// error, which ends the stream with that error.
+    /// chunks (the header first). A task reads page after page (keyset on the entry id, which
+    /// grows in commit order for one account) and sends the chunks; it stops when the receiver
+    /// is dropped (the client went away), when the client has taken nothing for
+    /// `UNREAD_TIMEOUT`, or on a database error, which ends the stream with that error.
     pub(super) fn statement_csv(
         &self,
         account: AccountId,
@@ -38,58 +42,85 @@ impl Store {
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            let export = async {
-                let mut rows = sqlx::query(
+            let send = |chunk| {
+                let tx = tx.clone();
+                async move {
+                    match tokio::time::timeout(UNREAD_TIMEOUT, tx.send(chunk)).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(_)) => false, // the client went away
+                        Err(_) => {
+                            tracing::info!(%account, "statement export unread for 30 s; ended");
+                            false
+                        }
+                    }
+                }
+            };
+            let mut chunk = Vec::with_capacity(CHUNK + 512);
+            chunk.extend_from_slice(STATEMENT_HEADER.as_bytes());
+            let mut after = 0_i64;
+            loop {
+                let rows = sqlx::query(
                     "SELECT e.id, e.created_at, e.transfer_id, e.amount, e.balance_after, \
                             t.reference \
                      FROM entries e JOIN transfers t ON t.id = e.transfer_id \
-                     WHERE e.account_id = $1 \
+                     WHERE e.account_id = $1 AND e.id > $4 \
                        AND ($2::timestamptz IS NULL OR e.created_at >= $2) \
                        AND ($3::timestamptz IS NULL OR e.created_at < $3) \
-                     ORDER BY e.id",
+                     ORDER BY e.id LIMIT $5",
                 )
                 .bind(account.get())
                 .bind(since)
                 .bind(until)
-                .fetch(&pool);
-                let mut chunk = Vec::with_capacity(CHUNK + 512);
-                chunk.extend_from_slice(STATEMENT_HEADER.as_bytes());
-                while let Some(row) = rows.next().await {
-                    let line = row
-                        .map_err(StoreError::from)
-                        .and_then(|row| csv_line(&row, currency).map_err(StoreError::from));
-                    match line {
-                        Ok(line) => chunk.extend_from_slice(line.as_bytes()),
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&pool)
+                .await;
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let _ = send(Err(StoreError::from(err))).await;
+                        return;
+                    }
+                };
+                let last_page = (rows.len() as i64) < PAGE;
+                for row in &rows {
+                    match csv_line(row, currency) {
+                        Ok((id, line)) => {
+                            after = id;
+                            chunk.extend_from_slice(line.as_bytes());
+                        }
                         Err(err) => {
-                            let _ = tx.send(Err(err)).await;
+                            let _ = send(Err(StoreError::from(err))).await;
                             return;
                         }
                     }
                     if chunk.len() >= CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK + 512));
-                        if tx.send(Ok(full)).await.is_err() {
-                            return; // the client went away
+                        if !send(Ok(full)).await {
+                            return;
                         }
                     }
                 }
-                let _ = tx.send(Ok(chunk)).await;
-            };
-            if tokio::time::timeout(EXPORT_DEADLINE, export).await.is_err() {
-                tracing::warn!(%account, "statement export ran past its deadline; ended");
+                if last_page {
+                    break;
+                }
             }
+            let _ = send(Ok(chunk)).await;
         });
         rx
     }
 }
 
-fn csv_line(row: &sqlx::postgres::PgRow, currency: Currency) -> Result<String, sqlx::Error> {
+/// The entry's id and its CSV line.
+fn csv_line(row: &sqlx::postgres::PgRow, currency: Currency) -> Result<(i64, String), sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
     let amount: i64 = row.try_get("amount")?;
     let balance: i64 = row.try_get("balance_after")?;
     let reference: Option<String> = row.try_get("reference")?;
-    Ok(format!(
+    let line = format!(
         "{},{},{},{},{},{},{},{},{}\n",
-        row.try_get::<i64, _>("id")?,
+        id,
         created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         row.try_get::<i64, _>("transfer_id")?,
         amount,
@@ -98,7 +129,8 @@ fn csv_line(row: &sqlx::postgres::PgRow, currency: Currency) -> Result<String, s
         decimal(balance, currency.exponent()),
         currency.code(),
         reference.as_deref().map(csv_text).unwrap_or_default(),
-    ))
+    );
+    Ok((id, line))
 }
 
 /// Minor units as a decimal string in the currency's minor unit: 12345 cents is `123.45`,

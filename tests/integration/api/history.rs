@@ -345,6 +345,89 @@ async fn bad_references_and_metadata_are_field_errors_and_change_nothing() {
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch");
 }
 
+/// SPEC §10's attack on exports: a client that starts a long CSV statement and stops reading.
+/// While it waits, the export holds no database cursor or connection (before: the query stayed
+/// open, and a slot with it, for up to 10 minutes); after 30 s unread it is ended.
+#[tokio::test]
+async fn an_export_its_client_does_not_read_holds_no_cursor_and_is_ended() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let a = app.open_account(&alice, "USD").await;
+    // About 7 MB of CSV: more than the loopback socket buffers hold.
+    const ENTRIES: i64 = 100_000;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "WITH bank AS (SELECT id FROM accounts WHERE kind = 'settlement' AND currency = 'USD'), \
+         t AS (INSERT INTO transfers (from_account_id, to_account_id, amount, currency, reference) \
+               SELECT bank.id, {a}, 1, 'USD', 'csv-' || g FROM generate_series(1, {ENTRIES}) g, bank \
+               RETURNING id, from_account_id, to_account_id), \
+         e AS (INSERT INTO entries (account_id, transfer_id, amount, balance_after) \
+               SELECT to_account_id, id, 1, row_number() OVER (ORDER BY id) FROM t \
+               UNION ALL \
+               SELECT from_account_id, id, -1, -row_number() OVER (ORDER BY id) FROM t) \
+         SELECT count(*) FROM t; \
+         UPDATE accounts SET balance = {ENTRIES} WHERE id = {a}; \
+         UPDATE accounts SET balance = balance - {ENTRIES} WHERE kind = 'settlement' AND currency = 'USD';"
+    )))
+    .execute(app.db.pool())
+    .await
+    .unwrap();
+    // A raw client with a small receive buffer, which sends the request and reads nothing.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut tcp = socket.connect(address).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /v1/accounts/{a}/entries HTTP/1.1\r\nHost: x\r\nAccept: text/csv\r\n\
+             Authorization: Bearer {alice}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Not reading: the export fills its buffers and waits. Observed: no session of the
+    // database is running or holding the statement's query meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND query LIKE '%FROM entries e JOIN transfers%' \
+             AND state <> 'idle'",
+        )
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export kept its query open while its client did not read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Still not reading for the 30 s: then the server ends the export. What the client finds
+    // afterwards is what was buffered, cut short.
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    let mut text = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(60), tcp.read(&mut buffer)).await
+        {
+            Ok(Ok(n)) if n > 0 => text.extend_from_slice(&buffer[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("the server neither sent nor closed for a minute"),
+        }
+    }
+    assert!(text.starts_with(b"HTTP/1.1 200 OK"));
+    let rows = text.iter().filter(|b| **b == b'\n').count() as i64;
+    assert!(
+        rows < ENTRIES,
+        "{rows} rows: the export was not ended while unread"
+    );
+}
+
 /// The CSV statement holds exactly the entries the JSON pages hold for the same range, oldest
 /// first, with amounts as integers and as decimals in the currency's minor unit.
 #[tokio::test]
