@@ -75,7 +75,7 @@ impl BankService {
         key: Option<IdempotencyKey>,
     ) -> MoneyAnswer<PlacedHold> {
         hold.expires_in.get_or_insert(self.hold_ttl);
-        let from = hold.from;
+        let (from, to) = (hold.from, hold.to);
         if let Err(refused) = self.require_payer(principal, from).await {
             return self.count("hold", MoneyAnswer::fresh(Err(refused)));
         }
@@ -83,7 +83,11 @@ impl BankService {
             hold,
             owner: (!principal.is_banker()).then(|| principal.username.clone()),
         };
-        let refusal = |e| settlement_field(e, from);
+        let (caller, ownership) = (principal.clone(), self.ownership.clone());
+        let refusal = move |e| match super::ownership::payee_refusal(&caller, &ownership, to, e) {
+            Ok(hidden) => hidden,
+            Err(e) => settlement_field(e, from),
+        };
         self.write_hold(principal, op, key, refusal, |answer| match answer {
             HoldAnswer::Placed(placed) => Some(placed),
             _ => None,

@@ -72,6 +72,33 @@ impl BankService {
     }
 }
 
+/// How a refusal about the payee reads to a customer. An account they neither own nor may pay
+/// into — it does not exist, is closed, holds another currency, or is the bank's settlement
+/// account — is `not_found`, the same answer in every case (SPEC §10): a stranger learns
+/// nothing of another customer's account but that it takes the payment or not. Bankers, and a
+/// customer paying their own account, are told the reason.
+pub(super) fn payee_refusal(
+    principal: &Principal,
+    ownership: &Ownership,
+    to: AccountId,
+    err: StoreError,
+) -> Result<ServiceError, StoreError> {
+    if principal.is_banker() || ownership.known(&principal.username, to) {
+        return Err(err);
+    }
+    match err {
+        StoreError::AccountNotFound(id)
+        | StoreError::AccountClosed(id)
+        | StoreError::NotCustomerAccount(id)
+        | StoreError::CurrencyMismatch { account: id, .. }
+            if id == to =>
+        {
+            Ok(not_found(to))
+        }
+        other => Err(other),
+    }
+}
+
 /// The one answer for an account a customer may not use, whether it exists or not.
 pub(super) fn not_found(account: AccountId) -> ServiceError {
     ServiceError::NotFound(format!("account {account} not found"))

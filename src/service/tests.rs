@@ -351,7 +351,11 @@ async fn a_stranger_naming_anothers_account_as_payer_is_refused_before_the_store
 
 #[tokio::test]
 async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field() {
-    for (settlement, field) in [(1, "from_account_id"), (2, "to_account_id")] {
+    // A banker is told which field; a customer paying a settlement account finds no account.
+    for (settlement, field, caller) in [
+        (1, "from_account_id", principal("alice", Role::Depositor)),
+        (2, "to_account_id", principal("clerk", Role::Banker)),
+    ] {
         let mut store = Mocks::default();
         owns(&mut store, 1, "alice");
         store
@@ -360,13 +364,26 @@ async fn a_settlement_account_in_a_transfer_is_reported_against_the_right_field(
             .returning(move |_, _| Err(StoreError::NotCustomerAccount(id(settlement))));
         let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
         let err = service(store)
-            .create_transfer(&principal("alice", Role::Depositor), cmd, None)
+            .create_transfer(&caller, cmd, None)
             .await
             .outcome
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert_eq!(err.details()[0].field, field);
     }
+    let mut store = Mocks::default();
+    owns(&mut store, 1, "alice");
+    store
+        .transfers
+        .expect_transfer()
+        .returning(|_, _| Err(StoreError::NotCustomerAccount(id(2))));
+    let cmd = NewTransfer::new(id(1), id(2), Amount::new(5).unwrap(), Currency::Usd).unwrap();
+    let err = service(store)
+        .create_transfer(&principal("alice", Role::Depositor), cmd, None)
+        .await
+        .outcome
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
 }
 
 #[tokio::test]
@@ -874,9 +891,10 @@ async fn a_replayed_refusal_reads_exactly_like_the_first_one() {
         .create_transfer(&principal("alice", Role::Depositor), cmd, Some(key("k")))
         .await;
     assert!(answer.replayed);
+    // As the first answer read: the settlement account is not found to a customer.
     let err = answer.outcome.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidArgument);
-    assert_eq!(err.details()[0].field, "to_account_id");
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.message(), "account 9 not found");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Moving money: transfers between customers, and the bankers' deposits and withdrawals.
 
 use super::accounts::parse_moment;
+use super::ownership::payee_refusal;
 use super::{BankService, ListPage, PageRequest, ServiceError, require_banker, require_party};
 use crate::auth::Principal;
 use crate::domain::{
@@ -143,9 +144,12 @@ impl BankService {
         if let Err(refused) = self.require_payer(principal, from).await {
             return self.count("transfer", MoneyAnswer::fresh(Err(refused)));
         }
-        let refusal = move |err: StoreError| match err {
+        let to = transfer.to();
+        let (caller, ownership) = (principal.clone(), self.ownership.clone());
+        let refusal = move |err: StoreError| match payee_refusal(&caller, &ownership, to, err) {
+            Ok(hidden) => hidden,
             // Name the field the client used for the settlement account it gave.
-            StoreError::NotCustomerAccount(id) => ServiceError::invalid(
+            Err(StoreError::NotCustomerAccount(id)) => ServiceError::invalid(
                 if id == from {
                     "from_account_id"
                 } else {
@@ -153,7 +157,7 @@ impl BankService {
                 },
                 format!("account {id} is a bank settlement account"),
             ),
-            other => other.into(),
+            Err(other) => other.into(),
         };
         let movement = MoneyMove::Transfer {
             transfer,

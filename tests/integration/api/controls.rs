@@ -184,10 +184,10 @@ async fn only_an_empty_account_closes_and_closing_is_final() {
     set_limit(&app, &banker, a, 100)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_closed");
-    // Nothing moves in or out.
+    // Nothing moves in or out. To a stranger paying in, a closed account is not found.
     transfer(&app, &bob, b, a, 10)
         .await
-        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_closed");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     money(&app, &banker, "deposits", a, 10)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_closed");

@@ -99,9 +99,11 @@ async fn refused_transfers_say_why_and_move_nothing() {
     app.post("/v1/transfers", Some(&alice), transfer(b, 101, "USD"))
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
+    // Bob's EUR account takes no USD: to Alice it is not found, as if it did not exist (what
+    // currency someone else's account holds is not hers to learn).
     app.post("/v1/transfers", Some(&alice), transfer(e, 10, "USD"))
         .await
-        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     app.post("/v1/transfers", Some(&alice), transfer(999_999, 10, "USD"))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
@@ -111,7 +113,7 @@ async fn refused_transfers_say_why_and_move_nothing() {
     app.post("/v1/transfers", Some(&alice), transfer(b, 0, "USD"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
-    // The bank's USD settlement account cannot receive a customer transfer.
+    // The bank's USD settlement account cannot receive a customer transfer: not found either.
     let settlement: i64 = sqlx::query_scalar(
         "SELECT id FROM accounts WHERE kind = 'settlement' AND currency = 'USD'",
     )
@@ -125,8 +127,11 @@ async fn refused_transfers_say_why_and_move_nothing() {
             transfer(settlement, 10, "USD"),
         )
         .await;
-    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_argument");
-    assert_eq!(reply.body["error"]["details"][0]["field"], "to_account_id");
+    reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        reply.body["error"]["message"],
+        format!("account {settlement} not found")
+    );
     // Bob cannot send from Alice's account.
     app.post("/v1/transfers", Some(&bob), transfer(b, 10, "USD"))
         .await

@@ -256,9 +256,10 @@ async fn the_payer_authorises_the_payee_resolves_and_strangers_see_nothing() {
         "to_account_id"
     );
     let eur = app.open_account(&carol, "EUR").await;
+    // Carol's EUR account takes no USD: to Alice it is not found (SPEC §10).
     place(&app, &alice, a, eur, 10)
         .await
-        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     place(&app, &alice, a, 999_999, 10)
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
@@ -522,9 +523,10 @@ async fn frozen_payers_cannot_hold_or_be_captured_and_pending_holds_block_closin
     capture(&app, &alice, into_a, None)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_closed");
+    // To a stranger paying in, a closed account is not found.
     place(&app, &bob, b, a, 10)
         .await
-        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_closed");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     void(&app, &alice, into_a).await.assert(StatusCode::OK);
     assert_ledger_consistent(app.db.pool()).await;
 }
@@ -927,6 +929,11 @@ async fn an_account_closes_between_payments_never_under_one() {
                     };
                     match reply.status {
                         StatusCode::CREATED => {}
+                        // A payer is a stranger to dan: dan's closed account is not found.
+                        StatusCode::NOT_FOUND => {
+                            assert_eq!(reply.code(), "not_found", "{}", reply.body);
+                            refused_closed += 1;
+                        }
                         StatusCode::UNPROCESSABLE_ENTITY => {
                             let code = reply.code();
                             assert!(

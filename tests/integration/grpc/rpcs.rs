@@ -362,10 +362,10 @@ async fn errors_carry_the_table_code_and_field_violations() {
         ))
         .await
         .unwrap_err();
-    // Alice's account is empty and Bob's is EUR: the currency is judged first.
+    // Bob's account is EUR: to Alice, an account that takes no USD is not found (SPEC §10).
     assert_eq!(
         (short.code(), table_code(&short).as_str()),
-        (Code::FailedPrecondition, "currency_mismatch")
+        (Code::NotFound, "not_found")
     );
     let c_usd = open_account(&mut c, &bob, "USD").await;
     let short = c
