@@ -73,15 +73,6 @@ impl ShutdownSettings {
     }
 }
 
-impl Default for ShutdownSettings {
-    fn default() -> Self {
-        Self {
-            delay: Self::default_delay(false),
-            grace: Self::DEFAULT_GRACE,
-        }
-    }
-}
-
 pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,

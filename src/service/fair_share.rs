@@ -87,10 +87,6 @@ impl FairShares {
         }
     }
 
-    pub fn limits(&self) -> UserLimits {
-        self.limits
-    }
-
     /// A place for one more request of `user`, or `rate_limited` with when to try again.
     pub fn admit(&self, user: &Username) -> Result<ShareSlot, ServiceError> {
         self.admit_key(user.as_str())
