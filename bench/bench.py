@@ -2,12 +2,19 @@
 """`make bench`: how fast a transfer is, measured side by side in one run against one PostgreSQL.
 
 Rows:
+  Y1 and Y16, the yardsticks: a transfer as one bare SQL statement, and sixteen in one
+     statement, on tables of their own shaped like simple_bank's (schema `bare`): lock both
+     accounts in id order, check funds, insert the transfer and two entries, update both
+     balances; no trigger, no function, no event. Written once and never changed with the
+     project's SQL, so every other row is stated as a ratio to them.
   A  simple_bank's SQL: pgbench replaying, per transfer, the statements simple_bank's Go server
      sends (read from-account, read to-account, BEGIN, insert transfer, insert two entries, two
      `balance = balance + x` updates in ascending id order, COMMIT: nine round trips, prepared),
      on a copy of simple_bank's tables in schema `sb`.
   B  our transfer SQL: pgbench running exactly the statement our server sends for one transfer
-     (MOVE_MONEY, read from src/store/transfers.rs at run time, so it cannot drift).
+     (MOVE_MONEY, printed by `simplebank-loadgen sql` from the server's own constant).
+  B16 our batch SQL: 16 random transfers through `move_money_batch`, exactly as group commit
+     sends a batch (MOVE_MONEY_BATCH, printed the same way).
   C  our HTTP API, D  our gRPC API: the release server under `simplebank-loadgen` (Rust,
      keep-alive connections, every request authenticated as the from-account's owner, random
      from/to accounts), counting only 2xx / OK;
@@ -18,20 +25,18 @@ Rows:
      default, `--pairs 2`), in mirrored order (C C1 D D1 E E1, then E1 E D1 D C1 C, and again),
      and each row's figures are over all its slices (percentiles from every latency), so drift
      on the shared machine falls on all alike.
-  B16 our transfer SQL hand-batched, 16 transfers between one BEGIN and one COMMIT (at 1, 4 and
-     16 clients): what PostgreSQL does with batched SQL and no server in the way.
   B0 and C0: B and C for a baseline revision (`--baseline`, the Makefile's BENCH_BASELINE: the
      last commit before holds), its MOVE_MONEY under pgbench and its release binary, built from
      `git archive` into target/bench-baseline, over the same database: what the checks added
      since (holds' `held`, account status, overdraft) cost the transfer path. Each runs before
      its counterpart, so a table grown by the earlier rows counts against the new code.
 All on 10,000 funded accounts whose users are all logged in, at concurrency 1, 4, 16, 64 and 256
-(E, E1, B0 and C0 at 16 and 64 only), each for a fixed time after a warm-up run. For each row the
+(E, E1, B0 and C0 at 16 and 64 only; Y16 and B16 up to 64), each for a fixed time after a warm-up run. For each row the
 CPU time of the server, of the whole PostgreSQL cluster and of the load generator, from /proc over
 the measured run, is divided by the transfers it moved; round trips per transfer are counted by
 the server (`db_money_*_calls_total`) or, for pgbench, are those of its script. Afterwards the
-ledger invariants are checked; the table, the ratios, and every target of issue 21 as met or
-missed go to stdout and bench/results/.
+ledger invariants are checked; the table, the ratios, and every target of issues 36 and 21 as
+met or missed go to stdout and bench/results/.
 
 This is not a test and never runs in `make test`. Ratios between rows of the same run are the
 result; absolute numbers depend on the machine and on whatever else it is doing.
@@ -142,6 +147,7 @@ def setup(base_url):
         INSERT INTO sb.accounts (id, owner, balance, currency)
             SELECT g, g::text, {BALANCE}, 'USD' FROM generate_series({FIRST_ID}, {last}) g;
     """)
+    psql(url, BARE_TABLES.format(first=FIRST_ID, last=last, balance=BALANCE))
     psql(url, "VACUUM ANALYZE")
     return url
 
@@ -154,6 +160,17 @@ PICK = f"""\\set from random({FIRST_ID}, {FIRST_ID + ACCOUNTS - 1})
 \\set lo least(:from, :to)
 \\set hi greatest(:from, :to)
 """
+
+
+def pick_many(size):
+    """`size` random (from, to) pairs as pgbench variables :f0 :t0 … : the lines that set them,
+    and the two lists of variables."""
+    picks = "".join(f"\\set f{i} random({FIRST_ID}, {FIRST_ID + ACCOUNTS - 1})\n"
+                    f"\\set t{i} random({FIRST_ID}, {FIRST_ID + ACCOUNTS - 2})\n"
+                    f"\\if :t{i} >= :f{i}\n\\set t{i} :t{i} + 1\n\\endif\n"
+                    for i in range(size))
+    return (picks, ", ".join(f":f{i}" for i in range(size)),
+            ", ".join(f":t{i}" for i in range(size)))
 
 # A: the nine statements simple_bank's TransferTx handler sends for one transfer.
 SIMPLE_BANK = PICK + f"""SELECT id, owner, balance, currency, created_at FROM sb.accounts WHERE id = :from LIMIT 1;
@@ -173,12 +190,79 @@ COMMIT;
 """
 
 
+# The yardsticks, Y1 and Y16: a transfer as one bare statement, and sixteen in one statement, on
+# tables of their own shaped like simple_bank's (schema `bare`). Written once and never changed
+# with the project's SQL, so that the cost of every feature of ours shows as a ratio to them.
+# Each locks its accounts in ascending id order, checks the payer's funds, inserts the transfers
+# and their two entries and updates the balances; no trigger, no function, no event.
+BARE_TABLES = """
+    CREATE SCHEMA bare;
+    CREATE TABLE bare.accounts (id bigint PRIMARY KEY, owner text NOT NULL,
+        balance bigint NOT NULL, currency text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now());
+    CREATE UNIQUE INDEX ON bare.accounts (owner, currency);
+    CREATE TABLE bare.transfers (id bigserial PRIMARY KEY,
+        from_account_id bigint NOT NULL REFERENCES bare.accounts (id),
+        to_account_id bigint NOT NULL REFERENCES bare.accounts (id),
+        amount bigint NOT NULL CHECK (amount > 0), created_at timestamptz NOT NULL DEFAULT now());
+    CREATE TABLE bare.entries (id bigserial PRIMARY KEY,
+        account_id bigint NOT NULL REFERENCES bare.accounts (id),
+        transfer_id bigint NOT NULL REFERENCES bare.transfers (id),
+        amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+    CREATE INDEX ON bare.entries (account_id, id);
+    INSERT INTO bare.accounts (id, owner, balance, currency)
+        SELECT g, g::text, {balance}, 'USD' FROM generate_series({first}, {last}) g;
+"""
+
+BARE_ONE = PICK + f"\\set amount {AMOUNT}\n" + " ".join([
+    "WITH p AS (SELECT :from::bigint AS f, :to::bigint AS t, :amount::bigint AS amount),",
+    "locked AS MATERIALIZED (SELECT id, balance FROM bare.accounts WHERE id IN (:from, :to)",
+    "ORDER BY id FOR NO KEY UPDATE),",
+    "t AS (INSERT INTO bare.transfers (from_account_id, to_account_id, amount)",
+    "SELECT p.f, p.t, p.amount FROM p, locked WHERE id = p.f AND balance >= p.amount RETURNING id),",
+    "e AS (INSERT INTO bare.entries (account_id, transfer_id, amount)",
+    "SELECT p.f, t.id, -p.amount FROM p, t UNION ALL SELECT p.t, t.id, p.amount FROM p, t),",
+    "u AS (UPDATE bare.accounts a SET balance = l.balance",
+    "+ CASE WHEN a.id = p.f THEN -p.amount ELSE p.amount END FROM p, t, locked l WHERE a.id = l.id)",
+    "SELECT id FROM t;\n"])
+
+
+def bare_batch_script(size=16):
+    """Y16: `size` random transfers in one statement, its own transaction (one round trip)."""
+    picks, froms, tos = pick_many(size)
+    return picks + (
+        f"WITH pairs AS MATERIALIZED (SELECT * FROM unnest(ARRAY[{froms}]::bigint[], "
+        f"ARRAY[{tos}]::bigint[]) WITH ORDINALITY AS p (f, t, n)), "
+        "moves AS (SELECT f AS id, -{a}::bigint AS delta FROM pairs UNION ALL SELECT t, {a} FROM pairs), "
+        "net AS (SELECT id, sum(delta)::bigint AS delta FROM moves GROUP BY id), "
+        "locked AS MATERIALIZED (SELECT a.id, a.balance FROM bare.accounts a "
+        "WHERE a.id IN (SELECT id FROM net) ORDER BY a.id FOR NO KEY UPDATE), "
+        "funded AS (SELECT bool_and(l.balance + n.delta >= 0) AS ok FROM locked l JOIN net n USING (id)), "
+        "t AS (INSERT INTO bare.transfers (from_account_id, to_account_id, amount) "
+        "SELECT f, t, {a} FROM pairs, funded WHERE funded.ok ORDER BY n "
+        "RETURNING id, from_account_id, to_account_id), "
+        "e AS (INSERT INTO bare.entries (account_id, transfer_id, amount) "
+        "SELECT from_account_id, id, -{a} FROM t UNION ALL SELECT to_account_id, id, {a} FROM t), "
+        "u AS (UPDATE bare.accounts a SET balance = l.balance + n.delta FROM locked l JOIN net n "
+        "USING (id), funded WHERE funded.ok AND a.id = l.id) "
+        "SELECT count(*) FROM t;\n").format(a=AMOUNT)
+
+
+def statement(name):
+    """One of the money path's statements exactly as the server sends it (the load generator
+    prints it from the same constant), so a row of ours cannot drift from the code."""
+    return subprocess.run([LOADGEN, "sql", name], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def our_transfer_script(source=None):
     """B: MOVE_MONEY exactly as the server sends it, its $n bound to pgbench variables (B0: the
     baseline revision's, from `source`)."""
-    source = source or (ROOT / "src/store/transfers.rs").read_text()
-    found = re.search(r'const MOVE_MONEY: &str =\s*(?:r#"(.*?)"#|"(.*?)");', source, re.S)
-    sql = found.group(1) or found.group(2)
+    if source is None:
+        sql = statement("move-money")
+    else:
+        found = re.search(r'const MOVE_MONEY: &str =\s*(?:r#"(.*?)"#|"(.*?)");', source, re.S)
+        sql = found.group(1) or found.group(2)
     # $1 from, $2 to, $3 amount, $4 currency, $5 movement, $6 owner (the from-account's owner,
     # whose username is the account id); then (none here) $7 the hold a capture names, $8 the
     # reference, $9 the metadata, $10 the transfer a reversal reverses. sqlx declares each
@@ -188,25 +272,34 @@ def our_transfer_script(source=None):
               5: ":movement::text", 6: ":owner::text", 7: "NULL::bigint", 8: "NULL::text",
               9: "NULL::text", 10: "NULL::bigint"}
     sql = re.sub(r"\$(\d+)\b", lambda m: values[int(m.group(1))], sql)
-    body = " ".join(line.strip() for line in sql.strip().splitlines())
+    body = " ".join(line.split("--")[0].strip() for line in sql.strip().splitlines())
     # pgbench's \\set is numeric only: the text parameters come from -D (see `pgbench`).
     return PICK + f"\\set amount {AMOUNT}\n\\set owner :from\n" + body + ";\n"
 
 
-def batched_transfer_script(per_transaction=16):
-    """B16: our transfer statement hand-batched, `per_transaction` random transfers between one
-    BEGIN and one COMMIT (per_transaction + 2 round trips). The statements of a transaction lock
-    their pairs in no global order, so clients can deadlock each other; pgbench retries those
-    (`--max-tries`), as a careful client would."""
-    single = our_transfer_script().split("\\set amount", 1)
-    body = "\\set amount" + single[1]
-    return "BEGIN;\n" + (PICK + body) * per_transaction + "COMMIT;\n"
+def our_batch_script(size=16):
+    """B16: `size` random transfers through `move_money_batch`, exactly as group commit sends a
+    batch (MOVE_MONEY_BATCH): one statement, its own transaction."""
+    sql = statement("move-money-batch")
+    picks, froms, tos = pick_many(size)
+    # $1 from ids, $2 to ids, $3 amounts, $4 currencies, $5 kinds, $6 owners (each from-account's
+    # owner is named by its id), $7 references, $8 metadata.
+    values = {1: f"ARRAY[{froms}]::bigint[]", 2: f"ARRAY[{tos}]::bigint[]",
+              3: f"array_fill({AMOUNT}::bigint, ARRAY[{size}])",
+              4: f"array_fill('USD'::text, ARRAY[{size}])",
+              5: f"array_fill('transfer'::text, ARRAY[{size}])",
+              6: f"ARRAY[{froms}]::text[]",
+              7: f"array_fill(NULL::text, ARRAY[{size}])",
+              8: f"array_fill(NULL::text, ARRAY[{size}])"}
+    sql = re.sub(r"\$(\d+)\b", lambda m: values[int(m.group(1))], sql)
+    return picks + sql + ";\n"
 
 
 def settle(url):
     """Before each row: vacuum what the previous rows left behind and flush dirty pages, so no row
     pays for another's dead tuples or checkpoint."""
-    psql(url, "VACUUM (ANALYZE) accounts, transfers, entries, sb.accounts, sb.transfers, sb.entries")
+    psql(url, "VACUUM (ANALYZE) accounts, transfers, entries, events, sb.accounts, sb.transfers, "
+              "sb.entries, bare.accounts, bare.transfers, bare.entries")
     try:
         psql(url, "CHECKPOINT")
     except subprocess.CalledProcessError:
@@ -282,7 +375,7 @@ class Cpu:
                 .read_text().split():
             try:
                 total += self._stat(int(child))["own"]
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 pass  # exited between the listing and the read: counted as reaped next time
         return total
 
@@ -459,6 +552,7 @@ def check_invariants(url):
     negative = psql(url, "SELECT count(*) FROM accounts WHERE kind = 'customer' "
                          "AND balance < -overdraft_limit")
     sb_total = psql(url, "SELECT sum(balance) FROM sb.accounts")
+    bare_total = psql(url, "SELECT sum(balance) FROM bare.accounts")
     problems = []
     if broken != "0":
         problems.append(f"{broken} accounts whose balance is not the sum of their entries")
@@ -468,11 +562,56 @@ def check_invariants(url):
         problems.append(f"{negative} customer balances below minus their overdraft limit")
     if int(sb_total) != BALANCE * ACCOUNTS:
         problems.append(f"simple_bank's copy lost money: {sb_total}")
+    if int(bare_total) != BALANCE * ACCOUNTS:
+        problems.append(f"the yardsticks' tables lost money: {bare_total}")
     return problems
 
 
 def fmt(value, digits=0):
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def yardstick_verdicts(by, clients_list):
+    """Issue 36's targets, each met or missed, stated against the yardsticks Y1 and Y16."""
+    lines = []
+
+    def check(name, ok, figure):
+        lines.append(f"- {'met' if ok else 'MISSED'}: {name} ({figure})")
+
+    def best(row):
+        found = [(by[k]["tps"], k[1]) for k in by if k[0] == row]
+        return max(found) if found else (None, None)
+
+    b, y1 = by.get(("B", 16)), by.get(("Y1", 16))
+    if b and y1 and b["cpu_pg"] and y1["cpu_pg"]:
+        ratio = b["cpu_pg"] / y1["cpu_pg"]
+        check("PostgreSQL CPU per transfer ≤ 1.5 × Y1's at 16 clients (B / Y1)", ratio <= 1.5,
+              f"{b['cpu_pg']:.0f} / {y1['cpu_pg']:.0f} µs = {ratio:.2f}")
+    (b16, b16_at), (y16, y16_at) = best("B16"), best("Y16")
+    if b16 and y16:
+        check("move_money_batch of 16 ≥ 0.8 × Y16, each at its best concurrency", b16 >= 0.8 * y16,
+              f"{b16:.0f}/s at {b16_at} / {y16:.0f}/s at {y16_at} = {b16 / y16:.2f}")
+    c64, c16 = by.get(("C", 64)), by.get(("C", 16))
+    if c64 and y16:
+        check("HTTP at 64 clients ≥ 0.6 × Y16 at its best", c64["tps"] >= 0.6 * y16,
+              f"{c64['tps']:.0f} / {y16:.0f} = {c64['tps'] / y16:.2f}")
+    if c16 and y1:
+        check("HTTP at 16 clients ≥ 0.8 × Y1 at 16", c16["tps"] >= 0.8 * y1["tps"],
+              f"{c16['tps']:.0f} / {y1['tps']:.0f} = {c16['tps'] / y1['tps']:.2f}")
+    if c64:
+        check("HTTP p99 ≤ 2 × p50 at 64 clients", c64["p99"] <= 2 * c64["p50"],
+              f"{c64['p99']:.1f} / {c64['p50']:.1f} ms = {c64['p99'] / c64['p50']:.2f}")
+    levels = [(c, by[("C", c)]["tps"], by[("D", c)]["tps"]) for c in clients_list
+              if ("C", c) in by and ("D", c) in by]
+    if levels:
+        check("gRPC within 10% of HTTP at every concurrency (D / C)",
+              all(0.9 <= d / c <= 1.1 for _, c, d in levels),
+              ", ".join(f"{n}: {d / c:.2f}" for n, c, d in levels))
+    trips = [by[k]["trips"] for k in by if k[0] == "C1" and by[k].get("trips")]
+    if trips:
+        check("an unkeyed transfer in 1 round trip (C1, one transaction per transfer)",
+              max(trips) <= 1.0, f"{max(trips):.2f}")
+    return lines
 
 
 def verdicts(by, clients_list, peak_rss):
@@ -556,13 +695,15 @@ def main():
 
     with tempfile.TemporaryDirectory() as logs:
         for clients in clients_list:
-            scripts = [("A simple_bank SQL", SIMPLE_BANK, 1, 9)]
+            scripts = [("A simple_bank SQL", SIMPLE_BANK, 1, 9),
+                       ("Y1 yardstick: bare statement", BARE_ONE, 1, 1)]
             if base_rev and clients in pair_levels:
                 scripts.append((f"B0 baseline SQL ({base_rev})", our_transfer_script(base_source), 1, 1))
             scripts.append(("B our transfer SQL", our_transfer_script(), 1, 1))
-            if clients <= 16:
-                scripts.append(("B16 our SQL, 16 per transaction", batched_transfer_script(16), 16,
-                                18 / 16))
+            if clients <= 64:
+                scripts += [("Y16 yardstick: bare statement, 16 at once", bare_batch_script(16),
+                             16, 1 / 16),
+                            ("B16 our move_money_batch of 16", our_batch_script(16), 16, 1 / 16)]
             for name, script, per, trips in scripts:
                 if not want(name):
                     continue
@@ -644,7 +785,8 @@ def main():
     for clients in sorted({c for _, c, _ in rows}):
         get = lambda row: by.get((row, clients), {}).get("tps")
         ratios = []
-        for label, top, bottom in [("B/A", "B", "A"), ("B/B0", "B", "B0"), ("C/C0", "C", "C0"),
+        for label, top, bottom in [("B/Y1", "B", "Y1"), ("B16/Y16", "B16", "Y16"), ("C/Y1", "C", "Y1"),
+                                   ("B/A", "B", "A"), ("B/B0", "B", "B0"), ("C/C0", "C", "C0"),
                                    ("C/A", "C", "A"), ("C/B", "C", "B"), ("D/C", "D", "C"),
                                    ("C/C1", "C", "C1"), ("D/D1", "D", "D1"), ("E/E1", "E", "E1")]:
             if get(top) and get(bottom):
@@ -655,6 +797,7 @@ def main():
                      f"C, D and E rows): {peak_rss:.0f} MiB ({login_peak_rss:.0f} MiB after the logins)")
     lines.append("- ledger invariants after the run: " + ("hold" if not problems else "; ".join(problems)))
     if wanted is None:
+        lines += ["", "Targets against the yardsticks (issue 36):"] + yardstick_verdicts(by, clients_list)
         lines += ["", "Targets (issue 21):"] + verdicts(by, clients_list, peak_rss)
     table = "\n".join(lines)
     print(table)

@@ -24,8 +24,19 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Statement {
+    MoveMoney,
+    MoveMoneyBatch,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Print one of the money path's statements as the server sends it (for pgbench).
+    Sql {
+        #[arg(value_enum)]
+        statement: Statement,
+    },
     /// Log every user in over HTTP; write `token account_id` lines.
     Login {
         #[arg(long)]
@@ -116,6 +127,16 @@ struct Tally {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Sql { statement } => {
+            println!(
+                "{}",
+                match statement {
+                    Statement::MoveMoney => simplebank::store::MOVE_MONEY,
+                    Statement::MoveMoneyBatch => simplebank::store::MOVE_MONEY_BATCH,
+                }
+            );
+            Ok(())
+        }
         Command::Login {
             http,
             users,

@@ -82,7 +82,8 @@ pub struct HorizonProbe {
 /// The columns `event_from_row` reads (macros, so the queries stay `&'static str`).
 macro_rules! event_columns {
     () => {
-        "id, type, account_id, counter_account_id, data::text AS data, created_at"
+        "id, type, account_id, counter_account_id, event_data(data, transfer_id)::text AS data, \
+         created_at"
     };
 }
 
@@ -525,7 +526,8 @@ RETURNING d.id AS delivery_id, d.attempts, d.created_at AS queued_at, w.url, w.s
           CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_salt END
               AS previous_salt,
           w.deleted_at IS NOT NULL AS endpoint_deleted,
-          e.id, e.type, e.account_id, e.counter_account_id, e.data::text AS data, e.created_at
+          e.id, e.type, e.account_id, e.counter_account_id, event_data(e.data, e.transfer_id)::text AS data,
+          e.created_at
 "#;
 
 /// What one fan-out round did.

@@ -19,7 +19,7 @@ use sqlx::postgres::PgRow;
 use super::accounts::{account_columns, account_from_row};
 use super::idempotency::KeyedOutcome;
 use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
-use super::rules::{self, Movement, MovementKind, Side};
+use super::rules::{Movement, MovementKind, Verdict};
 use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
 use crate::domain::{
@@ -50,6 +50,25 @@ pub(super) const LOCK_ACCOUNTS: &str = "WITH locked AS MATERIALIZED ( \
          FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) \
      SELECT *, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held \
      FROM locked";
+
+/// A hold judged as the transfer it may become, by the rules' one text (`movement_verdict`,
+/// see `MOVE_MONEY`): both accounts row-locked in ascending id order, `held` read once they are,
+/// and the verdict of a transfer of $4 in $5 from $1 to $2 (with $3, the payer's owner). One row
+/// per account that exists, each with the verdict; one row of NULLs and the verdict if neither.
+const JUDGE_HOLD: &str = "WITH locked AS MATERIALIZED ( \
+         SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending, \
+                created_at \
+         FROM accounts WHERE id = $1 OR id = $2 ORDER BY id FOR NO KEY UPDATE), \
+     sides AS MATERIALIZED ( \
+         SELECT *, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held \
+         FROM locked) \
+     SELECT v.verdict, s.* FROM ( \
+         SELECT movement_verdict('transfer', $3, $4, $5, f.id, f.owner, f.kind, f.status, \
+                                 f.currency, f.balance, f.held, f.overdraft_limit, \
+                                 t.id, t.kind, t.status, t.currency, t.balance) AS verdict \
+         FROM (VALUES (1)) AS one (x) \
+         LEFT JOIN sides f ON f.id = $1 LEFT JOIN sides t ON t.id = $2) v \
+     LEFT JOIN sides s ON true";
 
 const PLACE: &str = concat!(
     "WITH hold AS ( \
@@ -523,12 +542,31 @@ async fn place_in(
         owner,
         label: Label::default(),
     };
-    let [from, to] = lock_pair(tx, new.from, new.to).await?;
-    let verdict = rules::judge(
-        &movement,
-        from.as_ref().map(Side::of),
-        to.as_ref().map(Side::of),
-    );
+    let rows = sqlx::query(JUDGE_HOLD)
+        .bind(new.from.get())
+        .bind(new.to.get())
+        .bind(movement.owner.as_ref().map(Username::as_str))
+        .bind(new.amount.minor_units())
+        .bind(new.currency.code())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut from = None;
+    let mut to = None;
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("id")?.is_none() {
+            continue;
+        }
+        let account = account_from_row(row)?;
+        if account.id == new.from {
+            from = Some(account);
+        } else {
+            to = Some(account);
+        }
+    }
+    let verdict = match rows.first() {
+        Some(row) => Verdict::parse(&row.try_get::<String, _>("verdict")?)?,
+        None => return Err(TxError::from(sqlx::Error::RowNotFound)),
+    };
     let actual = match verdict.currency_column() {
         Some("from_currency") => from.as_ref().map(|a| a.currency),
         Some(_) => to.as_ref().map(|a| a.currency),

@@ -1,30 +1,29 @@
 //! Money movements named by an idempotency key: done once, answered the same way every time.
 //!
-//! One transaction per keyed request:
+//! One statement per keyed request, `MOVE_MONEY_KEYED` (transfers.rs), sent in autocommit mode:
 //!
 //! 1. `pg_try_advisory_xact_lock` on a 64-bit digest of (user, key). Whoever holds it is "the
 //!    request running under this key"; a second request that cannot take it answers `InFlight`
 //!    at once rather than queueing behind the first. The lock ends with the transaction, commit
 //!    or rollback — a crashed request leaves nothing behind to clean up.
-//! 2. With the lock held, look the key up. READ COMMITTED takes a fresh snapshot per statement,
-//!    and a previous holder's commit is visible before its lock is released, so a record written
-//!    under the lock is always seen here.
-//! 3. No record: run `MOVE_MONEY` in this transaction and write the record — the transfer it
-//!    made, or the rule that refused it — before committing both together. A crash between
+//! 2. With the lock held, look the key up. A record: nothing runs, and the record is read back
+//!    (`FIND_KEY`, a second round trip) to answer as the first time.
+//! 3. No record: the movement runs and the record — the transfer it made, or the rule that
+//!    refused it — is written by the same statement, so both commit together. A crash between
 //!    them is impossible: they are one commit.
 //!
 //! A record therefore never exists without its outcome, and the primary key (user, key) backs the
-//! lock up: should two transactions ever both get past step 2, the second insert fails and rolls
-//! its transfer back with it.
+//! lock up: should two requests ever both get past step 2, the second insert fails and rolls its
+//! transfer back with it, and that request runs again and finds the record.
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::keyed::in_own_task;
-use super::rules::{Movement, MovementKind, Verdict};
-use super::transfers::{Links, move_money_query, receipt_from_row};
-use super::{Store, StoreError, retrying};
+use super::rules::{Movement, MovementKind};
+use super::transfers::{Links, MOVE_MONEY_KEYED, bind_movement, receipt_from_row};
+use super::{Store, StoreError, retrying_when};
 use crate::domain::{
     AccountId, Amount, Currency, IdempotencyKey, Label, NewTransfer, RequestFingerprint,
     TransferReceipt, Username,
@@ -107,10 +106,6 @@ LEFT JOIN accounts ta ON ta.id = tr.to_account_id
 WHERE k.username = $1 AND k.key = $2
 "#;
 
-const RECORD_KEY: &str = "INSERT INTO idempotency_keys \
-     (username, key, request_hash, operation, transfer_id, refusal, refusal_currency) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
 /// One try of a keyed movement, inside a transaction the caller ends.
 struct Attempt<'a> {
     lock: i64,
@@ -129,36 +124,6 @@ impl Attempt<'_> {
                 Claim::InFlight => Step::InFlight,
                 Claim::Found(row) => Step::Found(row),
             }))
-    }
-
-    /// Lock the key, look it up, or move the money and record the outcome. Does not commit.
-    async fn run(&self, tx: &mut sqlx::PgConnection) -> Result<Step, sqlx::Error> {
-        if let Some(answered) = self.claim(tx).await? {
-            return Ok(answered);
-        }
-        let row = move_money_query(&self.movement, Links::default())
-            .fetch_one(&mut *tx)
-            .await?;
-        let status: String = row.try_get("status")?;
-        let verdict = Verdict::parse(&status).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let (transfer_id, refusal_currency): (Option<i64>, Option<String>) =
-            match (verdict, verdict.currency_column()) {
-                (Verdict::Ok, _) => (Some(row.try_get("transfer_id")?), None),
-                (_, Some(column)) => (None, row.try_get(column)?),
-                (_, None) => (None, None),
-            };
-        let refusal = (verdict != Verdict::Ok).then_some(verdict.as_str());
-        sqlx::query(RECORD_KEY)
-            .bind(self.caller.as_str())
-            .bind(self.key.as_str())
-            .bind(&self.fingerprint.as_bytes()[..])
-            .bind(self.movement.kind.as_str())
-            .bind(transfer_id)
-            .bind(refusal)
-            .bind(refusal_currency)
-            .execute(&mut *tx)
-            .await?;
-        Ok(Step::Ran(row))
     }
 }
 
@@ -294,29 +259,53 @@ impl Store {
                 self.gate.enter(&accounts).await?
             }
         };
-        let step = retrying(|| async {
-            // Every path ends the transaction explicitly, errors included. A dropped sqlx
-            // transaction is rolled back only when its connection is next used; until then the
-            // advisory lock would stay held by an idle connection, and the retry of a deadlocked
-            // attempt, or the client's next retry, would read as still in flight.
-            let mut tx = self.pool.begin().await?;
-            match attempt.run(&mut tx).await {
-                Ok(Step::Ran(row)) => {
-                    tx.commit().await?;
-                    Ok(Step::Ran(row))
-                }
-                Ok(other) => {
-                    tx.rollback().await?;
-                    Ok(other)
-                }
-                Err(err) => {
-                    let _ = tx.rollback().await;
-                    Err(err)
-                }
-            }
-        })
-        .await?;
+        let step = self.move_money_keyed(&attempt).await?;
         self.keyed_outcome(step, &attempt)
+    }
+
+    /// `MOVE_MONEY_KEYED`, run again should its record collide with a first request that
+    /// committed after its snapshot was taken (see the statement); a record found is read back.
+    async fn move_money_keyed(&self, attempt: &Attempt<'_>) -> Result<Step, StoreError> {
+        const TRIES: usize = 3;
+        for _ in 0..TRIES {
+            let ran = retrying_when(super::error::is_retryable, || {
+                self.calls.single.inc();
+                bind_movement(
+                    sqlx::query(MOVE_MONEY_KEYED),
+                    &attempt.movement,
+                    Links::default(),
+                )
+                .bind(attempt.lock)
+                .bind(attempt.caller.as_str())
+                .bind(attempt.key.as_str())
+                .bind(&attempt.fingerprint.as_bytes()[..])
+                .fetch_one(&self.pool)
+            })
+            .await;
+            let row = match ran {
+                Err(sqlx::Error::Database(db))
+                    if db.constraint() == Some("idempotency_keys_pkey") =>
+                {
+                    continue;
+                }
+                other => other?,
+            };
+            if !row.try_get::<bool, _>("claimed")? {
+                return Ok(Step::InFlight);
+            }
+            if !row.try_get::<bool, _>("recorded")? {
+                return Ok(Step::Ran(row));
+            }
+            let found = sqlx::query(FIND_KEY)
+                .bind(attempt.caller.as_str())
+                .bind(attempt.key.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(Step::Found(found));
+        }
+        Err(StoreError::Internal(sqlx::Error::Protocol(
+            "an idempotency key's record kept colliding".to_owned(),
+        )))
     }
 
     fn keyed_outcome(&self, step: Step, attempt: &Attempt<'_>) -> Result<KeyedOutcome, StoreError> {

@@ -50,6 +50,8 @@ pub use events::{
     AttemptOutcome, DeliveryAttempt, DueDelivery, Event, EventStore, FanOut, HorizonProbe,
     MAX_WEBHOOK_ENDPOINTS, NextStep, SigningSalts, WebhookEndpoint, WebhookStore,
 };
+/// The money path's statements as sent, for `make bench` to run them under pgbench.
+pub use group_commit::MOVE_MONEY_BATCH;
 pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]
 pub use holds::MockHoldStore;
@@ -65,6 +67,7 @@ pub use rules::{Movement, MovementKind};
 pub use sessions::MockSessionStore;
 pub use sessions::{NewSession, SessionStore};
 pub use statement::{STATEMENT_HEADER, decimal};
+pub use transfers::MOVE_MONEY;
 #[cfg(test)]
 pub use transfers::MockTransferStore;
 pub use transfers::{Direction, TransferFilter, TransferStore};
@@ -100,7 +103,8 @@ pub struct Store {
 /// round trips per transfer). Counted per attempt, retries included.
 #[derive(Debug, Clone, Default)]
 pub struct MoneyCalls {
-    /// `move_money` calls for one movement (group commit off, a lone request, a fall-back).
+    /// `MOVE_MONEY` statements for one movement (group commit off, a lone request, a fall-back, a
+    /// keyed request).
     pub single: Counter,
     /// `move_money_batch` calls.
     pub batches: Counter,

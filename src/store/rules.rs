@@ -1,20 +1,18 @@
-//! The rules of a money movement as the server sees them: the movement both paths carry
-//! (`Movement`), the verdict both give (`Verdict`), and `judge`, the rules in Rust.
+//! A money movement as the store moves it (`Movement`), and the verdict the rules give on it
+//! (`Verdict`).
 //!
-//! Both money paths judge inside PostgreSQL, by one SQL function, `movement_verdict` (migration
-//! `20261204000001_money_functions`): the one-movement function `move_money` calls it under its
-//! row locks, and a group-commit batch (`move_money_batch`) calls it for each movement against the
-//! balances the batch has reached. Each returns the verdict's name; `Verdict::parse` reads it
-//! back, once, and `Verdict::refusal` turns it into the error clients see. `judge` is the same
-//! rules in Rust, for holds, which judge a hold as if it were a transfer (`holds.rs`); its unit
-//! tests and the integration test `store::rules_agree` (random batches through both paths from
-//! the same starting ledger, same verdicts, balances and entries required) keep the texts
-//! together.
+//! The rules themselves have one text, in PostgreSQL: the SQL function `movement_verdict`
+//! (migration `20261204000001_money_functions`), which every path that judges a movement calls
+//! under its row locks — one movement (`MOVE_MONEY`, also for captures and reversals), a
+//! group-commit batch (`move_money_batch`, each movement against the balances the batch has
+//! reached) and a hold's placement (`holds.rs`, judged as the transfer it may become). Each
+//! returns the verdict's name; `Verdict::parse` reads it back, once, and `Verdict::refusal` turns
+//! it into the error clients see. The integration test `store::rules_agree` runs random batches
+//! through the one-movement and batch paths from the same ledger and requires the same verdicts,
+//! balances and entries.
 
 use super::StoreError;
-use crate::domain::{
-    Account, AccountId, AccountKind, AccountStatus, Amount, Currency, Label, Username,
-};
+use crate::domain::{AccountId, Amount, Currency, Label, Username};
 
 /// Which rules apply beyond the common ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,33 +64,6 @@ impl Movement {
             MovementKind::Deposit => vec![self.to],
             MovementKind::Withdrawal => vec![self.from],
             MovementKind::Reversal => vec![self.from, self.to],
-        }
-    }
-}
-
-/// An account as the rules see it, under its row lock.
-#[derive(Debug, Clone, Copy)]
-pub struct Side<'a> {
-    pub owner: &'a Username,
-    pub currency: Currency,
-    pub balance: i64,
-    pub kind: AccountKind,
-    pub status: AccountStatus,
-    pub overdraft_limit: i64,
-    /// What its pending, unexpired holds reserve, read under the lock.
-    pub held: i64,
-}
-
-impl<'a> Side<'a> {
-    pub fn of(account: &'a Account) -> Self {
-        Side {
-            owner: &account.owner,
-            currency: account.currency,
-            balance: account.balance,
-            kind: account.kind,
-            status: account.status,
-            overdraft_limit: account.overdraft_limit,
-            held: account.held,
         }
     }
 }
@@ -201,59 +172,6 @@ impl Verdict {
     }
 }
 
-/// The rules, in `MOVE_MONEY`'s order. The order matters as much as the rules: a stranger learns
-/// nothing about the to-account, currencies or balances before ownership of the from-account is
-/// established.
-pub fn judge(movement: &Movement, from: Option<Side<'_>>, to: Option<Side<'_>>) -> Verdict {
-    let Some(f) = from else {
-        return Verdict::FromNotFound;
-    };
-    if movement
-        .owner
-        .as_ref()
-        .is_some_and(|owner| f.owner != owner)
-    {
-        return Verdict::NotOwner;
-    }
-    let Some(t) = to else {
-        return Verdict::ToNotFound;
-    };
-    // In i128: `balance - held` and `amount - overdraft_limit` stay in i64 for any account the
-    // invariants allow, but the rules must not depend on the invariants they enforce.
-    let amount = movement.amount.minor_units();
-    let available = i128::from(f.balance) - i128::from(f.held);
-    let reversal = movement.kind == MovementKind::Reversal;
-    if f.kind != AccountKind::Customer && movement.kind != MovementKind::Deposit && !reversal {
-        Verdict::FromNotCustomer
-    } else if t.kind != AccountKind::Customer
-        && movement.kind != MovementKind::Withdrawal
-        && !reversal
-    {
-        Verdict::ToNotCustomer
-    } else if f.status == AccountStatus::Closed {
-        Verdict::FromClosed
-    } else if t.status == AccountStatus::Closed {
-        Verdict::ToClosed
-    } else if f.status == AccountStatus::Frozen && !reversal {
-        // A frozen account takes credits; only its debits stop.
-        Verdict::FromFrozen
-    } else if f.currency != movement.currency {
-        Verdict::FromCurrencyMismatch
-    } else if t.currency != movement.currency {
-        Verdict::ToCurrencyMismatch
-    } else if f.kind == AccountKind::Customer
-        && available < i128::from(amount) - i128::from(f.overdraft_limit)
-    {
-        Verdict::InsufficientFunds
-    } else if f.balance.checked_sub(amount).is_none() {
-        Verdict::FromOverflow
-    } else if t.balance.checked_add(amount).is_none() {
-        Verdict::ToOverflow
-    } else {
-        Verdict::Ok
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,70 +182,5 @@ mod tests {
             assert_eq!(Verdict::parse(verdict.as_str()).unwrap(), verdict);
         }
         assert!(Verdict::parse("maybe").is_err());
-    }
-
-    fn movement(kind: MovementKind, owner: Option<&str>, amount: i64) -> Movement {
-        Movement {
-            from: AccountId::new(1).unwrap(),
-            to: AccountId::new(2).unwrap(),
-            amount: Amount::new(amount).unwrap(),
-            currency: Currency::Usd,
-            kind,
-            owner: owner.map(|o| Username::parse(o).unwrap()),
-            label: Label::default(),
-        }
-    }
-
-    fn side(owner: &Username, kind: AccountKind, balance: i64) -> Side<'_> {
-        Side {
-            owner,
-            currency: Currency::Usd,
-            balance,
-            kind,
-            status: AccountStatus::Active,
-            overdraft_limit: 0,
-            held: 0,
-        }
-    }
-
-    #[test]
-    fn a_stranger_learns_nothing_about_the_to_account() {
-        let alice = Username::parse("alice").unwrap();
-        let m = movement(MovementKind::Transfer, Some("mallory"), 10);
-        let from = Some(side(&alice, AccountKind::Customer, 0));
-        assert_eq!(judge(&m, from, None), Verdict::NotOwner);
-        assert_eq!(judge(&m, None, None), Verdict::FromNotFound);
-    }
-
-    #[test]
-    fn funds_are_checked_for_customers_only_and_overflow_is_refused() {
-        let bank = Username::parse("bank").unwrap();
-        let alice = Username::parse("alice").unwrap();
-        let deposit = movement(MovementKind::Deposit, None, 10);
-        let settlement = side(&bank, AccountKind::Settlement, 0);
-        let customer = side(&alice, AccountKind::Customer, 0);
-        assert_eq!(
-            judge(&deposit, Some(settlement), Some(customer)),
-            Verdict::Ok
-        );
-        let transfer = movement(MovementKind::Transfer, None, 10);
-        assert_eq!(
-            judge(&transfer, Some(customer), Some(customer)),
-            Verdict::InsufficientFunds
-        );
-        let full = side(&alice, AccountKind::Customer, i64::MAX);
-        assert_eq!(
-            judge(&deposit, Some(settlement), Some(full)),
-            Verdict::ToOverflow
-        );
-        let drained = side(&bank, AccountKind::Settlement, i64::MIN + 5);
-        assert_eq!(
-            judge(&deposit, Some(drained), Some(customer)),
-            Verdict::FromOverflow
-        );
-        assert_eq!(
-            judge(&transfer, Some(settlement), Some(customer)),
-            Verdict::FromNotCustomer
-        );
     }
 }

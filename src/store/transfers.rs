@@ -16,19 +16,148 @@ use crate::domain::{
     Username,
 };
 
-/// The whole movement in **one call, so one round trip**: the database function `move_money`
-/// (migration `20261204000001_money_functions`, where its statement and the reasons for its shape
-/// are) locks both accounts in ascending id order, applies every rule under the locks and, only
-/// if the verdict is `ok`, writes the transfer, its two entries and both balances. Sent in
-/// autocommit mode it is its own transaction, and sqlx sends it as a cached prepared statement
-/// (Bind/Execute/Sync in one write). Group commit's batches call `move_money_batch`, which runs
-/// this same function for each movement: one text of the rules for both paths.
+/// The whole movement in **one statement, so one round trip**. Sent in autocommit mode it is its
+/// own transaction, and sqlx sends it as a cached prepared statement (Bind/Execute/Sync in one
+/// write). $1 from, $2 to, $3 amount, $4 currency, $5 movement kind, $6 the owner the
+/// from-account must have (NULL: anyone's), $7 the hold a capture names, $8 the reference, $9
+/// the metadata (JSON text), $10 the transfer a reversal reverses.
 ///
-/// The one row returned is the verdict, and what was written when it was `ok`.
-/// `accounts_balance_within_limit` and `accounts_closed_empty` back the verdict up inside the
-/// database.
-pub(super) const MOVE_MONEY: &str =
-    "SELECT * FROM move_money($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// 1. `locked` takes row locks on both accounts in ascending id order (`ORDER BY id` sits below
+///    the lock in the plan), so two movements over the same pair in opposite directions queue
+///    instead of deadlocking; group commit's batches (`move_money_batch`) lock in the same
+///    order. `FOR NO KEY UPDATE` is the lock an UPDATE of a non-key column takes; it does not
+///    block the foreign-key checks of unrelated inserts. Under READ COMMITTED a lock that had to
+///    wait returns the row as the other transaction left it, so every check sees the latest
+///    committed balance.
+/// 2. `verdict` applies every rule: the SQL function `movement_verdict`, the one text of the
+///    rules, which the batches and hold placement call too. `held` (what the payer's pending,
+///    unexpired holds reserve) is read by the VOLATILE `account_held` once the row is locked: a
+///    subquery would read the statement's snapshot, taken before any wait for the lock, and miss
+///    a hold committed by the transaction that held it. `holds_pending` is 0 for most accounts
+///    and spares them the call.
+/// 3. Only if the verdict is `ok` do the inserts and the update write (each reads `transfer`):
+///    the transfer, its two entries with their `balance_after`, its event (naming the transfer;
+///    readers build the resource from it) and both balances.
+///
+/// The new balances are computed from `locked`, not from `accounts.balance`: the UPDATE scans
+/// with the statement's snapshot, which predates any wait for the locks, and PostgreSQL would
+/// check `accounts_balance_within_limit` on a row built from that stale version before
+/// re-evaluating, failing it spuriously under contention. `accounts_balance_within_limit` and
+/// `accounts_closed_empty` back the verdict up inside the database.
+///
+/// One row comes back: the verdict, and what was written when it was `ok`.
+pub const MOVE_MONEY: &str = MOVE_MONEY_TEXT;
+
+/// The movement's common table expressions; `$guard` is a condition every row lock also needs
+/// (the keyed statement's: this request holds its key and finds no record of it).
+macro_rules! movement_ctes {
+    ($guard:literal) => {
+        concat!(
+            r#"
+locked AS MATERIALIZED (
+    SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending, created_at
+    FROM accounts WHERE (id = $1 OR id = $2) AND "#,
+            $guard,
+            r#"
+    ORDER BY id FOR NO KEY UPDATE),
+sides AS MATERIALIZED (
+    SELECT f.id AS from_id, f.owner AS from_owner, f.currency AS from_currency,
+           f.balance AS from_balance, f.kind AS from_kind, f.status AS from_status,
+           f.overdraft_limit AS from_overdraft_limit, f.created_at AS from_created_at,
+           CASE WHEN f.holds_pending > 0 THEN account_held(f.id) ELSE 0 END AS from_held,
+           t.id AS to_id, t.owner AS to_owner, t.currency AS to_currency,
+           t.balance AS to_balance, t.kind AS to_kind, t.status AS to_status,
+           t.overdraft_limit AS to_overdraft_limit, t.created_at AS to_created_at,
+           CASE WHEN t.holds_pending > 0 THEN account_held(t.id) ELSE 0 END AS to_held
+    FROM (VALUES (1)) AS one (x)
+    LEFT JOIN locked f ON f.id = $1
+    LEFT JOIN locked t ON t.id = $2),
+verdict AS MATERIALIZED (
+    SELECT s.*,
+           movement_verdict($5, $6, $3, $4, s.from_id, s.from_owner, s.from_kind, s.from_status,
+                            s.from_currency, s.from_balance, s.from_held,
+                            s.from_overdraft_limit, s.to_id, s.to_kind, s.to_status,
+                            s.to_currency, s.to_balance) AS status
+    FROM sides s),
+transfer AS (
+    INSERT INTO transfers (from_account_id, to_account_id, amount, currency, hold_id, reference,
+                           metadata, reverses_transfer_id)
+    SELECT $1, $2, $3, $4, $7, $8, $9::jsonb, $10 FROM verdict WHERE status = 'ok'
+    RETURNING id, created_at, hold_id, reverses_transfer_id),
+entry_rows AS (
+    INSERT INTO entries (account_id, transfer_id, amount, balance_after)
+    SELECT $1, tr.id, -$3, v.from_balance - $3 FROM transfer tr, verdict v
+    UNION ALL
+    SELECT $2, tr.id, $3, v.to_balance + $3 FROM transfer tr, verdict v
+    RETURNING id, account_id),
+event AS (
+    INSERT INTO events (type, account_id, counter_account_id, transfer_id)
+    SELECT movement_event_type($5), $1, $2, tr.id FROM transfer tr),
+updated AS (
+    UPDATE accounts a
+    SET balance = CASE WHEN a.id = $1 THEN v.from_balance - $3 ELSE v.to_balance + $3 END
+    FROM transfer, verdict v
+    WHERE a.id = $1 OR a.id = $2)"#
+        )
+    };
+}
+
+/// The receipt's columns and where they come from (after `movement_ctes!`).
+macro_rules! receipt {
+    () => {
+        r#"v.status, v.from_currency, v.to_currency,
+       tr.id AS transfer_id, tr.created_at AS transfer_created_at,
+       tr.hold_id AS transfer_hold_id, tr.reverses_transfer_id AS transfer_reverses,
+       fe.id AS from_entry_id, w.from_after AS from_entry_balance_after,
+       tr.created_at AS from_entry_created_at,
+       te.id AS to_entry_id, w.to_after AS to_entry_balance_after,
+       tr.created_at AS to_entry_created_at,
+       v.from_owner, w.from_after AS from_balance, v.from_kind, v.from_status,
+       v.from_overdraft_limit, v.from_held, v.from_created_at,
+       v.to_owner, w.to_after AS to_balance, v.to_kind, v.to_status,
+       v.to_overdraft_limit, v.to_held, v.to_created_at
+FROM verdict v
+LEFT JOIN transfer tr ON true
+-- The balances it left, only when it moved (a refusal for overflow must not compute them).
+LEFT JOIN LATERAL (SELECT v.from_balance - $3 AS from_after, v.to_balance + $3 AS to_after
+                   WHERE tr.id IS NOT NULL) w ON true
+LEFT JOIN entry_rows fe ON fe.account_id = $1
+LEFT JOIN entry_rows te ON te.account_id = $2
+"#
+    };
+}
+
+const MOVE_MONEY_TEXT: &str = concat!("WITH ", movement_ctes!("true"), "\nSELECT ", receipt!());
+
+/// MOVE_MONEY under an idempotency key, in **one round trip** as well: the same movement,
+/// guarded by the key, and the key's record written by the same statement. $11 the key's
+/// advisory lock (`idempotency::advisory_lock_key`), $12 the user, $13 the key, $14 the
+/// request's fingerprint. `claimed` false: another request holds the key now (nothing ran).
+/// `recorded` true: the key has a record (nothing ran; read it with `FIND_KEY`). Otherwise the
+/// movement ran and its outcome, success or refusal, is recorded in the same commit.
+///
+/// The record is looked for with the statement's snapshot, which is taken before the advisory
+/// lock is: should the key's first request commit in between, this one moves the money again
+/// and its record then collides with the first on `idempotency_keys_pkey`, which rolls all of
+/// it back; the caller runs the statement again and finds the record.
+pub(super) const MOVE_MONEY_KEYED: &str = concat!(
+    r#"WITH claim AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($11) AS claimed),
+prior AS MATERIALIZED (
+    SELECT 1 FROM idempotency_keys, claim WHERE claimed AND username = $12 AND key = $13),
+go AS MATERIALIZED (SELECT 1 FROM claim WHERE claimed AND NOT EXISTS (SELECT 1 FROM prior)),
+"#,
+    movement_ctes!("EXISTS (SELECT 1 FROM go)"),
+    r#",
+record AS (
+    INSERT INTO idempotency_keys (username, key, request_hash, operation, transfer_id, refusal,
+                                  refusal_currency)
+    SELECT $12, $13, $14, $5, tr.id, NULLIF(v.status, 'ok'),
+           CASE v.status WHEN 'from_currency_mismatch' THEN v.from_currency
+                         WHEN 'to_currency_mismatch' THEN v.to_currency END
+    FROM go, verdict v LEFT JOIN transfer tr ON true)
+SELECT (SELECT claimed FROM claim) AS claimed, EXISTS (SELECT 1 FROM prior) AS recorded, "#,
+    receipt!()
+);
 
 /// Money movements without an idempotency key, and reading a transfer, as the service sees them.
 #[cfg_attr(test, mockall::automock)]
@@ -320,7 +449,16 @@ pub(super) fn move_money_query(
     movement: &Movement,
     links: Links,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(MOVE_MONEY)
+    bind_movement(sqlx::query(MOVE_MONEY), movement, links)
+}
+
+/// The movement's parameters, $1 to $10 of `MOVE_MONEY` and `MOVE_MONEY_KEYED`.
+pub(super) fn bind_movement<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    movement: &'q Movement,
+    links: Links,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(movement.from.get())
         .bind(movement.to.get())
         .bind(movement.amount.minor_units())

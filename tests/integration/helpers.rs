@@ -245,7 +245,7 @@ pub async fn snapshot(pool: &PgPool) -> LedgerSnapshot {
 
 /// The double-entry invariants. Any row listed is a broken invariant; all lists must be empty.
 pub async fn assert_ledger_consistent(pool: &PgPool) {
-    let checks: [(&str, &'static str); 12] = [
+    let checks: [(&str, &'static str); 13] = [
         (
             "every balance equals the sum of its entries",
             "SELECT a.id FROM accounts a LEFT JOIN entries e ON e.account_id = a.id \
@@ -269,6 +269,11 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
             "SELECT id FROM (SELECT id, balance_after, \
                  sum(amount) OVER (PARTITION BY account_id ORDER BY id) AS running FROM entries) s \
              WHERE balance_after <> running",
+        ),
+        (
+            "every transfer has exactly one event, which names it",
+            "SELECT t.id FROM transfers t LEFT JOIN events e ON e.transfer_id = t.id \
+             GROUP BY t.id HAVING count(e.id) <> 1",
         ),
         (
             "money only moves within a currency: each currency sums to zero with settlement",

@@ -1,6 +1,6 @@
 //! One batch of group commit: a single call of the database function `move_money_batch`, sent
 //! in autocommit mode, so that locking every account the batch touches, judging each movement
-//! by `move_money` in arrival order, writing the accepted ones and committing are **one round
+//! by `movement_verdict` in arrival order, writing the accepted ones and committing are **one round
 //! trip** (see migration `20261204000001_money_functions`). The queue and the lanes that form
 //! batches are in `mod.rs`.
 
@@ -21,7 +21,7 @@ pub(super) enum Failure {
 }
 
 /// The batch, its movements as parallel arrays; one row comes back per movement, in order.
-const MOVE_MONEY_BATCH: &str = "SELECT * FROM move_money_batch($1, $2, $3, $4, $5, $6, $7, $8)";
+pub const MOVE_MONEY_BATCH: &str = "SELECT * FROM move_money_batch($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Runs the batch as one transaction and returns each movement's receipt or refusal, in order.
 pub(super) async fn apply(

@@ -6,10 +6,10 @@
 //! database function `move_money_batch`, sent in autocommit mode, which
 //!
 //! 1. locks every account the batch touches in ascending id order, the same global order the
-//!    one-movement path (`move_money`) uses, so batches and single transfers queue behind each
+//!    one-movement path (`MOVE_MONEY`) uses, so batches and single transfers queue behind each
 //!    other and never deadlock;
-//! 2. runs `move_money` for each movement **in arrival order**, so each is judged by exactly the
-//!    rules of the one-movement path against the balances the earlier ones left; a refused
+//! 2. judges each movement **in arrival order** by `movement_verdict`, the one text of the rules
+//!    the one-movement path runs too, against the balances the earlier ones left; a refused
 //!    movement changes nothing and its neighbours go on;
 //! 3. commits once, when the call returns; only then is any caller answered. Durability is
 //!    exactly that of one commit.
@@ -41,6 +41,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 mod batch;
 
+pub use batch::MOVE_MONEY_BATCH;
 use batch::{Failure, apply};
 
 use super::rules::Movement;

@@ -89,11 +89,13 @@ async fn account_event_ids(app: &TestApp, account: i64) -> Vec<i64> {
 }
 
 async fn events_of_type(app: &TestApp, kind: &str) -> Vec<Value> {
-    sqlx::query_scalar("SELECT data FROM events WHERE type = $1 ORDER BY id")
-        .bind(kind)
-        .fetch_all(app.db.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT event_data(data, transfer_id) FROM events WHERE type = $1 ORDER BY id",
+    )
+    .bind(kind)
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap()
 }
 
 /// `a` and `b` with their timestamps compared as instants (the API prints as many fraction
