@@ -98,12 +98,12 @@ csv-memory: db-ready ## the server's peak RSS while it streams a 100,000-entry C
 	$(CARGO) build --locked --quiet
 	@scripts/csv_memory.py
 
-# The last commit before group commit's one-round-trip batches (issue 21): rows B0 and C0 of
-# `make bench` measure its SQL and its server beside the current code.
-BENCH_BASELINE ?= d27ee5a
+# Every row is stated against the fixed yardsticks Y1 and Y16. BENCH_BASELINE=<revision> adds rows
+# B0 and C0: that revision's SQL and server beside the current code (built once, cold).
+BENCH_BASELINE ?=
 
-bench: db-ready build-bench ## transfers/s side by side: simple_bank's SQL, ours (and BENCH_BASELINE's), our HTTP and gRPC APIs (not a test)
-	@bench/bench.py --baseline $(BENCH_BASELINE)
+bench: db-ready build-bench ## transfers/s side by side: the bare yardsticks, simple_bank's SQL, ours, our HTTP and gRPC APIs (not a test)
+	@bench/bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 profile: db-ready build-bench ## perf profile of the server under make bench's C and D rows at 16 clients: its CPU by crate (not a test)
 	bench/profile.py

@@ -5,14 +5,21 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::holds::HoldStore;
-use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
+use super::idempotency::{KeyedOutcome, KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::{Page, Store, StoreError, decode};
 use crate::domain::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Entry, EntryId, IdempotencyKey,
     PageSize, RequestFingerprint, TransferId, Username,
 };
+
+/// Accounts (`$1`), row-locked in ascending id order, with `held` read once the
+/// locks are taken (see `MOVE_MONEY` for why through `account_held`).
+pub(super) const LOCK_ACCOUNTS: &str = "WITH locked AS MATERIALIZED ( \
+         SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending, \
+                created_at \
+         FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) \
+     SELECT *, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held \
+     FROM locked";
 
 /// The column list every query of this table returns (a macro so queries stay `&'static str`),
 /// with `held` as of the statement's snapshot. `holds_pending` (the payer's holds still marked
@@ -389,7 +396,7 @@ impl Store {
             ..
         } = control
         {
-            while self.expire_due_holds(500, Some(*id)).await? > 0 {}
+            while self.expire_holds(500, Some(*id)).await? > 0 {}
         }
         Ok(())
     }

@@ -16,9 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::accounts::{account_columns, account_from_row};
-use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
+use super::accounts::{LOCK_ACCOUNTS, account_columns, account_from_row};
+use super::idempotency::{KeyedOutcome, KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::rules::{Movement, MovementKind, Verdict};
 use super::transfers::{Links, move_money_query, receipt_from_row};
 use super::{Entity, Page, Store, StoreError, decode, retrying};
@@ -41,15 +40,6 @@ macro_rules! hold_columns {
          reference, metadata::text AS metadata"
     };
 }
-
-/// Both accounts of a movement, row-locked in ascending id order, with `held` read once the
-/// locks are taken (see `MOVE_MONEY` for why through `account_held`).
-pub(super) const LOCK_ACCOUNTS: &str = "WITH locked AS MATERIALIZED ( \
-         SELECT id, owner, currency, balance, kind, status, overdraft_limit, holds_pending, \
-                created_at \
-         FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) \
-     SELECT *, CASE WHEN holds_pending > 0 THEN account_held(id) ELSE 0 END AS held \
-     FROM locked";
 
 /// A hold judged as the transfer it may become, by the rules' one text (`movement_verdict`,
 /// see `MOVE_MONEY`): both accounts row-locked in ascending id order, `held` read once they are,
@@ -346,6 +336,17 @@ impl HoldStore for Store {
         limit: i64,
         payer: Option<AccountId>,
     ) -> Result<u64, StoreError> {
+        self.expire_holds(limit, payer).await
+    }
+}
+
+impl Store {
+    /// `HoldStore::expire_due_holds`, also for closing an account (`accounts.rs`).
+    pub(super) async fn expire_holds(
+        &self,
+        limit: i64,
+        payer: Option<AccountId>,
+    ) -> Result<u64, StoreError> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
             let due = sqlx::query(DUE_HOLDS)
@@ -376,9 +377,7 @@ impl HoldStore for Store {
         })
         .await
     }
-}
 
-impl Store {
     /// The accounts a hold write touches, for their share of the pool (`account_gate.rs`).
     async fn hold_accounts(&self, op: &HoldOp) -> Result<Vec<AccountId>, StoreError> {
         Ok(match op {

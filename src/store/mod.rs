@@ -13,7 +13,7 @@ mod events;
 mod group_commit;
 mod holds;
 mod idempotency;
-mod keyed;
+mod keyed_transfers;
 mod reversals;
 mod rules;
 mod sessions;
@@ -56,9 +56,10 @@ pub use group_commit::{GroupCommitSettings, MAX_GROUP_COMMIT_WINDOW};
 #[cfg(test)]
 pub use holds::MockHoldStore;
 pub use holds::{CapturedHold, HoldAnswer, HoldOp, HoldParties, HoldStore, PlacedHold};
+pub use idempotency::KeyedOutcome;
+pub use keyed_transfers::IdempotentStore;
 #[cfg(test)]
-pub use idempotency::MockIdempotentStore;
-pub use idempotency::{IdempotentStore, KeyedOutcome, MoneyMove};
+pub use keyed_transfers::MockIdempotentStore;
 #[cfg(test)]
 pub use reversals::MockReversalStore;
 pub use reversals::{Reversal, ReversalStore};
@@ -70,6 +71,7 @@ pub use statement::{STATEMENT_HEADER, decimal};
 pub use transfers::MOVE_MONEY;
 #[cfg(test)]
 pub use transfers::MockTransferStore;
+pub use transfers::MoneyMove;
 pub use transfers::{Direction, TransferFilter, TransferStore};
 #[cfg(test)]
 pub use users::MockUserStore;

@@ -5,8 +5,7 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
-use super::idempotency::KeyedOutcome;
-use super::keyed::{KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
+use super::idempotency::{KeyedOutcome, KeyedWrite, Recorded, TxError, in_own_task, retrying_tx};
 use super::rules::{Movement, MovementKind};
 use super::transfers::{Links, move_money_query, receipt_from_row, transfer_from_row};
 use super::{Entity, Store, StoreError};

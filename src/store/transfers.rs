@@ -159,6 +159,39 @@ SELECT (SELECT claimed FROM claim) AS claimed, EXISTS (SELECT 1 FROM prior) AS r
     receipt!()
 );
 
+/// A money movement as a keyed request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoneyMove {
+    /// Customer to customer; with `owner`, the from-account must be theirs.
+    Transfer {
+        transfer: NewTransfer,
+        owner: Option<Username>,
+    },
+    Deposit {
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+        label: Label,
+    },
+    Withdrawal {
+        account: AccountId,
+        amount: Amount,
+        currency: Currency,
+        label: Label,
+    },
+}
+
+impl MoneyMove {
+    /// `transfer`, `deposit` or `withdrawal`: the operation's name in records and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MoneyMove::Transfer { .. } => "transfer",
+            MoneyMove::Deposit { .. } => "deposit",
+            MoneyMove::Withdrawal { .. } => "withdrawal",
+        }
+    }
+}
+
 /// Money movements without an idempotency key, and reading a transfer, as the service sees them.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -255,16 +288,11 @@ impl TransferStore for Store {
         cmd: &NewTransfer,
         owner: Option<Username>,
     ) -> Result<TransferReceipt, StoreError> {
-        self.move_money(Movement {
-            from: cmd.from(),
-            to: cmd.to(),
-            amount: cmd.amount(),
-            currency: cmd.currency(),
-            kind: MovementKind::Transfer,
+        let movement = MoneyMove::Transfer {
+            transfer: cmd.clone(),
             owner,
-            label: cmd.label().clone(),
-        })
-        .await
+        };
+        self.move_money(self.resolve(&movement).await?).await
     }
     async fn deposit(
         &self,
@@ -273,16 +301,13 @@ impl TransferStore for Store {
         currency: Currency,
         label: Label,
     ) -> Result<TransferReceipt, StoreError> {
-        self.move_money(Movement {
-            from: self.settlement_account(currency).await?,
-            to: account,
+        let movement = MoneyMove::Deposit {
+            account,
             amount,
             currency,
-            kind: MovementKind::Deposit,
-            owner: None,
             label,
-        })
-        .await
+        };
+        self.move_money(self.resolve(&movement).await?).await
     }
     async fn withdraw(
         &self,
@@ -291,16 +316,13 @@ impl TransferStore for Store {
         currency: Currency,
         label: Label,
     ) -> Result<TransferReceipt, StoreError> {
-        self.move_money(Movement {
-            from: account,
-            to: self.settlement_account(currency).await?,
+        let movement = MoneyMove::Withdrawal {
+            account,
             amount,
             currency,
-            kind: MovementKind::Withdrawal,
-            owner: None,
             label,
-        })
-        .await
+        };
+        self.move_money(self.resolve(&movement).await?).await
     }
     async fn list_transfers(
         &self,
@@ -383,6 +405,50 @@ impl TransferStore for Store {
 }
 
 impl Store {
+    /// The accounts and rules of `movement` (deposits and withdrawals go through the settlement
+    /// account of their currency).
+    pub(super) async fn resolve(&self, movement: &MoneyMove) -> Result<Movement, StoreError> {
+        Ok(match movement {
+            MoneyMove::Transfer { transfer, owner } => Movement {
+                from: transfer.from(),
+                to: transfer.to(),
+                amount: transfer.amount(),
+                currency: transfer.currency(),
+                kind: MovementKind::Transfer,
+                owner: owner.clone(),
+                label: transfer.label().clone(),
+            },
+            MoneyMove::Deposit {
+                account,
+                amount,
+                currency,
+                label,
+            } => Movement {
+                from: self.settlement_account(*currency).await?,
+                to: *account,
+                amount: *amount,
+                currency: *currency,
+                kind: MovementKind::Deposit,
+                owner: None,
+                label: label.clone(),
+            },
+            MoneyMove::Withdrawal {
+                account,
+                amount,
+                currency,
+                label,
+            } => Movement {
+                from: *account,
+                to: self.settlement_account(*currency).await?,
+                amount: *amount,
+                currency: *currency,
+                kind: MovementKind::Withdrawal,
+                owner: None,
+                label: label.clone(),
+            },
+        })
+    }
+
     async fn move_money(&self, movement: Movement) -> Result<TransferReceipt, StoreError> {
         if movement.from == movement.to {
             return Err(StoreError::SameAccount);
